@@ -1,0 +1,155 @@
+"""The one place that knows NumPy (CPU) from CuPy (NVIDIA GPU).
+
+Everything else receives a :class:`Backend` and uses ``backend.xp`` as its array
+namespace and ``backend.kernels`` for the Numba kernels, so layers and
+optimizers are written once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "DTYPES",
+    "array_namespace",
+    "as_dtype",
+    "get_backend",
+    "gpu_status",
+    "host_rng",
+]
+
+GPU_INSTALL_HINT = "pip install 'accelnet[gpu]'  (CuPy for CUDA 12 and numba-cuda)"
+
+DTYPES = ("float32", "float64")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested device cannot be used on this machine."""
+
+
+def as_dtype(dtype) -> np.dtype:
+    """Validate a model dtype: float32 (default) or float64 (gradient checks)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}") from exc
+    if dt.name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dt.name!r}")
+    return dt
+
+
+def array_namespace(a) -> ModuleType:
+    """The array module that owns ``a``: numpy, or cupy for a CuPy array (found without importing it)."""
+    if isinstance(a, np.ndarray):
+        return np
+    mod = sys.modules.get(type(a).__module__.split(".")[0])
+    return mod if mod is not None and hasattr(mod, "ndarray") and isinstance(a, mod.ndarray) else np
+
+
+def host_rng(seed: int | None) -> np.random.Generator:
+    """The seeded host RNG: weights and dropout masks are drawn here, then moved.
+
+    CPU and GPU random streams differ, so drawing on the host is what makes a
+    CPU run and a GPU run the same computation.
+    """
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array namespace (``xp``), its kernels, and host/device transfers."""
+
+    name: str
+    xp: ModuleType
+    kernels: ModuleType
+
+    def to_device(self, a, dtype=None):
+        """Return ``a`` as an ``xp`` array (no copy when it already is one of ``dtype``)."""
+        if self.name == "cpu":
+            if hasattr(a, "get") and not isinstance(a, np.ndarray):  # a CuPy array
+                a = a.get()
+            return np.asarray(a, dtype=dtype)
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        """Return ``a`` as a host NumPy array."""
+        if isinstance(a, np.ndarray):
+            return a
+        if hasattr(a, "get"):
+            return a.get()
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on CPU); needed before reading a clock."""
+        if self.name == "gpu":
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def is_array(self, a) -> bool:
+        """Whether ``a`` lives in this backend's memory."""
+        return isinstance(a, self.xp.ndarray)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+_CACHE: dict[str, Backend] = {}
+
+
+def _cpu() -> Backend:
+    from accelnet.kernels import cpu
+
+    return Backend("cpu", np, cpu)
+
+
+def gpu_status() -> tuple[bool, str]:
+    """(usable, reason): whether CuPy imports and sees an NVIDIA device."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a CUDA library that fails to load
+        return False, f"CuPy is not installed or failed to import ({exc.__class__.__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"CuPy found no usable CUDA device ({exc.__class__.__name__}: {exc})"
+    if count < 1:
+        return False, "CuPy found no CUDA device"
+    return True, "ok"
+
+
+def _gpu() -> Backend:
+    ok, reason = gpu_status()
+    if not ok:
+        raise BackendUnavailable(
+            f"device 'gpu' is not available: {reason}. Install the GPU extra with: {GPU_INSTALL_HINT}"
+        )
+    import cupy
+
+    kernels = importlib.import_module("accelnet.kernels.cuda")
+    return Backend("gpu", cupy, kernels)
+
+
+def get_backend(name: str | Backend = "cpu") -> Backend:
+    """Return the backend for ``"cpu"``, ``"gpu"`` or ``"auto"`` (GPU if usable, else CPU).
+
+    ``"gpu"`` without CuPy or without a device raises :class:`BackendUnavailable`
+    naming the install command; ``"auto"`` falls back to CPU and says so on stderr.
+    """
+    if isinstance(name, Backend):
+        return name
+    if name not in ("cpu", "gpu", "auto"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {name!r}")
+    if name == "auto":
+        ok, reason = gpu_status()
+        if not ok:
+            print(f"accelnet: device 'auto' is using the CPU: {reason}", file=sys.stderr)
+        name = "gpu" if ok else "cpu"
+    if name not in _CACHE:
+        _CACHE[name] = _cpu() if name == "cpu" else _gpu()
+    return _CACHE[name]

@@ -1,0 +1,497 @@
+"""Layers with the book's ``forward(x)`` / ``backward(dout)`` interface.
+
+A layer is built by :class:`accelnet.Sequential`, which infers its input shape,
+gives it the backend and dtype, and hands it views into the parameter arena as
+``params`` / ``grads``. ``backward`` writes gradients into those views in place.
+Layers use ``self.xp`` and ``self.kernels`` only: the same code runs on NumPy and
+CuPy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import Backend
+from .init import get_initializer
+from .params import ParamArena
+
+__all__ = [
+    "BuildContext",
+    "Layer",
+    "Linear",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Dropout",
+    "BatchNorm",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "Flatten",
+]
+
+
+@dataclass
+class BuildContext:
+    """What a layer needs from its model while it is built."""
+
+    backend: Backend
+    dtype: np.dtype
+    rng: np.random.Generator  # the model's host RNG (initial weights, dropout masks)
+    init: object  # the model's default weight initializer (name, float std or callable)
+    arena: ParamArena
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
+    if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and p > 0 for p in pair):
+        raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _positive_int(v, what: str) -> int:
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{what} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def _shape_str(shape) -> str:
+    return "(N, " + ", ".join(str(d) for d in shape) + ")"
+
+
+class Layer:
+    """Base class: shape/dtype validation, train/eval mode, named params and grads."""
+
+    def __init__(self, name: str | None = None):
+        self.name = name
+        self.training = True
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.buffers: dict = {}  # non-trained state saved in checkpoints (BatchNorm statistics)
+        self.in_shape: tuple | None = None
+        self.out_shape: tuple | None = None
+        self.backend: Backend | None = None
+        self.dtype: np.dtype | None = None
+        self._last_out_shape: tuple | None = None
+
+    # -- building -------------------------------------------------------------
+    def build(self, in_shape: tuple, ctx: BuildContext) -> tuple:
+        """Bind to a backend and dtype, declare parameters, return the output shape (no batch)."""
+        self.in_shape = tuple(int(d) for d in in_shape)
+        self.backend, self.dtype = ctx.backend, ctx.dtype
+        self.out_shape = tuple(self._build(self.in_shape, ctx))
+        return self.out_shape
+
+    def _build(self, in_shape: tuple, ctx: BuildContext) -> tuple:
+        return in_shape
+
+    def _declare(self, ctx: BuildContext, local_name: str, shape, init=None, fan_in: int = 1,
+                 fill: float | None = None) -> None:
+        """Declare a parameter, drawn by an initializer spec (``init``) or set to ``fill``."""
+        if fill is not None:
+            draw = lambda rng: np.full(shape, float(fill))  # noqa: E731
+        else:
+            fn = get_initializer(init)
+            draw = lambda rng: fn(rng, tuple(shape), fan_in)  # noqa: E731
+        ctx.arena.declare(self, local_name, shape, draw)
+
+    def _require_rank(self, in_shape: tuple, ranks: tuple[int, ...], layout: str) -> None:
+        if len(in_shape) + 1 not in ranks:
+            raise ValueError(
+                f"{self._label()}: expects {layout} input, but the layer before it outputs {_shape_str(in_shape)}"
+            )
+
+    @property
+    def xp(self):
+        return self.backend.xp
+
+    @property
+    def kernels(self):
+        return self.backend.kernels
+
+    # -- running --------------------------------------------------------------
+    def forward(self, x):
+        """Compute the output for a batch ``x`` of shape (N, *in_shape)."""
+        self._check(x, self.in_shape, "input")
+        out = self._forward(x)
+        self._last_out_shape = out.shape
+        return out
+
+    def backward(self, dout):
+        """Given dL/d(output), write dL/d(params) into ``grads`` and return dL/d(input)."""
+        if self._last_out_shape is None:
+            raise RuntimeError(f"{self._label()}: backward() called before forward()")
+        if not self.backend.is_array(dout) or dout.shape != self._last_out_shape or dout.dtype != self.dtype:
+            raise ValueError(
+                f"{self._label()}: backward expected dout of shape {self._last_out_shape} and dtype "
+                f"{self.dtype.name}, received {self._describe(dout)}"
+            )
+        return self._backward(dout)
+
+    def _forward(self, x):
+        raise NotImplementedError
+
+    def _backward(self, dout):
+        raise NotImplementedError
+
+    def train(self) -> "Layer":
+        self.training = True
+        return self
+
+    def eval(self) -> "Layer":
+        self.training = False
+        return self
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(p.size) for p in self.params.values())
+
+    # -- validation -----------------------------------------------------------
+    def _label(self) -> str:
+        kind = type(self).__name__
+        return f"{kind} '{self.name}'" if self.name else kind
+
+    def _describe(self, a) -> str:
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            return f"a {type(a).__name__}"
+        where = "" if self.backend.is_array(a) else f" on the wrong device ({type(a).__module__}.{type(a).__name__})"
+        return f"shape {tuple(a.shape)} dtype {a.dtype}{where}"
+
+    def _check(self, x, shape: tuple, what: str) -> None:
+        if self.backend is None:
+            raise RuntimeError(f"{self._label()} is not built: put it in a Sequential before calling it")
+        ok = (
+            self.backend.is_array(x)
+            and x.ndim == len(shape) + 1
+            and tuple(x.shape[1:]) == shape
+            and x.dtype == self.dtype
+            and x.shape[0] > 0
+        )
+        if not ok:
+            raise ValueError(
+                f"{self._label()}: expected {what} of shape {_shape_str(shape)} and dtype {self.dtype.name}, "
+                f"received {self._describe(x)}"
+            )
+
+    def __repr__(self) -> str:
+        args = self._repr_args()
+        return f"{type(self).__name__}({args})"
+
+    def _repr_args(self) -> str:
+        return ""
+
+
+class Linear(Layer):
+    """Fully connected ``x @ W + b`` (the book's Affine); flattens (N, ...) input.
+
+    ``Linear(out_features)`` infers the input size from the layer before it;
+    ``in_features`` may be given to have it checked.
+    """
+
+    def __init__(self, out_features: int, in_features: int | None = None, init=None, name=None):
+        super().__init__(name)
+        self.out_features = _positive_int(out_features, "Linear out_features")
+        self.in_features = None if in_features is None else _positive_int(in_features, "Linear in_features")
+        self.init = init
+
+    def _build(self, in_shape, ctx):
+        fan_in = math.prod(in_shape)
+        if self.in_features is not None and self.in_features != fan_in:
+            raise ValueError(
+                f"{self._label()}: in_features={self.in_features} but the layer before it outputs "
+                f"{_shape_str(in_shape)} ({fan_in} features)"
+            )
+        self.in_features = fan_in
+        self._declare(ctx, "W", (fan_in, self.out_features), ctx.init if self.init is None else self.init, fan_in)
+        self._declare(ctx, "b", (self.out_features,), fill=0.0)
+        return (self.out_features,)
+
+    def _forward(self, x):
+        self._x_shape = x.shape
+        self._x = x.reshape(x.shape[0], -1)
+        return self._x @ self.params["W"] + self.params["b"]
+
+    def _backward(self, dout):
+        xp = self.xp
+        xp.matmul(self._x.T, dout, out=self.grads["W"])
+        xp.sum(dout, axis=0, out=self.grads["b"])
+        return (dout @ self.params["W"].T).reshape(self._x_shape)
+
+    def _repr_args(self):
+        return f"{self.in_features}, {self.out_features}" if self.in_features else f"{self.out_features}"
+
+
+class ReLU(Layer):
+    """max(0, x)."""
+
+    def _forward(self, x):
+        self._mask = x > 0
+        return x * self._mask
+
+    def _backward(self, dout):
+        return dout * self._mask
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 so large |x| never overflows."""
+
+    def _forward(self, x):
+        xp = self.xp
+        self._out = (xp.tanh(x * 0.5) + 1) * 0.5
+        return self._out
+
+    def _backward(self, dout):
+        return dout * (1 - self._out) * self._out
+
+
+class Tanh(Layer):
+    """tanh(x)."""
+
+    def _forward(self, x):
+        self._out = self.xp.tanh(x)
+        return self._out
+
+    def _backward(self, dout):
+        return dout * (1 - self._out * self._out)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training zero each unit with probability ``ratio`` and scale the
+    rest by 1/(1-ratio), so evaluation is the identity. Masks are drawn on the host RNG."""
+
+    def __init__(self, ratio: float = 0.5, name=None):
+        super().__init__(name)
+        if not (isinstance(ratio, (int, float)) and 0 <= ratio < 1):
+            raise ValueError(f"Dropout ratio must be in [0, 1), got {ratio!r}")
+        self.ratio = float(ratio)
+
+    def _build(self, in_shape, ctx):
+        self._rng = ctx.rng
+        return in_shape
+
+    def _forward(self, x):
+        if not self.training or self.ratio == 0:
+            self._mask = None
+            return x
+        keep = self._rng.random(x.shape, dtype=np.float32) >= self.ratio
+        scale = self.dtype.type(1.0 / (1.0 - self.ratio))
+        self._mask = self.backend.to_device(keep.astype(self.dtype) * scale)
+        return x * self._mask
+
+    def _backward(self, dout):
+        return dout if self._mask is None else dout * self._mask
+
+    def _repr_args(self):
+        return f"{self.ratio:g}"
+
+
+class BatchNorm(Layer):
+    """Batch normalization over features of (N, D) input or channels of (N, C, H, W) input.
+
+    Training normalizes with the batch statistics and updates the running ones
+    (``running = momentum * running + (1 - momentum) * batch``, the book's rule);
+    evaluation uses the running statistics, so it is deterministic.
+    """
+
+    def __init__(self, momentum: float = 0.9, eps: float = 1e-6, name=None):
+        super().__init__(name)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"BatchNorm momentum must be in [0, 1), got {momentum!r}")
+        if not eps > 0:
+            raise ValueError(f"BatchNorm eps must be positive, got {eps!r}")
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def _build(self, in_shape, ctx):
+        self._require_rank(in_shape, (2, 4), "(N, D) or (N, C, H, W)")
+        features = in_shape[0]
+        self._declare(ctx, "gamma", (features,), fill=1.0)
+        self._declare(ctx, "beta", (features,), fill=0.0)
+        xp = ctx.backend.xp
+        self.buffers["running_mean"] = xp.zeros(features, dtype=ctx.dtype)
+        self.buffers["running_var"] = xp.ones(features, dtype=ctx.dtype)
+        # Reduce over the batch (and the spatial axes of an image); broadcast per feature.
+        self._axes = (0,) if len(in_shape) == 1 else (0, 2, 3)
+        self._bshape = (1, features) if len(in_shape) == 1 else (1, features, 1, 1)
+        return in_shape
+
+    def _forward(self, x):
+        xp, b = self.xp, self._bshape
+        gamma, beta = self.params["gamma"].reshape(b), self.params["beta"].reshape(b)
+        if self.training:
+            mu = x.mean(axis=self._axes, keepdims=True)
+            xc = x - mu
+            var = (xc * xc).mean(axis=self._axes, keepdims=True)
+            m = self.momentum
+            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+            rm[...] = m * rm + (1 - m) * mu.reshape(-1)
+            rv[...] = m * rv + (1 - m) * var.reshape(-1)
+        else:
+            xc = x - self.buffers["running_mean"].reshape(b)
+            var = self.buffers["running_var"].reshape(b)
+        self._std = xp.sqrt(var + self.dtype.type(self.eps))
+        self._xhat = xc / self._std
+        self._batch_stats = self.training
+        return gamma * self._xhat + beta
+
+    def _backward(self, dout):
+        xp, axes, b = self.xp, self._axes, self._bshape
+        xhat = self._xhat
+        xp.sum(dout, axis=axes, out=self.grads["beta"])
+        xp.sum(dout * xhat, axis=axes, out=self.grads["gamma"])
+        dxhat = dout * self.params["gamma"].reshape(b)
+        if not self._batch_stats:
+            return dxhat / self._std
+        # d/dx of (x - mean) / std(x) with batch statistics, over m = N (or N*H*W) samples.
+        return (
+            dxhat
+            - dxhat.mean(axis=axes, keepdims=True)
+            - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
+        ) / self._std
+
+    def _repr_args(self):
+        return f"momentum={self.momentum:g}, eps={self.eps:g}"
+
+
+class Conv2d(Layer):
+    """2-D convolution via im2col: weights (FN, C, FH, FW), bias (FN,), input (N, C, H, W)."""
+
+    def __init__(self, out_channels: int, kernel_size=3, stride: int = 1, pad: int = 0,
+                 in_channels: int | None = None, init=None, name=None):
+        super().__init__(name)
+        self.out_channels = _positive_int(out_channels, "Conv2d out_channels")
+        self.kernel_size = _pair(kernel_size, "Conv2d kernel_size")
+        self.stride = _positive_int(stride, "Conv2d stride")
+        if not isinstance(pad, (int, np.integer)) or pad < 0:
+            raise ValueError(f"Conv2d pad must be a non-negative int, got {pad!r}")
+        self.pad = int(pad)
+        self.in_channels = in_channels
+        self.init = init
+
+    def _build(self, in_shape, ctx):
+        self._require_rank(in_shape, (4,), "(N, C, H, W)")
+        c, h, w = in_shape
+        if self.in_channels is not None and self.in_channels != c:
+            raise ValueError(f"{self._label()}: in_channels={self.in_channels} but its input has {c} channels")
+        self.in_channels = c
+        fh, fw = self.kernel_size
+        oh = (h + 2 * self.pad - fh) // self.stride + 1
+        ow = (w + 2 * self.pad - fw) // self.stride + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{self._label()}: a {fh}x{fw} kernel with pad {self.pad} does not fit input {_shape_str(in_shape)}"
+            )
+        fan_in = c * fh * fw
+        self._declare(ctx, "W", (self.out_channels, c, fh, fw), ctx.init if self.init is None else self.init, fan_in)
+        self._declare(ctx, "b", (self.out_channels,), fill=0.0)
+        return (self.out_channels, oh, ow)
+
+    def _forward(self, x):
+        fn = self.out_channels
+        fh, fw = self.kernel_size
+        n = x.shape[0]
+        _, oh, ow = self.out_shape
+        self._x_shape = x.shape
+        self._col = self.kernels.im2col(x, fh, fw, self.stride, self.pad)
+        self._col_w = self.params["W"].reshape(fn, -1)
+        out = self._col @ self._col_w.T + self.params["b"]
+        return out.reshape(n, oh, ow, fn).transpose(0, 3, 1, 2)
+
+    def _backward(self, dout):
+        xp = self.xp
+        fn = self.out_channels
+        fh, fw = self.kernel_size
+        dout2 = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
+        xp.sum(dout2, axis=0, out=self.grads["b"])
+        xp.matmul(dout2.T, self._col, out=self.grads["W"].reshape(fn, -1))
+        dcol = dout2 @ self._col_w
+        return self.kernels.col2im(dcol, self._x_shape, fh, fw, self.stride, self.pad)
+
+    def _repr_args(self):
+        fh, fw = self.kernel_size
+        return f"{self.out_channels}, kernel_size={fh}x{fw}, stride={self.stride}, pad={self.pad}"
+
+
+class _Pool2d(Layer):
+    """Pooling over (kernel_size) windows moving by ``stride`` (default: the window size)."""
+
+    def __init__(self, kernel_size=2, stride: int | None = None, name=None):
+        super().__init__(name)
+        self.kernel_size = _pair(kernel_size, f"{type(self).__name__} kernel_size")
+        self.stride = self.kernel_size[0] if stride is None else _positive_int(stride, f"{type(self).__name__} stride")
+
+    def _build(self, in_shape, ctx):
+        self._require_rank(in_shape, (4,), "(N, C, H, W)")
+        c, h, w = in_shape
+        ph, pw = self.kernel_size
+        oh, ow = (h - ph) // self.stride + 1, (w - pw) // self.stride + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{self._label()}: a {ph}x{pw} window does not fit input {_shape_str(in_shape)}")
+        return (c, oh, ow)
+
+    def _windows(self, x):
+        """(N*OH*OW*C, PH*PW): one row per pooling window."""
+        ph, pw = self.kernel_size
+        self._x_shape = x.shape
+        return self.kernels.im2col(x, ph, pw, self.stride, 0).reshape(-1, ph * pw)
+
+    def _to_image(self, rows, n):
+        c, oh, ow = self.out_shape
+        return rows.reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
+
+    def _from_windows(self, dwin):
+        ph, pw = self.kernel_size
+        c, oh, ow = self.out_shape
+        n = self._x_shape[0]
+        dcol = dwin.reshape(n * oh * ow, c * ph * pw)
+        return self.kernels.col2im(dcol, self._x_shape, ph, pw, self.stride, 0)
+
+    def _repr_args(self):
+        ph, pw = self.kernel_size
+        return f"{ph}x{pw}, stride={self.stride}"
+
+
+class MaxPool2d(_Pool2d):
+    """Max over each window; the gradient flows to the (first) maximum."""
+
+    def _forward(self, x):
+        win = self._windows(x)
+        self._argmax = win.argmax(axis=1)
+        return self._to_image(win.max(axis=1), x.shape[0])
+
+    def _backward(self, dout):
+        xp = self.xp
+        ph, pw = self.kernel_size
+        flat = dout.transpose(0, 2, 3, 1).reshape(-1)
+        dwin = xp.zeros((flat.size, ph * pw), dtype=dout.dtype)
+        dwin[xp.arange(flat.size), self._argmax] = flat
+        return self._from_windows(dwin)
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each window."""
+
+    def _forward(self, x):
+        return self._to_image(self._windows(x).mean(axis=1), x.shape[0])
+
+    def _backward(self, dout):
+        xp = self.xp
+        ph, pw = self.kernel_size
+        flat = dout.transpose(0, 2, 3, 1).reshape(-1, 1) * self.dtype.type(1.0 / (ph * pw))
+        return self._from_windows(xp.broadcast_to(flat, (flat.shape[0], ph * pw)))
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...))."""
+
+    def _build(self, in_shape, ctx):
+        return (math.prod(in_shape),)
+
+    def _forward(self, x):
+        self._x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def _backward(self, dout):
+        return dout.reshape(self._x_shape)

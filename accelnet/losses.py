@@ -1,0 +1,114 @@
+"""Losses: ``forward(y, t)`` returns the batch-mean loss as a 0-d ``xp`` array (no
+device-to-host copy); ``backward()`` returns dL/dy.
+
+Labels ``t`` are class indices of shape (N,) or one-hot of the scores' shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import array_namespace
+
+__all__ = ["Loss", "SoftmaxCrossEntropy", "MeanSquaredError", "get_loss"]
+
+
+class Loss:
+    """Base class: label validation shared by the losses."""
+
+    def _labels(self, xp, y, t):
+        """Return (indices or None, one-hot or None) after checking ``t`` against ``y``."""
+        name = type(self).__name__
+        if not hasattr(y, "ndim") or y.ndim != 2:
+            raise ValueError(f"{name}: expected scores of shape (N, classes), received {getattr(y, 'shape', type(y))}")
+        n, k = y.shape
+        on_host = not isinstance(t, type(y))
+        if on_host:
+            t = np.asarray(t)
+        if t.shape == (n,) and t.dtype.kind in "iu":
+            # Host labels are range-checked here; device labels were checked when the data was loaded
+            # (checking them here would copy to the host every step).
+            if on_host and t.size and (int(t.min()) < 0 or int(t.max()) >= k):
+                raise ValueError(f"{name}: class indices must be in [0, {k}), received {int(t.min())}..{int(t.max())}")
+            return xp.asarray(t), None
+        if t.shape == (n, k):
+            return None, xp.asarray(t, dtype=y.dtype)
+        raise ValueError(
+            f"{name}: expected labels as class indices of shape ({n},) with an integer dtype or one-hot of shape "
+            f"({n}, {k}), received shape {tuple(t.shape)} dtype {t.dtype}"
+        )
+
+    def __call__(self, y, t):
+        return self.forward(y, t)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax followed by cross-entropy, mean over the batch, via a stable log-sum-exp."""
+
+    def forward(self, y, t):
+        xp = array_namespace(y)
+        idx, onehot = self._labels(xp, y, t)
+        shifted = y - y.max(axis=1, keepdims=True)  # exp never overflows
+        e = xp.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        self._p = e / s
+        log_p = shifted - xp.log(s)
+        n = y.shape[0]
+        if idx is not None:
+            loss = -log_p[xp.arange(n), idx].sum() / n
+        else:
+            loss = -(onehot * log_p).sum() / n
+        self._idx, self._onehot, self._n = idx, onehot, n
+        return loss
+
+    def backward(self, dout=1.0):
+        xp = array_namespace(self._p)
+        dx = self._p.copy()
+        if self._idx is not None:
+            dx[xp.arange(self._n), self._idx] -= 1
+        else:
+            dx -= self._onehot
+        return dx * (self._p.dtype.type(dout) / self._n)
+
+    @staticmethod
+    def probabilities(y):
+        """Softmax of scores ``y`` (N, classes)."""
+        xp = array_namespace(y)
+        e = xp.exp(y - y.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+class MeanSquaredError(Loss):
+    """0.5 * sum((y - t)^2) per sample (the book's formula), mean over the batch.
+
+    Class-index labels are one-hot encoded first.
+    """
+
+    def forward(self, y, t):
+        xp = array_namespace(y)
+        idx, onehot = self._labels(xp, y, t)
+        if idx is not None:
+            onehot = xp.zeros_like(y)
+            onehot[xp.arange(y.shape[0]), idx] = 1
+        self._diff = y - onehot
+        self._n = y.shape[0]
+        return 0.5 * (self._diff * self._diff).sum() / self._n
+
+    def backward(self, dout=1.0):
+        return self._diff * (self._diff.dtype.type(dout) / self._n)
+
+
+_LOSSES = {"softmax_cross_entropy": SoftmaxCrossEntropy, "cross_entropy": SoftmaxCrossEntropy,
+           "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError}
+
+
+def get_loss(loss) -> Loss:
+    """A Loss instance from an instance or a name ("cross_entropy", "mse")."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss in _LOSSES:
+        return _LOSSES[loss]()
+    raise ValueError(f"unknown loss {loss!r}: expected one of {sorted(_LOSSES)} or a Loss instance")

@@ -1,0 +1,195 @@
+"""Sequential: a stack of layers over one parameter arena, with a loss."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .backend import Backend, as_dtype, get_backend, host_rng
+from .layers import BuildContext, Layer
+from .losses import get_loss
+from .params import ParamArena
+
+__all__ = ["Sequential"]
+
+
+class Sequential:
+    """Layers applied in order, built for one backend and dtype.
+
+    ``input_shape`` is one sample's shape, without the batch axis (``(784,)`` or
+    ``(1, 28, 28)``). Parameters are drawn on the host from ``seed`` in layer order
+    and live in one flat arena (``model.arena.data`` / ``model.arena.grad``).
+    """
+
+    def __init__(self, layers, input_shape, backend: str | Backend = "cpu", dtype="float32", seed: int | None = 0,
+                 init="he", loss="cross_entropy"):
+        self.backend = get_backend(backend)
+        self.dtype = as_dtype(dtype)
+        self.layers: list[Layer] = list(layers)
+        if not self.layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise ValueError(f"Sequential: item {i} is a {type(layer).__name__}, not a Layer")
+            if layer.backend is not None:
+                raise ValueError(f"Sequential: layer {i} ({layer!r}) already belongs to a model")
+        try:
+            self.input_shape = tuple(int(d) for d in input_shape)
+        except TypeError as exc:
+            raise ValueError(f"input_shape must be a tuple of ints (one sample, no batch axis), got {input_shape!r}") from exc
+        if not self.input_shape or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape must be a non-empty tuple of positive ints, got {input_shape!r}")
+        self.seed = seed
+        self.rng = host_rng(seed)
+        self.loss_fn = get_loss(loss)
+        self._name_layers()
+
+        self.arena = ParamArena(self.backend, self.dtype)
+        ctx = BuildContext(self.backend, self.dtype, self.rng, init, self.arena)
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.build(shape, ctx)
+        self.output_shape = shape
+        self.arena.allocate(self.rng)
+        self.training = True
+
+    def _name_layers(self) -> None:
+        counts: Counter = Counter()
+        taken = {layer.name for layer in self.layers if layer.name}
+        for layer in self.layers:
+            if layer.name:
+                continue
+            base = type(layer).__name__.lower()
+            while True:
+                counts[base] += 1
+                name = f"{base}{counts[base]}"
+                if name not in taken:
+                    break
+            layer.name = name
+            taken.add(name)
+        names = [layer.name for layer in self.layers]
+        dup = [n for n, c in Counter(names).items() if c > 1]
+        if dup:
+            raise ValueError(f"Sequential: layer names must be unique, repeated: {dup}")
+
+    # -- computation ------------------------------------------------------------
+    def to_device(self, x):
+        """``x`` as an array of this model's backend and dtype."""
+        return self.backend.to_device(x, self.dtype)
+
+    def forward(self, x):
+        """Scores for a batch ``x`` (N, *input_shape) already on the device, in the model's dtype."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout=None):
+        """Backpropagate ``dout`` (default: the loss's gradient); grads land in ``arena.grad``."""
+        if dout is None:
+            dout = self.loss_fn.backward()
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def loss(self, x, t):
+        """Forward pass and loss; returns a 0-d device array (call ``float()`` to read it)."""
+        return self.loss_fn.forward(self.forward(x), t)
+
+    def gradient(self, x, t) -> dict:
+        """The book's ``gradient(x, t)``: loss and backward, returns {name: grad view}."""
+        self.loss(x, t)
+        self.backward()
+        return self.grads
+
+    def predict(self, x, batch_size: int = 1000):
+        """Scores in eval mode (dropout off, running BatchNorm statistics), batched; accepts host arrays."""
+        was_training = self.training
+        self.eval()
+        try:
+            outs = [self.forward(self.to_device(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        finally:
+            if was_training:
+                self.train()
+        xp = self.backend.xp
+        return xp.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    def accuracy(self, x, t, batch_size: int = 1000) -> float:
+        """Fraction of samples whose top score is the label (indices or one-hot)."""
+        t = self.backend.to_numpy(t)
+        if t.ndim == 2:
+            t = t.argmax(axis=1)
+        pred = self.backend.to_numpy(self.predict(x, batch_size).argmax(axis=1))
+        if pred.shape != t.shape:
+            raise ValueError(f"accuracy: {len(pred)} predictions but labels of shape {t.shape}")
+        return float((pred == t).mean())
+
+    def train(self) -> "Sequential":
+        """Training mode: dropout on, BatchNorm uses and updates batch statistics."""
+        self.training = True
+        for layer in self.layers:
+            layer.train()
+        return self
+
+    def eval(self) -> "Sequential":
+        """Evaluation mode: deterministic (no dropout, running BatchNorm statistics)."""
+        self.training = False
+        for layer in self.layers:
+            layer.eval()
+        return self
+
+    # -- parameters and state --------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """{qualified name: parameter view}, in layer order."""
+        return self.arena.named(self.arena.data)
+
+    @property
+    def grads(self) -> dict:
+        """{qualified name: gradient view}, in layer order."""
+        return self.arena.named(self.arena.grad)
+
+    @property
+    def num_params(self) -> int:
+        return self.arena.size
+
+    def buffers(self) -> dict:
+        """{qualified name: buffer}: non-trained state such as BatchNorm running statistics."""
+        return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.buffers.items()}
+
+    def state_dict(self) -> dict:
+        """Host copies of all parameters and buffers, by qualified name."""
+        items = {**self.params, **self.buffers()}
+        return {k: self.backend.to_numpy(v).copy() for k, v in items.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy values into the parameters and buffers; names and shapes must match exactly."""
+        targets = {**self.params, **self.buffers()}
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for k, dst in targets.items():
+            src = np.asarray(state[k])
+            if src.shape != dst.shape:
+                raise ValueError(f"load_state_dict: {k} has shape {src.shape}, the model expects {dst.shape}")
+        for k, dst in targets.items():
+            dst[...] = self.backend.to_device(state[k], self.dtype)
+
+    # -- display -------------------------------------------------------------------
+    def summary_rows(self) -> list[tuple[str, str, tuple, int]]:
+        """(name, layer, output shape, parameter count) per layer."""
+        return [(layer.name, repr(layer), layer.out_shape, layer.num_params) for layer in self.layers]
+
+    def __repr__(self) -> str:
+        rows = [("name", "layer", "output shape", "params")]
+        rows.append(("input", "", str(self.input_shape), ""))
+        rows += [(n, r, str(s), f"{p:,}") for n, r, s, p in self.summary_rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [
+            f"Sequential(backend={self.backend.name}, dtype={self.dtype.name}, params={self.num_params:,}, "
+            f"loss={self.loss_fn!r})"
+        ]
+        for r in rows:
+            lines.append("  " + "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        return "\n".join(lines)

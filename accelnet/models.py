@@ -1,0 +1,92 @@
+"""The book's networks as presets. Each takes its sizes (for reduced tests) and the
+``Sequential`` keywords (``backend``, ``dtype``, ``seed``, ``init``, ``loss``)."""
+
+from __future__ import annotations
+
+from .layers import BatchNorm, Conv2d, Dropout, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
+from .model import Sequential
+
+__all__ = ["two_layer_net", "multi_layer_net", "simple_convnet", "deep_convnet", "PRESETS", "get_preset"]
+
+_ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+# The book's MultiLayerNet picks the init matching the activation (weight_init_std='relu' / 'sigmoid').
+_INIT_FOR = {"relu": "he", "sigmoid": "xavier", "tanh": "xavier"}
+
+
+def _activation(name: str):
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}: expected one of {sorted(_ACTIVATIONS)}") from None
+
+
+def two_layer_net(input_size: int = 784, hidden_size: int = 50, output_size: int = 10,
+                  activation: str = "sigmoid", init=0.01, **kw) -> Sequential:
+    """The book's TwoLayerNet: Linear - sigmoid - Linear, weights N(0, 0.01^2)."""
+    act = _activation(activation)
+    return Sequential([Linear(hidden_size), act(), Linear(output_size)], (input_size,), init=init, **kw)
+
+
+def multi_layer_net(hidden_sizes=(100, 100, 100, 100, 100), activation: str = "relu", init=None,
+                    batchnorm: bool = False, dropout: float = 0.0, input_size: int = 784,
+                    output_size: int = 10, **kw) -> Sequential:
+    """The book's MultiLayerNet(Extend): [Linear - (BatchNorm) - act - (Dropout)] x k - Linear.
+
+    ``init=None`` picks He for ReLU and Xavier for sigmoid/tanh, as the book does.
+    """
+    act = _activation(activation)
+    layers = []
+    for size in hidden_sizes:
+        layers.append(Linear(size))
+        if batchnorm:
+            layers.append(BatchNorm())
+        layers.append(act())
+        if dropout:
+            layers.append(Dropout(dropout))
+    layers.append(Linear(output_size))
+    return Sequential(layers, (input_size,), init=_INIT_FOR[activation] if init is None else init, **kw)
+
+
+def simple_convnet(input_shape=(1, 28, 28), filters: int = 30, kernel_size: int = 5, hidden_size: int = 100,
+                   output_size: int = 10, init=0.01, **kw) -> Sequential:
+    """The book's SimpleConvNet (chapter 7): conv 30@5x5 - ReLU - maxpool 2 - Linear 100 - ReLU - Linear 10."""
+    layers = [
+        Conv2d(filters, kernel_size, stride=1, pad=0),
+        ReLU(),
+        MaxPool2d(2),
+        Linear(hidden_size),
+        ReLU(),
+        Linear(output_size),
+    ]
+    return Sequential(layers, input_shape, init=init, **kw)
+
+
+def deep_convnet(input_shape=(1, 28, 28), channels=(16, 16, 32, 32, 64, 64), hidden_size: int = 50,
+                 output_size: int = 10, dropout: float = 0.5, init="he", **kw) -> Sequential:
+    """The book's DeepConvNet (chapter 8): six 3x3 convs with ReLU (pad 1, pad 2 on the fourth),
+    a max-pool after each pair, Linear 50 - ReLU - Dropout - Linear 10 - Dropout."""
+    if len(channels) != 6:
+        raise ValueError(f"deep_convnet needs 6 conv channel counts, got {channels!r}")
+    layers = []
+    for i, ch in enumerate(channels):
+        layers += [Conv2d(ch, 3, stride=1, pad=2 if i == 3 else 1), ReLU()]
+        if i % 2 == 1:
+            layers.append(MaxPool2d(2))
+    layers += [Linear(hidden_size), ReLU(), Dropout(dropout), Linear(output_size), Dropout(dropout)]
+    return Sequential(layers, input_shape, init=init, **kw)
+
+
+PRESETS = {
+    "two_layer_net": two_layer_net,
+    "multi_layer_net": multi_layer_net,
+    "simple_convnet": simple_convnet,
+    "deep_convnet": deep_convnet,
+}
+
+
+def get_preset(name: str):
+    """The preset constructor called ``name``."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}: expected one of {sorted(PRESETS)}") from None

@@ -1,0 +1,2 @@
+"""Numba kernels for the loops NumPy cannot make fast: one signature per kernel in
+``reference`` (plain xp, the oracle), ``cpu`` (@njit) and ``cuda`` (numba.cuda)."""
