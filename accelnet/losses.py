@@ -22,9 +22,9 @@ class Loss:
         if not hasattr(y, "ndim") or y.ndim != 2:
             raise ValueError(f"{name}: expected scores of shape (N, classes), received {getattr(y, 'shape', type(y))}")
         n, k = y.shape
-        on_host = not isinstance(t, type(y))
-        if on_host:
+        if not isinstance(t, type(y)):
             t = np.asarray(t)
+        on_host = isinstance(t, np.ndarray)
         if t.shape == (n,) and t.dtype.kind in "iu":
             # Host labels are range-checked here; device labels were checked when the data was loaded
             # (checking them here would copy to the host every step).

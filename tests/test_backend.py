@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+import accelnet
+from accelnet.backend import BackendUnavailable, array_namespace, as_dtype, get_backend, gpu_status, host_rng
+
+
+def test_cpu_backend_uses_numpy_and_numba_kernels():
+    b = get_backend("cpu")
+    assert b.name == "cpu" and b.xp is np
+    assert b.kernels.__name__ == "accelnet.kernels.cpu"
+
+
+def test_unknown_device_name_is_rejected_by_name():
+    with pytest.raises(ValueError, match="'tpu'"):
+        get_backend("tpu")
+
+
+@pytest.mark.skipif(gpu_status()[0], reason="a GPU is present")
+def test_gpu_without_cupy_or_device_names_the_install_command():
+    with pytest.raises(BackendUnavailable, match=r"pip install 'accelnet\[gpu\]'"):
+        get_backend("gpu")
+
+
+@pytest.mark.skipif(gpu_status()[0], reason="a GPU is present")
+def test_auto_falls_back_to_cpu_and_says_so(capsys):
+    assert get_backend("auto").name == "cpu"
+    assert "using the CPU" in capsys.readouterr().err
+
+
+def test_to_device_and_back_round_trips_values_and_dtype(backend_name):
+    b = get_backend(backend_name)
+    a = np.arange(6, dtype=np.float64).reshape(2, 3)
+    d = b.to_device(a, np.float32)
+    assert b.is_array(d) and d.dtype == np.float32
+    back = b.to_numpy(d)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, a.astype(np.float32))
+    b.synchronize()
+
+
+def test_array_namespace_of_numpy_is_numpy():
+    assert array_namespace(np.zeros(3)) is np
+
+
+def test_host_rng_is_reproducible():
+    assert np.array_equal(host_rng(7).random(5), host_rng(7).random(5))
+    assert not np.array_equal(host_rng(7).random(5), host_rng(8).random(5))
+
+
+@pytest.mark.parametrize("bad", ["float16", "int32", "banana"])
+def test_only_float32_and_float64_are_model_dtypes(bad):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        as_dtype(bad)
+
+
+def test_package_exports_version():
+    assert accelnet.__version__

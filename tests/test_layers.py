@@ -1,0 +1,206 @@
+"""Each layer: backprop equals central differences (float64), bad input is named, modes differ."""
+
+import numpy as np
+import pytest
+
+from accelnet import (AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid,
+                      Tanh, check_gradients)
+
+TOL = 1e-6
+
+# name -> (layers, one sample's shape). A Linear head makes every case end in class scores.
+GRADCHECK_CASES = {
+    "linear": (lambda: [Linear(4)], (3,)),
+    "linear_flattens_images": (lambda: [Linear(4)], (2, 3, 3)),
+    "relu": (lambda: [Linear(6), ReLU(), Linear(3)], (4,)),
+    "sigmoid": (lambda: [Linear(6), Sigmoid(), Linear(3)], (4,)),
+    "tanh": (lambda: [Linear(6), Tanh(), Linear(3)], (4,)),
+    "dropout_train": (lambda: [Linear(8), Dropout(0.3), Linear(3)], (4,)),
+    "batchnorm_features_train": (lambda: [Linear(6), BatchNorm(), Linear(3)], (4,)),
+    "batchnorm_channels_train": (lambda: [Conv2d(3, 3, pad=1), BatchNorm(), Linear(3)], (2, 5, 5)),
+    "conv2d": (lambda: [Conv2d(3, 3), Linear(3)], (2, 6, 6)),
+    "conv2d_stride2_pad1": (lambda: [Conv2d(3, 3, stride=2, pad=1), Linear(3)], (2, 7, 7)),
+    "conv2d_rectangular_kernel": (lambda: [Conv2d(2, (2, 3), pad=1), Linear(3)], (2, 5, 6)),
+    "maxpool2d": (lambda: [Conv2d(2, 3, pad=1), MaxPool2d(2), Linear(3)], (1, 6, 6)),
+    "maxpool2d_overlapping": (lambda: [Conv2d(2, 3, pad=1), MaxPool2d(3, stride=2), Linear(3)], (1, 7, 7)),
+    "avgpool2d": (lambda: [Conv2d(2, 3, pad=1), AvgPool2d(2), Linear(3)], (1, 6, 6)),
+    "avgpool2d_overlapping": (lambda: [Conv2d(2, 3, pad=1), AvgPool2d(3, stride=2), Linear(3)], (1, 7, 7)),
+    "flatten": (lambda: [Conv2d(2, 3), Flatten(), Linear(3)], (1, 5, 5)),
+}
+
+
+def _batch(shape, n=4, classes=3, seed=0):
+    r = np.random.default_rng(seed)
+    return r.standard_normal((n, *shape)), r.integers(0, classes, n)
+
+
+@pytest.mark.parametrize("case", sorted(GRADCHECK_CASES))
+def test_backprop_matches_central_differences_in_float64(case):
+    layers, shape = GRADCHECK_CASES[case]
+    model = Sequential(layers(), shape, dtype="float64", seed=1, init=0.5)
+    x, t = _batch(shape)
+    errors = check_gradients(model, x=x, t=t)
+    assert errors.keys() == {*model.params, "input"}
+    assert max(errors.values()) < TOL, errors
+
+
+def test_batchnorm_backprop_in_eval_mode_matches_central_differences():
+    model = Sequential([Linear(6), BatchNorm(), Linear(3)], (4,), dtype="float64", seed=1)
+    x, t = _batch((4,))
+    model.train().forward(model.to_device(x))  # move the running statistics off their defaults
+    model.eval()
+    assert max(check_gradients(model, x=x, t=t).values()) < TOL
+
+
+def test_mse_loss_backprop_matches_central_differences():
+    model = Sequential([Linear(5), Tanh(), Linear(3)], (4,), dtype="float64", loss="mse")
+    x, _ = _batch((4,))
+    t = np.random.default_rng(3).standard_normal((4, 3))
+    assert max(check_gradients(model, x=x, t=t).values()) < TOL
+
+
+def test_gradient_check_fails_on_a_wrong_backward():
+    """The check must be able to fail: a ReLU that passes every gradient through is caught."""
+
+    class LeakyBug(ReLU):
+        def _backward(self, dout):
+            return dout
+
+    model = Sequential([Linear(6), LeakyBug(), Linear(3)], (4,), dtype="float64", seed=1)
+    x, t = _batch((4,))
+    assert check_gradients(model, x=x, t=t)["linear1.W"] > 1e-3
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+# name -> (layer, one sample's shape it is built for, a wrong-shape sample)
+VALIDATION_CASES = {
+    "Linear": (lambda: Linear(4), (3,), (5,)),
+    "ReLU": (ReLU, (3,), (4,)),
+    "Sigmoid": (Sigmoid, (3,), (4,)),
+    "Tanh": (Tanh, (3,), (4,)),
+    "Dropout": (Dropout, (3,), (4,)),
+    "BatchNorm": (BatchNorm, (3,), (4,)),
+    "Conv2d": (lambda: Conv2d(2, 3), (1, 5, 5), (2, 5, 5)),
+    "MaxPool2d": (MaxPool2d, (1, 4, 4), (1, 6, 6)),
+    "AvgPool2d": (AvgPool2d, (1, 4, 4), (1, 4, 6)),
+    "Flatten": (Flatten, (1, 4, 4), (1, 4, 5)),
+}
+
+
+def _built(case):
+    make, shape, wrong = VALIDATION_CASES[case]
+    layer = make()
+    Sequential([layer], shape, seed=0)
+    return layer, shape, wrong
+
+
+@pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
+def test_wrong_shape_is_rejected_naming_layer_expected_and_received(case):
+    layer, shape, wrong = _built(case)
+    with pytest.raises(ValueError) as err:
+        layer.forward(np.zeros((2, *wrong), np.float32))
+    msg = str(err.value)
+    assert case in msg and layer.name in msg
+    assert "(N, " + ", ".join(map(str, shape)) + ")" in msg
+    assert str((2, *wrong)) in msg
+
+
+@pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
+def test_wrong_rank_is_rejected_naming_the_layer(case):
+    layer, shape, _ = _built(case)
+    with pytest.raises(ValueError, match=case) as err:
+        layer.forward(np.zeros(shape, np.float32))  # the batch axis is missing
+    assert str(shape) in str(err.value)
+
+
+@pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
+def test_wrong_dtype_is_rejected_naming_both_dtypes(case):
+    layer, shape, _ = _built(case)
+    with pytest.raises(ValueError, match=f"{case}.*float32.*float64"):
+        layer.forward(np.zeros((2, *shape), np.float64))
+
+
+def test_backward_with_wrong_dout_shape_is_rejected():
+    layer, shape, _ = _built("Linear")
+    layer.forward(np.zeros((2, *shape), np.float32))
+    with pytest.raises(ValueError, match=r"Linear 'linear1': backward expected dout of shape \(2, 4\)"):
+        layer.backward(np.zeros((3, 4), np.float32))
+
+
+def test_layer_used_outside_a_model_says_how_to_build_it():
+    with pytest.raises(RuntimeError, match="put it in a Sequential"):
+        ReLU().forward(np.zeros((2, 3), np.float32))
+
+
+def test_conv_on_flat_input_names_the_expected_layout():
+    with pytest.raises(ValueError, match=r"Conv2d.*expects \(N, C, H, W\) input.*\(N, 10\)"):
+        Sequential([Linear(10), Conv2d(2, 3)], (4,))
+
+
+def test_kernel_larger_than_input_is_rejected_at_build():
+    with pytest.raises(ValueError, match="does not fit"):
+        Sequential([Conv2d(2, 5)], (1, 3, 3))
+
+
+@pytest.mark.parametrize("make", [lambda: Linear(0), lambda: Conv2d(2, 3, stride=0), lambda: Dropout(1.0),
+                                  lambda: Conv2d(2, 3, pad=-1), lambda: MaxPool2d(0)])
+def test_bad_layer_arguments_are_rejected(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+# -- train / eval ---------------------------------------------------------------------------
+
+def _mode_model(layer, shape=(8,)):
+    model = Sequential([layer], shape, seed=0)
+    return model, model.to_device(np.random.default_rng(0).standard_normal((16, *shape)) + 3)
+
+
+def test_dropout_zeroes_and_rescales_in_train_and_is_identity_in_eval():
+    model, x = _mode_model(Dropout(0.5))
+    y = model.train().forward(x)
+    kept = y != 0
+    assert 0.2 < kept.mean() < 0.8
+    np.testing.assert_allclose(y[kept], 2 * x[kept], rtol=1e-6)
+    np.testing.assert_array_equal(model.eval().forward(x), x)
+
+
+def test_dropout_draws_a_new_mask_each_training_step():
+    model, x = _mode_model(Dropout(0.5))
+    assert not np.array_equal(model.forward(x), model.forward(x))
+
+
+def test_batchnorm_train_normalizes_with_batch_statistics():
+    model, x = _mode_model(BatchNorm())
+    y = model.train().forward(x)
+    np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=0), 1, atol=1e-3)
+
+
+def test_batchnorm_eval_uses_running_statistics_and_differs_from_train():
+    model, x = _mode_model(BatchNorm())
+    y_train = model.train().forward(x)
+    bn = model.layers[0]
+    assert not np.allclose(bn.buffers["running_mean"], 0)
+    y_eval = model.eval().forward(x)
+    assert not np.allclose(y_train, y_eval, atol=1e-3)
+
+
+def test_batchnorm_over_channels_keeps_one_statistic_per_channel():
+    model, x = _mode_model(BatchNorm(), shape=(3, 4, 4))
+    y = model.train().forward(x)
+    assert model.layers[0].buffers["running_mean"].shape == (3,)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: Dropout(0.5), BatchNorm])
+def test_eval_mode_is_deterministic_and_leaves_state_alone(make):
+    model, x = _mode_model(make())
+    model.train().forward(x)
+    before = model.state_dict()
+    model.eval()
+    a, b = model.forward(x), model.forward(x)
+    np.testing.assert_array_equal(a, b)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
