@@ -20,6 +20,7 @@ __all__ = [
     "DTYPES",
     "array_namespace",
     "as_dtype",
+    "backend_of",
     "get_backend",
     "gpu_status",
     "host_rng",
@@ -153,3 +154,8 @@ def get_backend(name: str | Backend = "cpu") -> Backend:
     if name not in _CACHE:
         _CACHE[name] = _cpu() if name == "cpu" else _gpu()
     return _CACHE[name]
+
+
+def backend_of(a) -> Backend:
+    """The backend whose memory holds array ``a``."""
+    return get_backend("cpu" if array_namespace(a) is np else "gpu")

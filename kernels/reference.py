@@ -57,3 +57,73 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
     res = _out(xp, out, (n, c, h, w), col.dtype)
     res[...] = img[:, :, pad : h + pad, pad : w + pad]
     return res
+
+
+# -- optimizer updates ------------------------------------------------------------------------
+# One signature per update, shared with cpu.py and cuda.py. Arrays are flat and updated in
+# place; ``gscale`` is the gradient-clipping factor and ``wd`` the L2 weight decay, both folded
+# into the gradient first (g' = g * gscale + wd * p), so clipping and decay cost no extra pass.
+# The formulas are the book's (common/optimizer.py), operation for operation, so that in float64
+# they reproduce its trajectories exactly and the fused kernels can match them bit for bit.
+
+
+def _grad(p, g, wd, gscale):
+    return g * gscale + wd * p
+
+
+def sgd(p, g, lr, wd=0.0, gscale=1.0):
+    """p -= lr * g."""
+    p -= lr * _grad(p, g, wd, gscale)
+
+
+def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
+    """v = mu * v - lr * g; p += v."""
+    g = _grad(p, g, wd, gscale)
+    v[...] = mu * v - lr * g
+    p += v
+
+
+def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
+    """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g (two roundings on p)."""
+    g = _grad(p, g, wd, gscale)
+    v *= mu
+    v -= lr * g
+    p += (mu * mu) * v
+    p -= ((1 + mu) * lr) * g
+
+
+def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
+    """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
+    xp = array_namespace(p)
+    g = _grad(p, g, wd, gscale)
+    h += g * g
+    p -= lr * g / (xp.sqrt(h) + eps)
+
+
+def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
+    """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
+    xp = array_namespace(p)
+    g = _grad(p, g, wd, gscale)
+    h *= decay
+    h += (1 - decay) * g * g
+    p -= lr * g / (xp.sqrt(h) + eps)
+
+
+def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
+    """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps).
+
+    ``lr_t`` carries the bias correction (lr * sqrt(1-b2^t) / (1-b1^t)); ``wd_decoupled``
+    is AdamW's lr * weight_decay.
+    """
+    xp = array_namespace(p)
+    g = _grad(p, g, wd, gscale)
+    m += (1 - beta1) * (g - m)
+    v += (1 - beta2) * (g * g - v)
+    p -= wd_decoupled * p
+    p -= lr_t * m / (xp.sqrt(v) + eps)
+
+
+def sum_squares(g) -> float:
+    """sum(g*g) as a Python float (accumulated in float64): the squared global gradient norm."""
+    xp = array_namespace(g)
+    return float(xp.dot(g.astype(xp.float64, copy=False), g.astype(xp.float64, copy=False)))

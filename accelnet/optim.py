@@ -1,0 +1,317 @@
+"""Optimizers: SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam, AdamW.
+
+Two interfaces over the same kernels:
+
+* ``Adam(model, lr=...)`` then ``step()``: one fused kernel launch over the model's flat
+  parameter, gradient and state buffers, whatever the number of layers.
+* ``Adam(lr=...)`` then ``update(params, grads)``: the book's interface on any dicts of
+  arrays (or Python floats, as in its chapter 6 scripts), one kernel call per entry.
+
+Weight decay is L2 added to the gradient (the book's chapter 6.4), decoupled on AdamW;
+``clip_norm`` rescales the gradient to that global norm; ``schedule`` scales ``lr``
+per step or per epoch. ``state_dict()`` / ``load_state_dict()`` round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import backend_of
+from .schedules import CosineDecay, ExponentialDecay, Schedule, StepDecay, Warmup, get_schedule
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS",
+           "get_optimizer", "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay", "Warmup"]
+
+
+def _number(name: str, v, low: float = 0.0, low_open: bool = True, high: float | None = None) -> float:
+    ok = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        ok = (v > low if low_open else v >= low) and (high is None or v < high)
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+        raise ValueError(f"{name} must be a finite number {bound}, got {v!r}")
+    return float(v)
+
+
+class Optimizer:
+    """Base class: counters, clipping, schedules, both interfaces and (de)serialization."""
+
+    state_names: tuple[str, ...] = ()  # per-element state buffers, e.g. ("m", "v")
+
+    def __init__(self, model=None, lr: float = 0.01, *, weight_decay: float = 0.0, clip_norm: float | None = None,
+                 schedule=None, schedule_unit: str = "step", kernels=None):
+        if isinstance(model, (int, float)) and not isinstance(model, bool):
+            raise ValueError(f"{type(self).__name__}: pass lr by keyword (lr={model}); the first argument is the model")
+        self.arena = None if model is None else getattr(model, "arena", model)
+        if self.arena is not None and not hasattr(self.arena, "grad"):
+            raise ValueError(f"{type(self).__name__}: expected a Sequential or a ParamArena, got {type(model).__name__}")
+        self.base_lr = _number("lr", lr)
+        self.weight_decay = _number("weight_decay", weight_decay, low_open=False)
+        self.clip_norm = None if clip_norm is None else _number("clip_norm", clip_norm)
+        self.schedule = get_schedule(schedule)
+        if schedule_unit not in ("step", "epoch"):
+            raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {schedule_unit!r}")
+        self.schedule_unit = schedule_unit
+        self.kernels = kernels  # None: the backend's; accelnet.kernels.reference gives the textbook oracle
+        self.t = 0  # steps taken
+        self.epoch = 0  # epochs completed (advanced by epoch_end)
+        self.last_grad_norm: float | None = None  # the global norm before clipping, when clipping
+        self._flat_state: dict | None = None
+        self._key_state: dict = {}
+
+    # -- the update rule (subclasses) ---------------------------------------------------
+    def _apply(self, kernels, p, g, state: dict, lr: float, gscale: float) -> None:
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict:
+        return {}
+
+    # -- schedule --------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step uses."""
+        k = self.t if self.schedule_unit == "step" else self.epoch
+        return self.base_lr * self.schedule(k)
+
+    def epoch_end(self) -> None:
+        """Advance the epoch counter (for schedules per epoch)."""
+        self.epoch += 1
+
+    def _clip_scale(self, sum_sq: float) -> float:
+        if self.clip_norm is None:
+            return 1.0
+        norm = math.sqrt(sum_sq)
+        self.last_grad_norm = norm
+        # torch.nn.utils.clip_grad_norm_'s rule; a non-finite norm passes through so the loss guard sees it.
+        return min(1.0, self.clip_norm / (norm + 1e-6)) if math.isfinite(norm) else 1.0
+
+    # -- interface 1: the model's flat arena --------------------------------------------------
+    def step(self) -> None:
+        """One fused update of every parameter from the gradients backward() wrote."""
+        if self.arena is None:
+            raise RuntimeError(f"{type(self).__name__} was made without a model: call update(params, grads), "
+                               f"or construct it as {type(self).__name__}(model, lr=...)")
+        p, g = self.arena.data, self.arena.grad
+        if self._flat_state is None:
+            xp = self.arena.backend.xp
+            self._flat_state = {name: xp.zeros_like(p) for name in self.state_names}
+        kernels = self.kernels or self.arena.backend.kernels
+        lr = self.lr
+        gscale = self._clip_scale(kernels.sum_squares(g)) if self.clip_norm is not None else 1.0
+        self.t += 1
+        self._apply(kernels, p, g, self._flat_state, lr, gscale)
+
+    # -- interface 2: the book's update(params, grads) ------------------------------------------
+    def update(self, params: dict, grads: dict) -> None:
+        """The book's interface: update each ``params[key]`` from ``grads[key]`` (arrays in place,
+        Python floats by rebinding the dict entry)."""
+        missing = [k for k in params if k not in grads]
+        if missing:
+            raise ValueError(f"{type(self).__name__}.update: no gradient for {missing}")
+        items = []
+        for key, value in params.items():
+            p, writeback = self._as_flat(key, value)
+            g = self._grad_for(key, p, grads[key])
+            items.append((key, value, p, g, writeback))
+        lr = self.lr
+        gscale = 1.0
+        if self.clip_norm is not None:
+            gscale = self._clip_scale(sum(self._kernels_for(g).sum_squares(g) for _, _, _, g, _ in items))
+        self.t += 1
+        for key, value, p, g, writeback in items:
+            b = backend_of(p)
+            state = self._key_state.get(key)
+            if state is None:
+                state = self._key_state[key] = {name: b.xp.zeros_like(p) for name in self.state_names}
+            elif not all(b.is_array(a) for a in state.values()):  # loaded from a checkpoint on the host
+                state = self._key_state[key] = {name: b.to_device(a, p.dtype).copy() for name, a in state.items()}
+            self._apply(self._kernels_for(p), p, g, state, lr, gscale)
+            if writeback:
+                params[key] = type(value)(p[0])
+
+    def _kernels_for(self, a):
+        return self.kernels or backend_of(a).kernels
+
+    def _as_flat(self, key, value):
+        """(flat view of the parameter, whether it must be written back into the dict)."""
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            return np.array([value], dtype=np.float64), True
+        if not hasattr(value, "dtype") or value.dtype.kind != "f":
+            raise ValueError(f"{type(self).__name__}.update: params[{key!r}] must be a float array or number, "
+                             f"got {type(value).__name__} {getattr(value, 'dtype', '')}")
+        if not value.flags.c_contiguous:
+            raise ValueError(f"{type(self).__name__}.update: params[{key!r}] must be C-contiguous to update in place")
+        return value.reshape(-1), False
+
+    def _grad_for(self, key, p, g):
+        if not hasattr(g, "dtype"):
+            g = np.asarray(g, dtype=p.dtype)
+        g = g.reshape(-1)
+        if g.shape != p.shape:
+            raise ValueError(f"{type(self).__name__}.update: grads[{key!r}] has {g.size} elements, "
+                             f"params[{key!r}] has {p.size}")
+        if g.dtype != p.dtype:
+            raise ValueError(f"{type(self).__name__}.update: grads[{key!r}] is {g.dtype}, params[{key!r}] is {p.dtype}")
+        return g if g.flags.c_contiguous else g.copy()
+
+    # -- serialization ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Counters, hyperparameters and state buffers as host copies."""
+        def host(d):
+            return {name: backend_of(a).to_numpy(a).copy() for name, a in d.items()}
+
+        return {
+            "optimizer": type(self).__name__,
+            "t": self.t,
+            "epoch": self.epoch,
+            "lr": self.base_lr,
+            "weight_decay": self.weight_decay,
+            "clip_norm": self.clip_norm,
+            "hyperparameters": self.hyperparameters(),
+            "flat_state": None if self._flat_state is None else host(self._flat_state),
+            "key_state": {key: host(st) for key, st in self._key_state.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved; the optimizer type and buffer sizes must match."""
+        name = type(self).__name__
+        if state.get("optimizer") != name:
+            raise ValueError(f"load_state_dict: the state is for {state.get('optimizer')!r}, not {name!r}")
+        flat = state["flat_state"]
+        if flat is not None:
+            if self.arena is None:
+                raise ValueError("load_state_dict: the state holds a model's flat buffers; construct with the model")
+            for k, a in flat.items():
+                if np.shape(a) != tuple(self.arena.data.shape):
+                    raise ValueError(f"load_state_dict: state {k!r} has shape {np.shape(a)}, "
+                                     f"the model's arena has {tuple(self.arena.data.shape)}")
+            b = self.arena.backend
+            self._flat_state = {k: b.to_device(a, self.arena.dtype).copy() for k, a in flat.items()}
+        else:
+            self._flat_state = None
+        self._key_state = {key: {k: np.array(a) for k, a in st.items()} for key, st in state["key_state"].items()}
+        self.t, self.epoch = int(state["t"]), int(state["epoch"])
+        self.base_lr = float(state["lr"])
+        self.weight_decay = float(state["weight_decay"])
+        self.clip_norm = state["clip_norm"]
+        for k, v in state["hyperparameters"].items():
+            setattr(self, k, v)
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v:g}" for k, v in self.hyperparameters().items())
+        extra = f", weight_decay={self.weight_decay:g}" if self.weight_decay else ""
+        extra += f", clip_norm={self.clip_norm:g}" if self.clip_norm else ""
+        return f"{type(self).__name__}(lr={self.base_lr:g}{', ' + hp if hp else ''}{extra})"
+
+
+class SGD(Optimizer):
+    """p -= lr * g."""
+
+    def __init__(self, model=None, lr: float = 0.01, **kw):
+        super().__init__(model, lr, **kw)
+
+    def _apply(self, k, p, g, state, lr, gscale):
+        k.sgd(p, g, lr, self.weight_decay, gscale)
+
+
+class Momentum(Optimizer):
+    """v = momentum * v - lr * g; p += v."""
+
+    state_names = ("v",)
+
+    def __init__(self, model=None, lr: float = 0.01, momentum: float = 0.9, **kw):
+        super().__init__(model, lr, **kw)
+        self.momentum = _number("momentum", momentum, low_open=False, high=1.0)
+
+    def hyperparameters(self):
+        return {"momentum": self.momentum}
+
+    def _apply(self, k, p, g, state, lr, gscale):
+        k.momentum(p, g, state["v"], lr, self.momentum, self.weight_decay, gscale)
+
+
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient in the book's form (common/optimizer.py)."""
+
+    def _apply(self, k, p, g, state, lr, gscale):
+        k.nesterov(p, g, state["v"], lr, self.momentum, self.weight_decay, gscale)
+
+
+class AdaGrad(Optimizer):
+    """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
+
+    state_names = ("h",)
+
+    def __init__(self, model=None, lr: float = 0.01, eps: float = 1e-7, **kw):
+        super().__init__(model, lr, **kw)
+        self.eps = _number("eps", eps)
+
+    def hyperparameters(self):
+        return {"eps": self.eps}
+
+    def _apply(self, k, p, g, state, lr, gscale):
+        k.adagrad(p, g, state["h"], lr, self.eps, self.weight_decay, gscale)
+
+
+class RMSprop(Optimizer):
+    """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
+
+    state_names = ("h",)
+
+    def __init__(self, model=None, lr: float = 0.01, decay_rate: float = 0.99, eps: float = 1e-7, **kw):
+        super().__init__(model, lr, **kw)
+        self.decay_rate = _number("decay_rate", decay_rate, low_open=False, high=1.0)
+        self.eps = _number("eps", eps)
+
+    def hyperparameters(self):
+        return {"decay_rate": self.decay_rate, "eps": self.eps}
+
+    def _apply(self, k, p, g, state, lr, gscale):
+        k.rmsprop(p, g, state["h"], lr, self.decay_rate, self.eps, self.weight_decay, gscale)
+
+
+class Adam(Optimizer):
+    """Adam with the book's bias correction folded into lr_t = lr * sqrt(1-b2^t) / (1-b1^t)."""
+
+    state_names = ("m", "v")
+    decoupled = False
+
+    def __init__(self, model=None, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
+                 **kw):
+        super().__init__(model, lr, **kw)
+        self.beta1 = _number("beta1", beta1, low_open=False, high=1.0)
+        self.beta2 = _number("beta2", beta2, low_open=False, high=1.0)
+        self.eps = _number("eps", eps)
+
+    def hyperparameters(self):
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+    def _apply(self, k, p, g, state, lr, gscale):
+        t = self.t
+        lr_t = lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)  # a Python float: no float64 promotion
+        wd, wd_decoupled = (0.0, lr * self.weight_decay) if self.decoupled else (self.weight_decay, 0.0)
+        k.adam(p, g, state["m"], state["v"], lr_t, self.beta1, self.beta2, self.eps, wd, wd_decoupled, gscale)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p -= lr * weight_decay * p each step."""
+
+    decoupled = True
+
+    def __init__(self, model=None, lr: float = 0.001, weight_decay: float = 0.01, **kw):
+        super().__init__(model, lr, weight_decay=weight_decay, **kw)
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad, "rmsprop": RMSprop,
+              "adam": Adam, "adamw": AdamW}
+
+
+def get_optimizer(name: str, model=None, **kw) -> Optimizer:
+    """Construct an optimizer by its lower-case name."""
+    try:
+        cls = OPTIMIZERS[name.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown optimizer {name!r}: expected one of {sorted(OPTIMIZERS)}") from None
+    return cls(model, **kw)
