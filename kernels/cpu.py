@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from .reference import conv_output_size
 
@@ -19,58 +19,71 @@ from .reference import conv_output_size
 _JIT = dict(parallel=True, cache=True, error_model="numpy")
 
 
+# Index arithmetic is done in uint64 where it cannot go negative: Numba then drops its
+# negative-index wraparound checks and the inner loops vectorize (2-3x on im2col here).
+
+
 @njit(**_JIT)
 def _im2col(x, fh, fw, stride, pad, oh, ow, col):
     n, c, h, w = x.shape
     zero = x.dtype.type(0)
-    for r in prange(n * oh):
+    st = uint64(stride)
+    for r in prange(n * oh):  # one output row (image i, row oy) per iteration
         i = r // oh
         oy = r - i * oh
-        for ox in range(ow):
-            row = r * ow + ox
-            for ch in range(c):
-                for ky in range(fh):
-                    iy = oy * stride + ky - pad
-                    base = (ch * fh + ky) * fw
+        blk = col[r * ow : (r + 1) * ow]
+        for ch in range(c):
+            for ky in range(fh):
+                iy = oy * stride + ky - pad
+                for kx in range(fw):
+                    cidx = uint64((ch * fh + ky) * fw + kx)
                     if iy < 0 or iy >= h:
-                        for kx in range(fw):
-                            col[row, base + kx] = zero
+                        for ox in range(uint64(ow)):
+                            blk[ox, cidx] = zero
                         continue
-                    for kx in range(fw):
-                        ix = ox * stride + kx - pad
-                        if ix < 0 or ix >= w:
-                            col[row, base + kx] = zero
-                        else:
-                            col[row, base + kx] = x[i, ch, iy, ix]
+                    xrow = x[i, ch, iy]
+                    # the outputs ox whose input column ox*stride + kx - pad lies inside the image
+                    ox_lo = min(ow, max(0, (pad - kx + stride - 1) // stride))
+                    ox_hi = max(ox_lo, min(ow, (w - 1 + pad - kx) // stride + 1))
+                    for ox in range(uint64(ox_lo)):
+                        blk[ox, cidx] = zero
+                    x_lo = uint64(ox_lo * stride + kx - pad)
+                    o_lo = uint64(ox_lo)
+                    for j in range(uint64(ox_hi - ox_lo)):
+                        blk[o_lo + j, cidx] = xrow[x_lo + j * st]
+                    for ox in range(uint64(ox_hi), uint64(ow)):
+                        blk[ox, cidx] = zero
 
 
 @njit(**_JIT)
 def _col2im(col, fh, fw, stride, pad, oh, ow, out):
-    # A gather: each input pixel sums the column entries that copied it, so no two
-    # threads write the same element and the summation order is fixed.
+    # Each thread owns whole images and adds their column entries back in a fixed order
+    # (oy, then channel, ky, kx): no two threads write the same pixel, so it is race-free and
+    # deterministic, and col is read in memory order. (The summation order differs from the
+    # reference's, so the two agree to rounding, not bit for bit.)
     n, c, h, w = out.shape
-    for p in prange(n * c):
-        i = p // c
-        ch = p - i * c
-        for y in range(h):
-            for x in range(w):
-                s = col.dtype.type(0)
+    st = uint64(stride)
+    for i in prange(n):
+        img = out[i]
+        img[:] = 0
+        for oy in range(oh):
+            blk = col[(i * oh + oy) * ow : (i * oh + oy + 1) * ow]
+            for ch in range(c):
                 for ky in range(fh):
-                    ty = y + pad - ky
-                    if ty < 0 or ty % stride != 0:
+                    iy = oy * stride + ky - pad
+                    if iy < 0 or iy >= h:
                         continue
-                    oy = ty // stride
-                    if oy >= oh:
-                        continue
+                    orow = img[ch, iy]
                     for kx in range(fw):
-                        tx = x + pad - kx
-                        if tx < 0 or tx % stride != 0:
+                        cidx = uint64((ch * fh + ky) * fw + kx)
+                        ox_lo = max(0, (pad - kx + stride - 1) // stride)
+                        ox_hi = min(ow, (w - 1 + pad - kx) // stride + 1)
+                        if ox_hi <= ox_lo:
                             continue
-                        ox = tx // stride
-                        if ox >= ow:
-                            continue
-                        s += col[(i * oh + oy) * ow + ox, (ch * fh + ky) * fw + kx]
-                out[i, ch, y, x] = s
+                        x_lo = uint64(ox_lo * stride + kx - pad)
+                        o_lo = uint64(ox_lo)
+                        for j in range(uint64(ox_hi - ox_lo)):
+                            orow[x_lo + j * st] += blk[o_lo + j, cidx]
 
 
 def _checked_out(out, shape, dtype):
@@ -92,7 +105,7 @@ def im2col(x, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
 
 
 def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
-    """The adjoint of :func:`im2col`, as a race-free, deterministic gather."""
+    """The adjoint of :func:`im2col`: race-free and deterministic (each thread owns whole images)."""
     n, c, h, w = x_shape
     oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
     if col.shape != (n * oh * ow, c * fh * fw):
