@@ -431,23 +431,6 @@ class _Pool2d(Layer):
             raise ValueError(f"{self._label()}: a {ph}x{pw} window does not fit input {_shape_str(in_shape)}")
         return (c, oh, ow)
 
-    def _windows(self, x):
-        """(N*OH*OW*C, PH*PW): one row per pooling window."""
-        ph, pw = self.kernel_size
-        self._x_shape = x.shape
-        return self.kernels.im2col(x, ph, pw, self.stride, 0).reshape(-1, ph * pw)
-
-    def _to_image(self, rows, n):
-        c, oh, ow = self.out_shape
-        return rows.reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
-
-    def _from_windows(self, dwin):
-        ph, pw = self.kernel_size
-        c, oh, ow = self.out_shape
-        n = self._x_shape[0]
-        dcol = dwin.reshape(n * oh * ow, c * ph * pw)
-        return self.kernels.col2im(dcol, self._x_shape, ph, pw, self.stride, 0)
-
     def _repr_args(self):
         ph, pw = self.kernel_size
         return f"{ph}x{pw}, stride={self.stride}"
@@ -457,30 +440,27 @@ class MaxPool2d(_Pool2d):
     """Max over each window; the gradient flows to the (first) maximum."""
 
     def _forward(self, x):
-        win = self._windows(x)
-        self._argmax = win.argmax(axis=1)
-        return self._to_image(win.max(axis=1), x.shape[0])
+        ph, pw = self.kernel_size
+        self._x_shape = x.shape
+        out, self._argmax = self.kernels.maxpool2d(x, ph, pw, self.stride)
+        return out
 
     def _backward(self, dout):
-        xp = self.xp
         ph, pw = self.kernel_size
-        flat = dout.transpose(0, 2, 3, 1).reshape(-1)
-        dwin = xp.zeros((flat.size, ph * pw), dtype=dout.dtype)
-        dwin[xp.arange(flat.size), self._argmax] = flat
-        return self._from_windows(dwin)
+        return self.kernels.maxpool2d_backward(dout, self._argmax, self._x_shape, ph, pw, self.stride)
 
 
 class AvgPool2d(_Pool2d):
     """Mean over each window."""
 
     def _forward(self, x):
-        return self._to_image(self._windows(x).mean(axis=1), x.shape[0])
+        ph, pw = self.kernel_size
+        self._x_shape = x.shape
+        return self.kernels.avgpool2d(x, ph, pw, self.stride)
 
     def _backward(self, dout):
-        xp = self.xp
         ph, pw = self.kernel_size
-        flat = dout.transpose(0, 2, 3, 1).reshape(-1, 1) * self.dtype.type(1.0 / (ph * pw))
-        return self._from_windows(xp.broadcast_to(flat, (flat.shape[0], ph * pw)))
+        return self.kernels.avgpool2d_backward(dout, self._x_shape, ph, pw, self.stride)
 
 
 class Flatten(Layer):

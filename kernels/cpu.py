@@ -244,3 +244,119 @@ def sum_squares(g) -> float:
     """sum(g*g) as a Python float (accumulated in float64): the squared global gradient norm."""
     _check_flat(g)
     return float(_sum_squares(g))
+
+
+# -- pooling ---------------------------------------------------------------------------------------
+# One thread per (image, channel) plane: where windows overlap, the backward pass adds into pixels
+# that only that thread owns, so it is race-free and deterministic.
+
+
+@njit(**_JIT)
+def _maxpool2d(x, ph, pw, stride, out, argmax):
+    n, c, oh, ow = out.shape
+    for p in prange(n * c):
+        i = p // c
+        ch = p - i * c
+        plane = x[i, ch]
+        for oy in range(oh):
+            for ox in range(ow):
+                y0, x0 = oy * stride, ox * stride
+                best = plane[y0, x0]
+                arg = 0
+                for ky in range(ph):
+                    for kx in range(pw):
+                        v = plane[y0 + ky, x0 + kx]
+                        # like NumPy, the first NaN wins, so a NaN reaches the loss
+                        if best == best and (v > best or v != v):
+                            best = v
+                            arg = ky * pw + kx
+                out[i, ch, oy, ox] = best
+                argmax[i, ch, oy, ox] = arg
+
+
+@njit(**_JIT)
+def _maxpool2d_backward(dout, argmax, pw, stride, dx):
+    n, c, oh, ow = dout.shape
+    for p in prange(n * c):
+        i = p // c
+        ch = p - i * c
+        plane = dx[i, ch]
+        plane[:] = 0
+        for oy in range(oh):
+            for ox in range(ow):
+                a = argmax[i, ch, oy, ox]
+                ky = a // pw
+                plane[oy * stride + ky, ox * stride + a - ky * pw] += dout[i, ch, oy, ox]
+
+
+@njit(**_JIT)
+def _avgpool2d(x, ph, pw, stride, out):
+    n, c, oh, ow = out.shape
+    cnt = x.dtype.type(ph * pw)
+    for p in prange(n * c):
+        i = p // c
+        ch = p - i * c
+        plane = x[i, ch]
+        for oy in range(oh):
+            for ox in range(ow):
+                s = x.dtype.type(0)
+                for ky in range(ph):
+                    for kx in range(pw):
+                        s += plane[oy * stride + ky, ox * stride + kx]
+                out[i, ch, oy, ox] = s / cnt
+
+
+@njit(**_JIT)
+def _avgpool2d_backward(dout, ph, pw, stride, dx):
+    n, c, oh, ow = dout.shape
+    cnt = dout.dtype.type(ph * pw)
+    for p in prange(n * c):
+        i = p // c
+        ch = p - i * c
+        plane = dx[i, ch]
+        plane[:] = 0
+        for oy in range(oh):
+            for ox in range(ow):
+                g = dout[i, ch, oy, ox] / cnt
+                for ky in range(ph):
+                    for kx in range(pw):
+                        plane[oy * stride + ky, ox * stride + kx] += g
+
+
+def _pool_shape(x_shape, ph, pw, stride):
+    n, c, h, w = x_shape
+    return (n, c, conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0))
+
+
+def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
+    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max)."""
+    x = np.ascontiguousarray(x)
+    shape = _pool_shape(x.shape, ph, pw, stride)
+    out = _checked_out(out, shape, x.dtype)
+    argmax = _checked_out(argmax, shape, np.intp)
+    _maxpool2d(x, ph, pw, stride, out, argmax)
+    return out, argmax
+
+
+def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out=None):
+    """Route each window's gradient to its max (summed where windows overlap)."""
+    dout = np.ascontiguousarray(dout)
+    dx = _checked_out(out, tuple(x_shape), dout.dtype)
+    _maxpool2d_backward(dout, argmax, pw, stride, dx)
+    return dx
+
+
+def avgpool2d(x, ph: int, pw: int, stride: int, out=None):
+    """Mean over each window."""
+    x = np.ascontiguousarray(x)
+    out = _checked_out(out, _pool_shape(x.shape, ph, pw, stride), x.dtype)
+    _avgpool2d(x, ph, pw, stride, out)
+    return out
+
+
+def avgpool2d_backward(dout, x_shape, ph: int, pw: int, stride: int, out=None):
+    """Spread each window's gradient evenly over it."""
+    dout = np.ascontiguousarray(dout)
+    dx = _checked_out(out, tuple(x_shape), dout.dtype)
+    _avgpool2d_backward(dout, ph, pw, stride, dx)
+    return dx

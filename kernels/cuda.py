@@ -4,4 +4,7 @@ Until the numba.cuda kernels land (the GPU issue), the reference ``xp`` formulas
 run on CuPy arrays unchanged.
 """
 
-from .reference import col2im, im2col  # noqa: F401
+from .reference import (  # noqa: F401
+    adagrad, adam, avgpool2d, avgpool2d_backward, col2im, im2col, maxpool2d, maxpool2d_backward, momentum, nesterov,
+    rmsprop, sgd, sum_squares,
+)

@@ -127,3 +127,64 @@ def sum_squares(g) -> float:
     """sum(g*g) as a Python float (accumulated in float64): the squared global gradient norm."""
     xp = array_namespace(g)
     return float(xp.dot(g.astype(xp.float64, copy=False), g.astype(xp.float64, copy=False)))
+
+
+# -- pooling (the book's Pooling layer: windows through im2col) ---------------------------------
+
+
+def _pool_windows(x, ph, pw, stride):
+    return im2col(x, ph, pw, stride, 0).reshape(-1, ph * pw)
+
+
+def _pool_image(rows, x_shape, ph, pw, stride):
+    n, c, h, w = x_shape
+    oh, ow = conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0)
+    return rows.reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
+
+
+def _pool_back(dwin, x_shape, ph, pw, stride, out):
+    n, c, h, w = x_shape
+    oh, ow = conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0)
+    return col2im(dwin.reshape(n * oh * ow, c * ph * pw), x_shape, ph, pw, stride, 0, out=out)
+
+
+def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
+    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max)."""
+    xp = array_namespace(x)
+    win = _pool_windows(x, ph, pw, stride)
+    idx = win.argmax(axis=1)
+    res = _pool_image(win[xp.arange(idx.size), idx], x.shape, ph, pw, stride)
+    am = _pool_image(idx, x.shape, ph, pw, stride)
+    res = _copy_into(xp, out, res)
+    return res, _copy_into(xp, argmax, am)
+
+
+def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out=None):
+    """Route each window's gradient to its max (summed where windows overlap)."""
+    xp = array_namespace(dout)
+    flat = dout.transpose(0, 2, 3, 1).reshape(-1)
+    dwin = xp.zeros((flat.size, ph * pw), dtype=dout.dtype)
+    dwin[xp.arange(flat.size), argmax.transpose(0, 2, 3, 1).reshape(-1)] = flat
+    return _pool_back(dwin, x_shape, ph, pw, stride, out)
+
+
+def avgpool2d(x, ph: int, pw: int, stride: int, out=None):
+    """Mean over each window."""
+    xp = array_namespace(x)
+    return _copy_into(xp, out, _pool_image(_pool_windows(x, ph, pw, stride).mean(axis=1), x.shape, ph, pw, stride))
+
+
+def avgpool2d_backward(dout, x_shape, ph: int, pw: int, stride: int, out=None):
+    """Spread each window's gradient evenly over it."""
+    xp = array_namespace(dout)
+    flat = dout.transpose(0, 2, 3, 1).reshape(-1, 1) / dout.dtype.type(ph * pw)
+    return _pool_back(xp.broadcast_to(flat, (flat.shape[0], ph * pw)), x_shape, ph, pw, stride, out)
+
+
+def _copy_into(xp, out, value):
+    if out is None:
+        return xp.ascontiguousarray(value)
+    if out.shape != value.shape:
+        raise ValueError(f"out must have shape {value.shape}, got {out.shape}")
+    out[...] = value
+    return out
