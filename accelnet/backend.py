@@ -105,24 +105,25 @@ _CACHE: dict[str, Backend] = {}
 
 
 def _start_numba_threads() -> None:
-    """Start Numba's thread pool with OpenMP workers that sleep as soon as a kernel ends.
+    """Start Numba's OpenMP thread pool with workers that spin only briefly after a kernel.
 
-    Spinning Numba workers slow the BLAS call that follows a kernel (and the reverse);
-    whole training steps measured 1.2-2x faster with passive workers. libgomp reads
-    OMP_WAIT_POLICY once, when Numba loads it here, so the variable is set only around
-    that load: OpenMP runtimes loaded later (PyTorch's) keep their own default. A value
-    the user set wins.
+    libgomp's default spin (~300k iterations) and OpenBLAS's keep idle workers busy on
+    the cores the next BLAS call or kernel needs; on 2 cores that made an optimizer
+    step after a matrix product 20-40x slower. GOMP_SPINCOUNT=10000 keeps back-to-back
+    kernel launches fast and was the best whole-step setting measured (see README).
+    libgomp reads it once, when Numba loads it here, so the variable is set only around
+    that load. A GOMP_SPINCOUNT or OMP_WAIT_POLICY the user set wins.
     """
     import numba
 
-    user_set = "OMP_WAIT_POLICY" in os.environ
+    user_set = "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ
     if not user_set:
-        os.environ["OMP_WAIT_POLICY"] = "passive"
+        os.environ["GOMP_SPINCOUNT"] = "10000"
     try:
         numba.get_num_threads()  # launches the pool
     finally:
         if not user_set:
-            del os.environ["OMP_WAIT_POLICY"]
+            del os.environ["GOMP_SPINCOUNT"]
 
 
 def _cpu() -> Backend:

@@ -188,3 +188,8 @@ def _copy_into(xp, out, value):
         raise ValueError(f"out must have shape {value.shape}, got {out.shape}")
     out[...] = value
     return out
+
+
+def triad(a, b, c, s):
+    """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
+    a[...] = b + s * c

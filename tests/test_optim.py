@@ -141,8 +141,8 @@ def test_float32_update_stays_float32_in_arrays_and_kernel_scalars(name):
         opt.step()
     assert model.arena.data.dtype == np.float32
     assert all(a.dtype == np.float32 for a in opt._flat_state.values())
-    kernel = getattr(cpu, "_" + ("adam" if name == "adamw" else name))
-    for sig in kernel.signatures:
+    loop = getattr(cpu, "_" + ("adam" if name == "adamw" else name))
+    for sig in loop.parallel.signatures + loop.serial.signatures:
         if sig[0].dtype.name == "float32":  # every scalar the float32 specialization takes is float32
             assert all(getattr(t, "name", "") in ("float32", "array(float32, 1d, C)") for t in sig), sig
 

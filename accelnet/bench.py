@@ -1,0 +1,233 @@
+"""Benchmark workloads shared by ``bench/`` (pytest-benchmark) and ``accelnet bench``.
+
+A :class:`Workload` is one call to time plus the bytes it must move at least, so
+results read as effective GB/s and, next to the STREAM-style triad measured in the
+same run, as a fraction of the machine's memory bandwidth. Regression gates compare
+ratios measured in one run, never absolute times: shared machines drift 10-30%.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .backend import Backend, get_backend
+from .kernels import reference
+from .optim import get_optimizer
+
+__all__ = ["Workload", "Timing", "measure", "triad", "optimizer_update", "im2col", "col2im", "train_step",
+           "peer_train_step", "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table"]
+
+# Arrays each update streams: read p, g and the state, write p and the state.
+OPTIMIZER_STREAMS = {"sgd": 3, "momentum": 5, "nesterov": 5, "adagrad": 5, "rmsprop": 5, "adam": 7, "adamw": 7}
+
+# (name, input shape, kernel, stride, pad): the first conv of simple_convnet and each conv input of deep_convnet.
+CONV_SHAPES = [
+    ("simple_convnet.conv1", (100, 1, 28, 28), 5, 1, 0),
+    ("deep_convnet.conv1", (100, 1, 28, 28), 3, 1, 1),
+    ("deep_convnet.conv2", (100, 16, 28, 28), 3, 1, 1),
+    ("deep_convnet.conv3", (100, 16, 14, 14), 3, 1, 1),
+    ("deep_convnet.conv4", (100, 32, 14, 14), 3, 1, 2),
+    ("deep_convnet.conv5", (100, 32, 8, 8), 3, 1, 1),
+    ("deep_convnet.conv6", (100, 64, 8, 8), 3, 1, 1),
+]
+
+
+@dataclass
+class Workload:
+    """One timed call: ``run()`` does the work; ``nbytes`` is the least memory traffic it needs."""
+
+    group: str
+    name: str
+    run: Callable[[], object]
+    nbytes: int = 0
+    backend: Backend = field(default_factory=lambda: get_backend("cpu"))
+    info: dict = field(default_factory=dict)
+
+    def __call__(self):
+        """Run once and wait for the device, so a host clock around it measures the work."""
+        out = self.run()
+        self.backend.synchronize()
+        return out
+
+
+@dataclass
+class Timing:
+    workload: Workload
+    times: list
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def gbps(self) -> float:
+        return self.workload.nbytes / self.median / 1e9 if self.workload.nbytes else float("nan")
+
+
+def measure(w: Workload, min_time: float = 0.3, min_runs: int = 5, max_runs: int = 1000,
+            warmup: float = 0.1) -> Timing:
+    """Warm up (JIT, caches, other thread pools going idle), then time single calls until both
+    ``min_time`` seconds and ``min_runs`` runs are reached."""
+    t_end = time.perf_counter() + warmup
+    w()
+    while time.perf_counter() < t_end:
+        w()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        w()
+        times.append(time.perf_counter() - t0)
+    return Timing(w, times)
+
+
+def _rand(backend: Backend, shape, dtype=np.float32, seed: int = 0):
+    return backend.to_device(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+
+
+def triad(n: int, backend: str | Backend = "cpu", dtype=np.float32, inplace: bool = False) -> Workload:
+    """STREAM triad a = b + s*c (3 arrays counted), the memory-bandwidth yardstick.
+
+    STREAM does not count the read a cache must do before writing ``a`` (write-allocate),
+    so kernels that write only arrays they also read, as optimizer updates do, can exceed
+    it; ``inplace=True`` times a = a + s*c, the same traffic pattern as those updates.
+    """
+    b = get_backend(backend)
+    a, x, y = (_rand(b, n, dtype, seed) for seed in range(3))
+    if inplace:
+        x = a
+    return Workload("triad", f"triad{'/inplace' if inplace else ''}/{n:.0e}", lambda: b.kernels.triad(a, x, y, 3.0),
+                    3 * n * np.dtype(dtype).itemsize, b, {"n": n, "inplace": inplace})
+
+
+def _split(n: int, parts: int) -> list[int]:
+    base, extra = divmod(n, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+def optimizer_update(name: str, n: int, layout: str = "flat", impl: str = "fused", tensors: int = 20,
+                     backend: str | Backend = "cpu", dtype=np.float32) -> Workload:
+    """One optimizer update over ``n`` parameters: one flat buffer (one kernel launch) or
+    ``tensors`` arrays through the book's ``update(params, grads)``; ``impl`` is "fused"
+    (the backend's kernels) or "reference" (the textbook xp formulas)."""
+    b = get_backend(backend)
+    if layout not in ("flat", "tensors") or impl not in ("fused", "reference"):
+        raise ValueError(f"layout must be flat|tensors and impl fused|reference, got {layout!r}, {impl!r}")
+    sizes = [n] if layout == "flat" else _split(n, tensors)
+    params = {f"p{i}": _rand(b, s, dtype, i) for i, s in enumerate(sizes)}
+    grads = {k: _rand(b, p.shape, dtype, 100 + i) * 1e-3 for i, (k, p) in enumerate(params.items())}
+    opt = get_optimizer(name, lr=1e-4, kernels=reference if impl == "reference" else b.kernels)
+    opt.update(params, grads)  # allocate the state outside the timed calls
+    nbytes = OPTIMIZER_STREAMS[name] * n * np.dtype(dtype).itemsize
+    return Workload("optimizer", f"{name}/{impl}/{layout}/{n:.0e}", lambda: opt.update(params, grads), nbytes, b,
+                    {"optimizer": name, "n": n, "layout": layout, "impl": impl, "tensors": len(sizes)})
+
+
+def _conv_case(case: str):
+    for name, shape, k, stride, pad in CONV_SHAPES:
+        if name == case:
+            return shape, k, stride, pad
+    raise ValueError(f"unknown conv shape {case!r}: expected one of {[c[0] for c in CONV_SHAPES]}")
+
+
+def im2col(case: str, impl: str = "fused", backend: str | Backend = "cpu") -> Workload:
+    """im2col at one of :data:`CONV_SHAPES`, writing into a reused buffer (as Conv2d does)."""
+    b = get_backend(backend)
+    shape, k, stride, pad = _conv_case(case)
+    kernels = reference if impl == "reference" else b.kernels
+    x = _rand(b, shape)
+    col = b.kernels.im2col(x, k, k, stride, pad)
+    run = (lambda: kernels.im2col(x, k, k, stride, pad, out=col))
+    return Workload("im2col", f"im2col/{impl}/{case}", run, x.nbytes + col.nbytes, b,
+                    {"case": case, "impl": impl, "shape": shape, "k": k})
+
+
+def col2im(case: str, impl: str = "fused", backend: str | Backend = "cpu") -> Workload:
+    """col2im at one of :data:`CONV_SHAPES`, writing into a reused buffer."""
+    b = get_backend(backend)
+    shape, k, stride, pad = _conv_case(case)
+    kernels = reference if impl == "reference" else b.kernels
+    col = b.kernels.im2col(_rand(b, shape), k, k, stride, pad)
+    out = b.xp.empty(shape, dtype=np.float32)
+    run = (lambda: kernels.col2im(col, shape, k, k, stride, pad, out=out))
+    return Workload("col2im", f"col2im/{impl}/{case}", run, col.nbytes + out.nbytes, b,
+                    {"case": case, "impl": impl, "shape": shape, "k": k})
+
+
+def train_step(preset: str, batch: int = 100, optimizer: str = "adam", backend: str | Backend = "cpu") -> Workload:
+    """One whole training step of a preset: forward, loss, backward, optimizer step."""
+    from .models import get_preset
+
+    b = get_backend(backend)
+    model = get_preset(preset)(backend=b, seed=0)
+    opt = get_optimizer(optimizer, model)
+    r = np.random.default_rng(0)
+    x = model.to_device(r.random((batch, *model.input_shape)))
+    t = b.to_device(r.integers(0, model.output_shape[0], batch))
+
+    def step():
+        model.loss(x, t)
+        model.backward()
+        opt.step()
+
+    return Workload("step", f"step/accelnet/{preset}/b{batch}", step, 0, b,
+                    {"preset": preset, "batch": batch, "framework": "accelnet"})
+
+
+def peer_train_step(preset: str, batch: int = 100) -> Workload:
+    """The same step in PyTorch eager on the CPU (Adam, same shapes); needs torch installed."""
+    import torch
+    from torch import nn
+
+    def deep():
+        layers, c_in = [], 1
+        for i, ch in enumerate((16, 16, 32, 32, 64, 64)):
+            layers += [nn.Conv2d(c_in, ch, 3, padding=2 if i == 3 else 1), nn.ReLU()]
+            c_in = ch
+            if i % 2:
+                layers.append(nn.MaxPool2d(2))
+        return layers + [nn.Flatten(), nn.Linear(64 * 4 * 4, 50), nn.ReLU(), nn.Dropout(0.5), nn.Linear(50, 10),
+                         nn.Dropout(0.5)]
+
+    nets = {
+        "two_layer_net": (lambda: [nn.Linear(784, 50), nn.Sigmoid(), nn.Linear(50, 10)], (784,)),
+        "multi_layer_net": (lambda: [m for i in range(5) for m in (nn.Linear(784 if i == 0 else 100, 100), nn.ReLU())]
+                            + [nn.Linear(100, 10)], (784,)),
+        "simple_convnet": (lambda: [nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                    nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10)], (1, 28, 28)),
+        "deep_convnet": (deep, (1, 28, 28)),
+    }
+    make, shape = nets[preset]
+    torch.manual_seed(0)
+    net = nn.Sequential(*make())
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    x, t = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss_fn(net(x), t).backward()
+        opt.step()
+
+    return Workload("step", f"step/torch/{preset}/b{batch}", step, 0, get_backend("cpu"),
+                    {"preset": preset, "batch": batch, "framework": f"torch {torch.__version__}"})
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A plain-text table of ``rows`` (dicts) with the given columns."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else (f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}")
+        return str(v)
+
+    cells = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))) for row in cells]
+    return "\n".join(lines)

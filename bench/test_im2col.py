@@ -1,0 +1,22 @@
+"""im2col and col2im at the conv shapes of simple_convnet and deep_convnet."""
+
+import pytest
+
+from accelnet import bench
+from benchutil import BACKENDS, run
+
+CASES = [c[0] for c in bench.CONV_SHAPES]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("case", CASES)
+def test_im2col(benchmark, case, impl, backend):
+    run(benchmark, bench.im2col(case, impl, backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("case", CASES)
+def test_col2im(benchmark, case, impl, backend):
+    run(benchmark, bench.col2im(case, impl, backend))
