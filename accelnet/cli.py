@@ -163,10 +163,191 @@ def _csv(kind):
     return parse
 
 
+class CLIError(Exception):
+    """A user error: reported as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CLIError(f"{self.prog}: {message}")
+
+
+def _positive_float(name):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not (v > 0 and v < float("inf")):
+            raise argparse.ArgumentTypeError(f"{name} must be a positive finite number, got {text!r}")
+        return v
+    return parse
+
+
+def _nonneg_float(name):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not (v >= 0 and v < float("inf")):
+            raise argparse.ArgumentTypeError(f"{name} must be a non-negative finite number, got {text!r}")
+        return v
+    return parse
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = 0
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
+        return v
+    return parse
+
+
+def _model_kwargs(cfg: dict) -> dict:
+    """Preset keywords from the training config; flags that do not apply to a preset are refused."""
+    model = cfg["model"]
+    kw = {}
+    if cfg.get("dropout") is not None:
+        if model not in ("multi_layer_net", "deep_convnet"):
+            raise CLIError(f"--dropout applies to multi_layer_net and deep_convnet, not {model}")
+        kw["dropout"] = cfg["dropout"]
+    if cfg.get("batchnorm"):
+        if model != "multi_layer_net":
+            raise CLIError(f"--batchnorm applies to multi_layer_net, not {model}")
+        kw["batchnorm"] = True
+    if cfg.get("init") is not None:
+        kw["init"] = cfg["init_std"] if cfg["init"] == "std" else cfg["init"]
+    return kw
+
+
+# Config keys a resume must keep (they decide the computation); the rest may change.
+_FIXED_ON_RESUME = ("model", "optimizer", "lr", "batch_size", "weight_decay", "dropout", "batchnorm", "init",
+                    "init_std", "dataset", "dtype", "seed")
+_TRAIN_DEFAULTS = {"model": "simple_convnet", "optimizer": "adam", "lr": None, "batch_size": 100,
+                   "weight_decay": 0.0, "dropout": None, "batchnorm": False, "init": None, "init_std": 0.01,
+                   "dataset": "mnist", "dtype": "float32", "seed": 0, "epochs": 20, "iterations": None,
+                   "clip_norm": None}
+
+
+def _train_config(args) -> tuple[dict, dict | None]:
+    """The run's config: defaults, then the checkpoint's (on --resume), then the flags given."""
+    from accelnet.checkpoint import load_checkpoint
+
+    given = {k: getattr(args, k) for k in _TRAIN_DEFAULTS if getattr(args, k) is not None}
+    if args.batchnorm is False:
+        given.pop("batchnorm", None)
+    cfg = dict(_TRAIN_DEFAULTS)
+    ckpt = None
+    if args.resume:
+        if not args.checkpoint:
+            raise CLIError("--resume needs --checkpoint PATH")
+        ckpt = load_checkpoint(args.checkpoint)
+        saved = ckpt["meta"].get("config", {})
+        for k, v in given.items():
+            if k in _FIXED_ON_RESUME and k in saved and saved[k] != v:
+                raise CLIError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved[k]}: "
+                               f"a resumed run keeps its model, data and optimizer settings")
+        cfg.update(saved)
+    cfg.update(given)
+    return cfg, ckpt
+
+
+def cmd_train(args) -> int:
+    from accelnet.data import load
+    from accelnet.models import get_preset
+    from accelnet.optim import get_optimizer
+    from accelnet.train import Trainer
+
+    from accelnet.backend import get_backend
+
+    cfg, ckpt = _train_config(args)
+    backend = get_backend(args.device)  # a missing GPU fails before any data is read
+    preset = get_preset(cfg["model"])
+    model_kw = _model_kwargs(cfg)
+    conv = cfg["model"] in ("simple_convnet", "deep_convnet")
+    data = load(cfg["dataset"], args.data_dir, flatten=not conv, seed=cfg["seed"], progress=not args.no_progress)
+    model = preset(backend=backend, dtype=cfg["dtype"], seed=cfg["seed"], **model_kw)
+    opt_kw = {"weight_decay": cfg["weight_decay"], "clip_norm": cfg["clip_norm"]}
+    if cfg["lr"] is not None:
+        opt_kw["lr"] = cfg["lr"]
+    opt = get_optimizer(cfg["optimizer"], model, **opt_kw)
+    steps_per_epoch = -(-len(data.x_train) // cfg["batch_size"])
+    epochs = cfg["epochs"]
+    if cfg["iterations"]:
+        epochs = -(-cfg["iterations"] // steps_per_epoch)
+    trainer = Trainer(model, opt, data, batch_size=cfg["batch_size"], epochs=epochs, checkpoint=args.checkpoint,
+                      history_path=args.history, progress=not args.no_progress, seed=cfg["seed"],
+                      max_steps=cfg["iterations"])
+    if ckpt is not None:
+        trainer.load_state(ckpt["state"])
+    print(f"{cfg['model']} on {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test), "
+          f"{model.backend.name}, {model.dtype.name}, {opt!r}, batch {cfg['batch_size']}, "
+          f"{model.num_params:,} parameters" + (f", resumed at epoch {trainer.epoch}" if ckpt else ""))
+    header = f"{'epoch':>5}  {'step':>7}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>8}  {'samples/s':>9}"
+    print(header)
+
+    def show(trainer, r):
+        print(f"{r['epoch']:>5}  {r['step']:>7}  {r['loss']:>8.4f}  {r['train_acc']:>9.4f}  {r['test_acc']:>8.4f}  "
+              f"{r['seconds']:>8.1f}  {r['samples_per_s']:>9,.0f}", flush=True)
+
+    for r in trainer.history:
+        show(trainer, r)
+    trainer.callbacks.append(show)
+    trainer.fit(meta={"config": cfg})
+    if not trainer.history:
+        raise CLIError("nothing to train: the run already has its epochs")
+    final = trainer.history[-1]["test_acc"]
+    print(f"final test accuracy: {final:.4f}")
+    if args.plot:
+        from accelnet.plot import SKIPPED, have_matplotlib, training_curves
+
+        if have_matplotlib():
+            training_curves(trainer.history, args.plot, title=f"{cfg['model']} / {cfg['optimizer']} / {data.name}")
+            print(f"plot written to {args.plot}")
+        else:
+            print(SKIPPED, file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="accelnet", description="Train the book's networks on CPU or GPU.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p = _Parser(prog="accelnet", description="Train the book's networks on CPU or GPU.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+
+    from accelnet.data import DATASETS
+    from accelnet.models import PRESETS
+    from accelnet.optim import OPTIMIZERS
+
+    t = sub.add_parser("train", help="train a preset on MNIST, Fashion-MNIST or synthetic data",
+                       description="Train one of the book's networks. Defaults: simple_convnet, Adam, MNIST, CPU.")
+    t.add_argument("--model", choices=sorted(PRESETS), help="default simple_convnet")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
+    t.add_argument("--lr", type=_positive_float("--lr"), help="learning rate (default: the optimizer's, as the book)")
+    t.add_argument("--batch-size", type=_positive_int("--batch-size"), help="default 100")
+    t.add_argument("--epochs", type=_positive_int("--epochs"), help="total epochs (default 20)")
+    t.add_argument("--iterations", type=_positive_int("--iterations"), help="stop after this many steps instead")
+    t.add_argument("--weight-decay", type=_nonneg_float("--weight-decay"), help="L2 (decoupled for adamw)")
+    t.add_argument("--clip-norm", type=_positive_float("--clip-norm"), help="clip gradients to this global norm")
+    t.add_argument("--dropout", type=_nonneg_float("--dropout"), help="dropout ratio (multi_layer_net, deep_convnet)")
+    t.add_argument("--batchnorm", action="store_true", default=False, help="batch norm (multi_layer_net)")
+    t.add_argument("--init", choices=["he", "xavier", "std"], help="weight init (default: the preset's)")
+    t.add_argument("--init-std", type=_positive_float("--init-std"), help="std for --init std (default 0.01)")
+    t.add_argument("--dataset", choices=sorted(DATASETS) + ["synthetic"], help="default mnist")
+    t.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ (else $ACCELNET_DATA, the cache)")
+    t.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+    t.add_argument("--dtype", choices=["float32", "float64"])
+    t.add_argument("--seed", type=int)
+    t.add_argument("--checkpoint", help="write a checkpoint here after every epoch (atomically)")
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    t.add_argument("--history", help="append one JSON line per epoch to this file")
+    t.add_argument("--plot", help="write loss/accuracy curves to this PNG")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
     info = sub.add_parser("info", help="versions, available backends, GPU name, Numba threading layer")
     info.set_defaults(func=cmd_info)
 
@@ -185,8 +366,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Run a command; user errors print one line on stderr (exit 2), divergence exits 3."""
+    from accelnet.backend import BackendUnavailable
+    from accelnet.checkpoint import CheckpointError
+    from accelnet.data import DataError
+    from accelnet.train import Diverged
+
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except Diverged as exc:
+        print(f"accelnet: diverged: {exc}", file=sys.stderr)
+        return 3
+    except (CLIError, ValueError, DataError, CheckpointError, BackendUnavailable, OSError) as exc:
+        msg = str(exc) if isinstance(exc, CLIError) else f"error: {exc}"
+        print(f"accelnet: {msg}" if not msg.startswith("accelnet") else msg, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("accelnet: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,340 @@
+"""Datasets: MNIST and Fashion-MNIST from the canonical IDX gzip files, a synthetic set,
+a validation split, and the shuffled batch iterator.
+
+Files are looked up in ``data_dir``, then ``$ACCELNET_DATA``, then the user cache
+dir (``$XDG_CACHE_HOME/accelnet`` or ``~/.cache/accelnet``); each folder may hold
+``mnist/`` and ``fashion-mnist/`` subfolders or the four files directly. Missing
+files are downloaded (with a progress bar) into the cache dir; every file is
+checked against its SHA-256 before it is parsed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backend import Backend, get_backend
+
+__all__ = ["DataError", "Dataset", "DATASETS", "load", "load_mnist", "synthetic", "read_idx", "write_idx",
+           "validation_split", "BatchIterator", "search_dirs", "cache_dir"]
+
+
+class DataError(RuntimeError):
+    """A dataset file is missing, corrupted or not what it claims to be."""
+
+
+@dataclass(frozen=True)
+class _File:
+    name: str
+    sha256: str
+    size: int
+
+
+# The canonical files (the hashes torchvision's MD5s stand for; see ../shared/data/README.md).
+DATASETS = {
+    "mnist": {
+        "files": {
+            "train_images": _File("train-images-idx3-ubyte.gz",
+                                  "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+            "train_labels": _File("train-labels-idx1-ubyte.gz",
+                                  "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+            "test_images": _File("t10k-images-idx3-ubyte.gz",
+                                 "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+            "test_labels": _File("t10k-labels-idx1-ubyte.gz",
+                                 "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+        },
+        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+                    "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+    },
+    "fashion-mnist": {
+        "files": {
+            "train_images": _File("train-images-idx3-ubyte.gz",
+                                  "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+            "train_labels": _File("train-labels-idx1-ubyte.gz",
+                                  "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+            "test_images": _File("t10k-images-idx3-ubyte.gz",
+                                 "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+            "test_labels": _File("t10k-labels-idx1-ubyte.gz",
+                                 "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+        },
+        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+    },
+}
+
+
+@dataclass
+class Dataset:
+    """Train and test arrays on the host: images float32 in [0, 1], labels int64 indices (or one-hot)."""
+
+    name: str
+    x_train: np.ndarray
+    t_train: np.ndarray
+    x_test: np.ndarray
+    t_test: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        t = self.t_train
+        return int(t.shape[1]) if t.ndim == 2 else int(t.max()) + 1
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train={self.x_train.shape}, test={self.x_test.shape}, "
+                f"classes={self.num_classes})")
+
+
+# -- IDX ---------------------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path) -> np.ndarray:
+    """Parse an IDX file (gzip or raw): magic 0 0 <dtype> <ndim>, big-endian uint32 dims, data."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        opener = gzip.open if gz else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:  # gzip raises EOFError / BadGzipFile on a cut or damaged stream
+        raise DataError(f"{path}: cannot read ({exc}); the file is truncated or corrupted, delete it") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"{path}: IDX header says {dims} ({expected} bytes of data) but the file holds "
+                        f"{len(raw) - header}: truncated or corrupted")
+    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
+    """Write ``array`` as IDX (gzip-compressed by default): the inverse of :func:`read_idx`."""
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder(">") if np.dtype(v).itemsize > 1 else np.dtype(v): k
+             for k, v in _IDX_DTYPES.items()}
+    big = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
+    if big not in codes:
+        raise ValueError(f"IDX cannot hold dtype {array.dtype}")
+    payload = bytes([0, 0, codes[big], array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    payload += array.astype(big).tobytes()
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(payload)
+
+
+# -- finding, checking and downloading files --------------------------------------------------------
+
+def cache_dir() -> Path:
+    """The user cache dir where downloads go."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "accelnet"
+
+
+def search_dirs(data_dir=None) -> list[Path]:
+    """Where files are looked for, in order: ``data_dir``, ``$ACCELNET_DATA``, the cache dir."""
+    dirs = [Path(data_dir)] if data_dir else []
+    if os.environ.get("ACCELNET_DATA"):
+        dirs.append(Path(os.environ["ACCELNET_DATA"]))
+    dirs.append(cache_dir())
+    return dirs
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify(path: Path, spec: _File) -> None:
+    size = path.stat().st_size
+    if size != spec.size:
+        raise DataError(f"{path}: {size} bytes, expected {spec.size}: the file is truncated or not the canonical "
+                        f"{spec.name}; delete it (it will be downloaded again) or replace it")
+    digest = _sha256(path)
+    if digest != spec.sha256:
+        raise DataError(f"{path}: SHA-256 {digest[:16]}... does not match the canonical {spec.name} "
+                        f"({spec.sha256[:16]}...): the file is corrupted; delete it or replace it")
+
+
+def _locate(name: str, spec: _File, dirs: list[Path]) -> Path | None:
+    for d in dirs:
+        for candidate in (d / name / spec.name, d / spec.name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _download(name: str, spec: _File, dest: Path, progress: bool) -> Path:
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in DATASETS[name]["mirrors"]:
+        url = mirror + spec.name
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{spec.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+                total = int(resp.headers.get("Content-Length") or spec.size)
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"{name}/{spec.name}",
+                          disable=not progress, leave=False) as bar:
+                    for block in iter(lambda: resp.read(1 << 16), b""):
+                        out.write(block)
+                        bar.update(len(block))
+            _verify(Path(tmp), spec)
+            os.replace(tmp, dest)  # only a complete, verified file ever has the real name
+            return dest
+        except (OSError, DataError) as exc:
+            errors.append(f"{url}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise DataError(f"could not download {spec.name} ({'; '.join(errors)})")
+
+
+def _fetch(name: str, key: str, data_dir, download: bool, progress: bool) -> Path:
+    spec = DATASETS[name]["files"][key]
+    dirs = search_dirs(data_dir)
+    path = _locate(name, spec, dirs)
+    if path is None:
+        if not download:
+            raise DataError(_missing_message(name, dirs))
+        try:
+            path = _download(name, spec, cache_dir() / name / spec.name, progress)
+        except DataError as exc:
+            raise DataError(f"{_missing_message(name, dirs)} Downloading failed: {exc}") from None
+    _verify(path, spec)
+    return path
+
+
+def _missing_message(name: str, dirs: list[Path]) -> str:
+    files = ", ".join(f.name for f in DATASETS[name]["files"].values())
+    where = ", ".join(str(d / name) for d in dirs)
+    return (f"{name} not found. Put its four files ({files}) in one of: {where} "
+            f"(or pass --data-dir / set ACCELNET_DATA to a folder holding {name}/).")
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+def _one_hot(t: np.ndarray, classes: int) -> np.ndarray:
+    out = np.zeros((t.size, classes), np.float32)
+    out[np.arange(t.size), t] = 1
+    return out
+
+
+def load_mnist(name: str = "mnist", data_dir=None, flatten: bool = True, normalize: bool = True,
+               one_hot: bool = False, download: bool = True, progress: bool = True) -> Dataset:
+    """MNIST or Fashion-MNIST: images (N, 784) or (N, 1, 28, 28), in [0, 1] when ``normalize``."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {sorted(DATASETS)} or 'synthetic'")
+    arrays = {key: read_idx(_fetch(name, key, data_dir, download, progress)) for key in DATASETS[name]["files"]}
+    for split in ("train", "test"):
+        x, t = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if x.ndim != 3 or t.ndim != 1 or len(x) != len(t):
+            raise DataError(f"{name}: {split} images {x.shape} and labels {t.shape} do not pair up")
+        if t.size and t.max() > 9:
+            raise DataError(f"{name}: {split} labels go up to {t.max()}, expected 0-9")
+
+    def images(x):
+        x = x.astype(np.float32)
+        if normalize:
+            x /= 255.0
+        return x.reshape(len(x), -1) if flatten else x.reshape(len(x), 1, *x.shape[1:])
+
+    def labels(t):
+        t = t.astype(np.int64)
+        return _one_hot(t, 10) if one_hot else t
+
+    return Dataset(name, images(arrays["train_images"]), labels(arrays["train_labels"]),
+                   images(arrays["test_images"]), labels(arrays["test_labels"]))
+
+
+def synthetic(n_train: int = 6000, n_test: int = 1000, input_shape=(1, 28, 28), classes: int = 10,
+              noise: float = 0.35, seed: int = 0, flatten: bool = False, one_hot: bool = False) -> Dataset:
+    """A learnable dataset of any size: each class is a random binary template, each sample a
+    template plus Gaussian noise, clipped. Same seed, same data."""
+    if n_train < 1 or n_test < 1 or classes < 2:
+        raise ValueError("synthetic needs n_train >= 1, n_test >= 1 and classes >= 2")
+    rng = np.random.default_rng(seed)
+    shape = tuple(input_shape)
+    templates = (rng.random((classes, *shape)) < 0.3).astype(np.float32)  # sparse strokes, like digits
+
+    def draw(n):
+        t = rng.integers(0, classes, n)
+        x = np.clip(templates[t] + noise * rng.standard_normal((n, *shape)).astype(np.float32), 0, 1)
+        x = x.reshape(n, -1) if flatten else x
+        return x.astype(np.float32), (_one_hot(t, classes) if one_hot else t.astype(np.int64))
+
+    x_train, t_train = draw(n_train)
+    x_test, t_test = draw(n_test)
+    return Dataset("synthetic", x_train, t_train, x_test, t_test)
+
+
+def load(name: str, data_dir=None, flatten: bool = True, one_hot: bool = False, seed: int = 0,
+         download: bool = True, progress: bool = True) -> Dataset:
+    """``"mnist"``, ``"fashion-mnist"`` or ``"synthetic"`` (MNIST-shaped, seeded)."""
+    if name == "synthetic":
+        return synthetic(input_shape=(784,) if flatten else (1, 28, 28), seed=seed, one_hot=one_hot)
+    return load_mnist(name, data_dir, flatten=flatten, one_hot=one_hot, download=download, progress=progress)
+
+
+def validation_split(x: np.ndarray, t: np.ndarray, fraction: float = 0.2, seed: int = 0):
+    """Shuffle with ``seed`` and hold out ``fraction`` for validation (the book's chapter 6.5):
+    returns (x_train, t_train, x_val, t_val)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * fraction)))
+    val, train = order[:n_val], order[n_val:]
+    return x[train], t[train], x[val], t[val]
+
+
+class BatchIterator:
+    """Mini-batches of (x, t) on the backend's device, reshuffled every epoch by a seeded host RNG.
+
+    The last partial batch is kept unless ``drop_last``. The RNG's state is part of a
+    checkpoint, so a resumed run sees the same batch order as an uninterrupted one.
+    """
+
+    def __init__(self, x: np.ndarray, t: np.ndarray, batch_size: int, backend: str | Backend = "cpu",
+                 dtype=np.float32, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False):
+        if len(x) != len(t):
+            raise ValueError(f"x has {len(x)} samples but t has {len(t)}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if len(x) == 0:
+            raise ValueError("the dataset is empty")
+        self.x, self.t = x, t
+        self.batch_size = int(batch_size)
+        self.backend = get_backend(backend)
+        self.dtype = np.dtype(dtype)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        n, b = len(self.x), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.backend.to_device(self.x[idx], self.dtype), self.backend.to_device(self.t[idx])
