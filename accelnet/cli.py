@@ -216,6 +216,10 @@ def _model_kwargs(cfg: dict) -> dict:
         if model not in ("multi_layer_net", "deep_convnet"):
             raise CLIError(f"--dropout applies to multi_layer_net and deep_convnet, not {model}")
         kw["dropout"] = cfg["dropout"]
+    if cfg.get("activation") is not None:
+        if model not in ("two_layer_net", "multi_layer_net"):
+            raise CLIError(f"--activation applies to two_layer_net and multi_layer_net, not {model}")
+        kw["activation"] = cfg["activation"]
     if cfg.get("batchnorm"):
         if model != "multi_layer_net":
             raise CLIError(f"--batchnorm applies to multi_layer_net, not {model}")
@@ -226,10 +230,12 @@ def _model_kwargs(cfg: dict) -> dict:
 
 
 # Config keys a resume must keep (they decide the computation); the rest may change.
-_FIXED_ON_RESUME = ("model", "optimizer", "lr", "batch_size", "weight_decay", "dropout", "batchnorm", "init",
+_FIXED_ON_RESUME = ("model", "optimizer", "lr", "batch_size", "weight_decay", "dropout", "batchnorm", "activation",
+                    "init",
                     "init_std", "dataset", "dtype", "seed")
 _TRAIN_DEFAULTS = {"model": "simple_convnet", "optimizer": "adam", "lr": None, "batch_size": 100,
-                   "weight_decay": 0.0, "dropout": None, "batchnorm": False, "init": None, "init_std": 0.01,
+                   "weight_decay": 0.0, "dropout": None, "batchnorm": False, "activation": None, "init": None,
+                   "init_std": 0.01,
                    "dataset": "mnist", "dtype": "float32", "seed": 0, "epochs": 20, "iterations": None,
                    "clip_norm": None}
 
@@ -335,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip-norm", type=_positive_float("--clip-norm"), help="clip gradients to this global norm")
     t.add_argument("--dropout", type=_nonneg_float("--dropout"), help="dropout ratio (multi_layer_net, deep_convnet)")
     t.add_argument("--batchnorm", action="store_true", default=False, help="batch norm (multi_layer_net)")
+    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"],
+                   help="hidden activation (two_layer_net: default sigmoid; multi_layer_net: default relu)")
     t.add_argument("--init", choices=["he", "xavier", "std"], help="weight init (default: the preset's)")
     t.add_argument("--init-std", type=_positive_float("--init-std"), help="std for --init std (default 0.01)")
     t.add_argument("--dataset", choices=sorted(DATASETS) + ["synthetic"], help="default mnist")

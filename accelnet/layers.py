@@ -76,6 +76,15 @@ class Layer:
         self.backend: Backend | None = None
         self.dtype: np.dtype | None = None
         self._last_out_shape: tuple | None = None
+        self._scratch: dict = {}
+
+    def _buffer(self, name: str, shape: tuple):
+        """A scratch array kept across steps (fresh large allocations cost 3-4x a reused buffer);
+        reallocated when the batch size changes. Never handed out: callers copy what they return."""
+        buf = self._scratch.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._scratch[name] = self.xp.empty(shape, dtype=self.dtype)
+        return buf
 
     # -- building -------------------------------------------------------------
     def build(self, in_shape: tuple, ctx: BuildContext) -> tuple:
@@ -389,25 +398,29 @@ class Conv2d(Layer):
         return (self.out_channels, oh, ow)
 
     def _forward(self, x):
+        # im2col -> one GEMM -> rows (N*OH*OW, FN) -> bias added while transposing to (N, FN, OH, OW),
+        # so the next layers get a contiguous image batch.
+        xp, k = self.xp, self.kernels
         fn = self.out_channels
         fh, fw = self.kernel_size
         n = x.shape[0]
         _, oh, ow = self.out_shape
         self._x_shape = x.shape
-        self._col = self.kernels.im2col(x, fh, fw, self.stride, self.pad)
-        self._col_w = self.params["W"].reshape(fn, -1)
-        out = self._col @ self._col_w.T + self.params["b"]
-        return out.reshape(n, oh, ow, fn).transpose(0, 3, 1, 2)
+        col = k.im2col(x, fh, fw, self.stride, self.pad, out=self._buffer("col", (n * oh * ow, self.in_channels * fh * fw)))
+        self._col = col
+        rows = xp.matmul(col, self.params["W"].reshape(fn, -1).T, out=self._buffer("rows", (n * oh * ow, fn)))
+        return k.rows_to_nchw(rows, self.params["b"], out=xp.empty((n, fn, oh, ow), dtype=self.dtype))
 
     def _backward(self, dout):
-        xp = self.xp
+        xp, k = self.xp, self.kernels
         fn = self.out_channels
         fh, fw = self.kernel_size
-        dout2 = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
-        xp.sum(dout2, axis=0, out=self.grads["b"])
-        xp.matmul(dout2.T, self._col, out=self.grads["W"].reshape(fn, -1))
-        dcol = dout2 @ self._col_w
-        return self.kernels.col2im(dcol, self._x_shape, fh, fw, self.stride, self.pad)
+        w2 = self.params["W"].reshape(fn, -1)
+        drows = k.nchw_to_rows(dout, out=self._buffer("drows", (self._col.shape[0], fn)))
+        xp.sum(dout, axis=(0, 2, 3), out=self.grads["b"])
+        xp.matmul(drows.T, self._col, out=self.grads["W"].reshape(fn, -1))
+        dcol = xp.matmul(drows, w2, out=self._buffer("dcol", self._col.shape))
+        return k.col2im(dcol, self._x_shape, fh, fw, self.stride, self.pad)
 
     def _repr_args(self):
         fh, fw = self.kernel_size

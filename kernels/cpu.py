@@ -396,3 +396,50 @@ def triad(a, b, c, s):
     """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
     t = _check_flat(a, b, c)
     _triad(a.size, a, b, c, t(s))
+
+
+# -- conv layout changes ----------------------------------------------------------------------------
+
+
+@_loop()
+def _rows_to_nchw(rows, bias, out):
+    n, f, oh, ow = out.shape
+    p = oh * ow
+    for i in prange(n):
+        for c in range(f):
+            b = bias[c]
+            dst = out[i, c].reshape(p)  # contiguous plane
+            src = rows[i * p : (i + 1) * p, c]
+            for j in range(p):
+                dst[j] = src[j] + b
+
+
+@_loop()
+def _nchw_to_rows(x, out):
+    n, f, oh, ow = x.shape
+    p = oh * ow
+    for i in prange(n):
+        blk = out[i * p : (i + 1) * p]
+        for c in range(f):
+            src = x[i, c].reshape(p)
+            for j in range(p):
+                blk[j, c] = src[j]
+
+
+def rows_to_nchw(rows, bias, out=None):
+    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> an (N, F, OH, OW) image batch (``out``'s shape)."""
+    rows = np.ascontiguousarray(rows)
+    n, f, oh, ow = out.shape
+    if rows.shape != (n * oh * ow, f) or bias.shape != (f,):
+        raise ValueError(f"rows_to_nchw: rows {rows.shape} and bias {bias.shape} do not fit out {out.shape}")
+    _rows_to_nchw(out.size, rows, bias, _checked_out(out, out.shape, rows.dtype))
+    return out
+
+
+def nchw_to_rows(x, out=None):
+    """(N, F, OH, OW) -> rows (N*OH*OW, F): the layout the conv's backward GEMMs take."""
+    x = np.ascontiguousarray(x)
+    n, f, oh, ow = x.shape
+    out = _checked_out(out, (n * oh * ow, f), x.dtype)
+    _nchw_to_rows(x.size, x, out)
+    return out

@@ -193,3 +193,22 @@ def _copy_into(xp, out, value):
 def triad(a, b, c, s):
     """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
     a[...] = b + s * c
+
+
+# -- conv layout changes ----------------------------------------------------------------------------
+
+
+def rows_to_nchw(rows, bias, out=None):
+    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> an (N, F, OH, OW) image batch (``out``'s shape)."""
+    xp = array_namespace(rows)
+    n, f, oh, ow = out.shape
+    out[...] = rows.reshape(n, oh, ow, f).transpose(0, 3, 1, 2) + bias.reshape(1, f, 1, 1)
+    return out
+
+
+def nchw_to_rows(x, out=None):
+    """(N, F, OH, OW) -> rows (N*OH*OW, F): the layout the conv's backward GEMMs take."""
+    xp = array_namespace(x)
+    n, f, oh, ow = x.shape
+    res = x.transpose(0, 2, 3, 1).reshape(n * oh * ow, f)
+    return _copy_into(xp, out, res)
