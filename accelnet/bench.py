@@ -21,7 +21,7 @@ from .kernels import reference
 from .optim import get_optimizer
 
 __all__ = ["Workload", "Timing", "measure", "triad", "optimizer_update", "im2col", "col2im", "train_step",
-           "peer_train_step", "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table"]
+           "peer_train_step", "peer_step_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
 OPTIMIZER_STREAMS = {"sgd": 3, "momentum": 5, "nesterov": 5, "adagrad": 5, "rmsprop": 5, "adam": 7, "adamw": 7}
@@ -46,13 +46,14 @@ class Workload:
     name: str
     run: Callable[[], object]
     nbytes: int = 0
-    backend: Backend = field(default_factory=lambda: get_backend("cpu"))
+    backend: Backend | None = None  # synchronized after each call (None: nothing to wait for)
     info: dict = field(default_factory=dict)
 
     def __call__(self):
         """Run once and wait for the device, so a host clock around it measures the work."""
         out = self.run()
-        self.backend.synchronize()
+        if self.backend is not None:
+            self.backend.synchronize()
         return out
 
 
@@ -215,8 +216,25 @@ def peer_train_step(preset: str, batch: int = 100) -> Workload:
         loss_fn(net(x), t).backward()
         opt.step()
 
-    return Workload("step", f"step/torch/{preset}/b{batch}", step, 0, get_backend("cpu"),
+    return Workload("step", f"step/torch/{preset}/b{batch}", step, 0, None,
                     {"preset": preset, "batch": batch, "framework": f"torch {torch.__version__}"})
+
+
+def peer_step_time_in_subprocess(preset: str, batch: int = 100, min_time: float = 0.3) -> float | None:
+    """Median seconds of :func:`peer_train_step` measured in a fresh process, so PyTorch's and
+    accelnet's thread pools never share cores or an OpenMP runtime; None without torch."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from accelnet.bench import measure, peer_train_step; "
+            f"print(json.dumps(measure(peer_train_step({preset!r}, {batch}), min_time={min_time}).median))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if res.returncode != 0:
+        if "No module named 'torch'" in res.stderr:
+            return None
+        raise RuntimeError(f"the PyTorch peer failed: {res.stderr.strip().splitlines()[-1]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

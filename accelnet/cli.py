@@ -119,25 +119,22 @@ def _bench_steps(args, out):
     from accelnet import bench
     from accelnet.models import PRESETS
 
-    try:
-        import torch  # noqa: F401
-
-        peer = True
-    except ImportError:
-        peer = False
-    rows = []
+    rows, peer = [], args.device == "cpu"
     for preset in PRESETS:
         for batch in args.batches:
             ours = bench.measure(bench.train_step(preset, batch, backend=args.device), min_time=args.min_time)
             row = {"model": preset, "batch": batch, "accelnet ms": ours.median * 1e3,
                    "samples/s": batch / ours.median}
-            if peer and args.device == "cpu":
-                theirs = bench.measure(bench.peer_train_step(preset, batch), min_time=args.min_time)
-                row |= {"torch ms": theirs.median * 1e3, "accelnet / torch": ours.median / theirs.median}
+            theirs = bench.peer_step_time_in_subprocess(preset, batch, args.min_time) if peer else None
+            if theirs is None:
+                peer = False
+            else:
+                row |= {"torch ms": theirs * 1e3, "accelnet / torch": ours.median / theirs}
             rows.append(row)
     cols = ["model", "batch", "accelnet ms", "samples/s"] + (["torch ms", "accelnet / torch"] if peer else [])
-    note = "" if peer else " (PyTorch not installed: no peer column)"
-    print(f"Training step: forward, backward, Adam ({args.device}){note}", file=out)
+    note = "" if peer else " (no PyTorch peer: not installed, or not on this device)"
+    print(f"Training step: forward, backward, Adam ({args.device}; PyTorch eager measured in its own "
+          f"process){note}", file=out)
     print(bench.format_table(rows, cols), file=out)
 
 

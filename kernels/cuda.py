@@ -1,10 +1,489 @@
-"""GPU kernels with the reference signatures.
+"""GPU kernels: ``numba.cuda`` with the reference signatures, on CuPy arrays.
 
-Until the numba.cuda kernels land (the GPU issue), the reference ``xp`` formulas
-run on CuPy arrays unchanged.
+CuPy arrays reach the kernels through the CUDA array interface, and every launch goes
+on CuPy's current stream, so kernels and CuPy operations stay ordered without a host
+sync. Loops are grid-stride; an optimizer step is one launch over the flat buffers.
+Scatter-free by construction: col2im and the pooling backward passes are gathers
+(each output element sums its own contributions), so they are race-free and
+deterministic. Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run on NumPy arrays
+in Numba's simulator, which is how CPU-only CI checks them.
 """
 
-from .reference import (  # noqa: F401
-    adagrad, adam, avgpool2d, avgpool2d_backward, col2im, im2col, maxpool2d, maxpool2d_backward, momentum, nesterov,
-    nchw_to_rows, rmsprop, rows_to_nchw, sgd, sum_squares, triad,
-)
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from .reference import conv_output_size
+
+THREADS = 256
+MAX_BLOCKS = 4096  # grid-stride loops cover the rest; enough blocks to fill any current GPU
+_REDUCE_BLOCKS = 512
+
+
+def _blocks(n: int) -> int:
+    return max(1, min(MAX_BLOCKS, -(-n // THREADS)))
+
+
+_streams: dict = {}
+
+
+def _stream():
+    """CuPy's current stream as a Numba stream (0, the default stream, without CuPy)."""
+    try:
+        import cupy
+    except ImportError:
+        return 0
+    ptr = cupy.cuda.get_current_stream().ptr
+    if ptr not in _streams:
+        _streams[ptr] = cuda.external_stream(ptr) if ptr else cuda.default_stream()
+    return _streams[ptr]
+
+
+def _dev(a):
+    """A CuPy array as a Numba device array without Numba's default stream sync on import (CAI v3):
+    every launch goes on CuPy's current stream, so the order is already right."""
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a, sync=False)
+    return a  # scalars, and NumPy arrays under the simulator
+
+
+def _launch(kernel, n: int):
+    configured = kernel[_blocks(n), THREADS, _stream()]
+    return lambda *args: configured(*(_dev(a) for a in args))
+
+
+def _xp(a):
+    from accelnet.backend import array_namespace
+
+    return array_namespace(a)
+
+
+def _checked_out(xp, out, shape, dtype):
+    if out is None:
+        return xp.empty(shape, dtype=dtype)
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous with shape {tuple(shape)} and dtype {dtype}, "
+                         f"got {out.shape} {out.dtype}")
+    return out
+
+
+def _check_flat(p, *others):
+    for a in (p, *others):
+        if a.ndim != 1 or not a.flags.c_contiguous:
+            raise ValueError(f"optimizer kernels take flat C-contiguous arrays, got shape {a.shape}")
+        if a.shape != p.shape or a.dtype != p.dtype:
+            raise ValueError(f"optimizer kernel arrays must match p {p.shape} {p.dtype}, got {a.shape} {a.dtype}")
+    return np.dtype(p.dtype).type  # scalars go in as the array dtype: no float64 math in a float32 update
+
+
+# -- optimizer updates (formulas as in reference.py, operation for operation) ------------------------
+
+@cuda.jit
+def _sgd(p, g, lr, wd, gscale):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, stride):
+        pi = p[i]
+        p[i] = pi - lr * (g[i] * gscale + wd * pi)
+
+
+@cuda.jit
+def _momentum(p, g, v, lr, mu, wd, gscale):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, stride):
+        pi = p[i]
+        vi = mu * v[i] - lr * (g[i] * gscale + wd * pi)
+        v[i] = vi
+        p[i] = pi + vi
+
+
+@cuda.jit
+def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, stride):
+        pi = p[i]
+        gi = g[i] * gscale + wd * pi
+        vi = v[i] * mu
+        vi = vi - lr * gi
+        v[i] = vi
+        pi = pi + mu2 * vi
+        p[i] = pi - lr_1mu * gi
+
+
+@cuda.jit
+def _adagrad(p, g, h, lr, eps, wd, gscale):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, stride):
+        pi = p[i]
+        gi = g[i] * gscale + wd * pi
+        hi = h[i] + gi * gi
+        h[i] = hi
+        p[i] = pi - lr * gi / (math.sqrt(hi) + eps)
+
+
+@cuda.jit
+def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, stride):
+        pi = p[i]
+        gi = g[i] * gscale + wd * pi
+        hi = h[i] * decay
+        hi = hi + one_minus_decay * gi * gi
+        h[i] = hi
+        p[i] = pi - lr * gi / (math.sqrt(hi) + eps)
+
+
+@cuda.jit
+def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, p.size, stride):
+        pi = p[i]
+        gi = g[i] * gscale + wd * pi
+        mi = m[i]
+        mi = mi + one_minus_b1 * (gi - mi)
+        vi = v[i]
+        vi = vi + one_minus_b2 * (gi * gi - vi)
+        m[i] = mi
+        v[i] = vi
+        pi = pi - wd_decoupled * pi
+        p[i] = pi - lr_t * mi / (math.sqrt(vi) + eps)
+
+
+@cuda.jit
+def _sum_squares_partial(g, partial):
+    # Each block reduces its grid-stride share in shared memory and writes one partial sum;
+    # the partials are added on the host in a fixed order, so the norm is deterministic.
+    buf = cuda.shared.array(THREADS, float64)
+    t = cuda.threadIdx.x
+    s = 0.0
+    for i in range(cuda.grid(1), g.size, cuda.gridsize(1)):
+        gi = float64(g[i])
+        s += gi * gi
+    buf[t] = s
+    cuda.syncthreads()
+    step = THREADS // 2
+    while step > 0:
+        if t < step:
+            buf[t] += buf[t + step]
+        cuda.syncthreads()
+        step //= 2
+    if t == 0:
+        partial[cuda.blockIdx.x] = buf[0]
+
+
+def sgd(p, g, lr, wd=0.0, gscale=1.0):
+    """p -= lr * g."""
+    s = _check_flat(p, g)
+    _launch(_sgd, p.size)(p, g, s(lr), s(wd), s(gscale))
+
+
+def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
+    """v = mu * v - lr * g; p += v."""
+    s = _check_flat(p, g, v)
+    _launch(_momentum, p.size)(p, g, v, s(lr), s(mu), s(wd), s(gscale))
+
+
+def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
+    """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g."""
+    s = _check_flat(p, g, v)
+    _launch(_nesterov, p.size)(p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale))
+
+
+def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
+    """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
+    s = _check_flat(p, g, h)
+    _launch(_adagrad, p.size)(p, g, h, s(lr), s(eps), s(wd), s(gscale))
+
+
+def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
+    """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
+    s = _check_flat(p, g, h)
+    _launch(_rmsprop, p.size)(p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale))
+
+
+def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
+    """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps)."""
+    s = _check_flat(p, g, m, v)
+    _launch(_adam, p.size)(p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale))
+
+
+def sum_squares(g) -> float:
+    """sum(g*g) as a Python float (accumulated in float64): the squared global gradient norm."""
+    _check_flat(g)
+    xp = _xp(g)
+    blocks = max(1, min(_REDUCE_BLOCKS, -(-g.size // THREADS)))
+    partial = xp.zeros(blocks, dtype=np.float64)
+    _sum_squares_partial[blocks, THREADS, _stream()](_dev(g), _dev(partial))
+    host = partial.get() if hasattr(partial, "get") else partial
+    return float(np.sum(host))
+
+
+@cuda.jit
+def _triad(a, b, c, s):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, a.size, stride):
+        a[i] = b[i] + s * c[i]
+
+
+def triad(a, b, c, s):
+    """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
+    t = _check_flat(a, b, c)
+    _launch(_triad, a.size)(a, b, c, t(s))
+
+
+# -- im2col / col2im -----------------------------------------------------------------------------------
+
+@cuda.jit
+def _im2col(x, fh, fw, stride, pad, oh, ow, col):
+    n, c, h, w = x.shape
+    k = c * fh * fw
+    total = col.shape[0] * k
+    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
+        row = e // k
+        cidx = e - row * k
+        i = row // (oh * ow)
+        r = row - i * oh * ow
+        oy = r // ow
+        ox = r - oy * ow
+        ch = cidx // (fh * fw)
+        q = cidx - ch * fh * fw
+        ky = q // fw
+        kx = q - ky * fw
+        iy = oy * stride + ky - pad
+        ix = ox * stride + kx - pad
+        if 0 <= iy < h and 0 <= ix < w:
+            col[row, cidx] = x[i, ch, iy, ix]
+        else:
+            col[row, cidx] = 0
+
+
+@cuda.jit
+def _col2im(col, fh, fw, stride, pad, oh, ow, out):
+    n, c, h, w = out.shape
+    total = n * c * h * w
+    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
+        x = e % w
+        r = e // w
+        y = r % h
+        r = r // h
+        ch = r % c
+        i = r // c
+        s = col[0, 0] * 0
+        for ky in range(fh):
+            ty = y + pad - ky
+            if ty < 0 or ty % stride != 0 or ty // stride >= oh:
+                continue
+            oy = ty // stride
+            for kx in range(fw):
+                tx = x + pad - kx
+                if tx < 0 or tx % stride != 0 or tx // stride >= ow:
+                    continue
+                s += col[(i * oh + oy) * ow + tx // stride, (ch * fh + ky) * fw + kx]
+        out[i, ch, y, x] = s
+
+
+def im2col(x, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
+    """(N, C, H, W) -> (N*OH*OW, C*FH*FW): one row per output position (the book's layout)."""
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
+    col = _checked_out(xp, out, (n * oh * ow, c * fh * fw), x.dtype)
+    _launch(_im2col, col.size)(x, fh, fw, stride, pad, oh, ow, col)
+    return col
+
+
+def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
+    """The adjoint of :func:`im2col`, as a gather: race-free and deterministic."""
+    xp = _xp(col)
+    n, c, h, w = x_shape
+    oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
+    if tuple(col.shape) != (n * oh * ow, c * fh * fw):
+        raise ValueError(f"col2im: col must have shape {(n * oh * ow, c * fh * fw)}, got {col.shape}")
+    col = xp.ascontiguousarray(col)
+    img = _checked_out(xp, out, tuple(x_shape), col.dtype)
+    _launch(_col2im, img.size)(col, fh, fw, stride, pad, oh, ow, img)
+    return img
+
+
+# -- pooling -------------------------------------------------------------------------------------------
+
+@cuda.jit
+def _maxpool2d(x, ph, pw, stride, out, argmax):
+    n, c, oh, ow = out.shape
+    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        ox = e % ow
+        r = e // ow
+        oy = r % oh
+        r = r // oh
+        ch = r % c
+        i = r // c
+        y0, x0 = oy * stride, ox * stride
+        best = x[i, ch, y0, x0]
+        arg = 0
+        for ky in range(ph):
+            for kx in range(pw):
+                v = x[i, ch, y0 + ky, x0 + kx]
+                if best == best and (v > best or v != v):  # the first NaN wins, as in NumPy
+                    best = v
+                    arg = ky * pw + kx
+        out[i, ch, oy, ox] = best
+        argmax[i, ch, oy, ox] = arg
+
+
+@cuda.jit
+def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
+    n, c, oh, ow = dout.shape
+    h, w = dx.shape[2], dx.shape[3]
+    for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        x = e % w
+        r = e // w
+        y = r % h
+        r = r // h
+        ch = r % c
+        i = r // c
+        s = dout[0, 0, 0, 0] * 0
+        for ky in range(ph):  # gather from every window that covers (y, x)
+            ty = y - ky
+            if ty < 0 or ty % stride != 0 or ty // stride >= oh:
+                continue
+            for kx in range(pw):
+                tx = x - kx
+                if tx < 0 or tx % stride != 0 or tx // stride >= ow:
+                    continue
+                if argmax[i, ch, ty // stride, tx // stride] == ky * pw + kx:
+                    s += dout[i, ch, ty // stride, tx // stride]
+        dx[i, ch, y, x] = s
+
+
+@cuda.jit
+def _avgpool2d(x, ph, pw, stride, cnt, out):
+    n, c, oh, ow = out.shape
+    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        ox = e % ow
+        r = e // ow
+        oy = r % oh
+        r = r // oh
+        ch = r % c
+        i = r // c
+        s = x[0, 0, 0, 0] * 0
+        for ky in range(ph):
+            for kx in range(pw):
+                s += x[i, ch, oy * stride + ky, ox * stride + kx]
+        out[i, ch, oy, ox] = s / cnt
+
+
+@cuda.jit
+def _avgpool2d_backward(dout, ph, pw, stride, cnt, dx):
+    n, c, oh, ow = dout.shape
+    h, w = dx.shape[2], dx.shape[3]
+    for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        x = e % w
+        r = e // w
+        y = r % h
+        r = r // h
+        ch = r % c
+        i = r // c
+        s = dout[0, 0, 0, 0] * 0
+        for ky in range(ph):
+            ty = y - ky
+            if ty < 0 or ty % stride != 0 or ty // stride >= oh:
+                continue
+            for kx in range(pw):
+                tx = x - kx
+                if tx < 0 or tx % stride != 0 or tx // stride >= ow:
+                    continue
+                s += dout[i, ch, ty // stride, tx // stride] / cnt
+        dx[i, ch, y, x] = s
+
+
+def _pool_shape(x_shape, ph, pw, stride):
+    n, c, h, w = x_shape
+    return (n, c, conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0))
+
+
+def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
+    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max)."""
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x)
+    shape = _pool_shape(x.shape, ph, pw, stride)
+    out = _checked_out(xp, out, shape, x.dtype)
+    argmax = _checked_out(xp, argmax, shape, np.intp)
+    _launch(_maxpool2d, out.size)(x, ph, pw, stride, out, argmax)
+    return out, argmax
+
+
+def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out=None):
+    """Route each window's gradient to its max (summed where windows overlap), as a gather."""
+    xp = _xp(dout)
+    dout = xp.ascontiguousarray(dout)
+    dx = _checked_out(xp, out, tuple(x_shape), dout.dtype)
+    _launch(_maxpool2d_backward, dx.size)(dout, argmax, ph, pw, stride, dx)
+    return dx
+
+
+def avgpool2d(x, ph: int, pw: int, stride: int, out=None):
+    """Mean over each window."""
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x)
+    out = _checked_out(xp, out, _pool_shape(x.shape, ph, pw, stride), x.dtype)
+    _launch(_avgpool2d, out.size)(x, ph, pw, stride, np.dtype(x.dtype).type(ph * pw), out)
+    return out
+
+
+def avgpool2d_backward(dout, x_shape, ph: int, pw: int, stride: int, out=None):
+    """Spread each window's gradient evenly over it, as a gather."""
+    xp = _xp(dout)
+    dout = xp.ascontiguousarray(dout)
+    dx = _checked_out(xp, out, tuple(x_shape), dout.dtype)
+    _launch(_avgpool2d_backward, dx.size)(dout, ph, pw, stride, np.dtype(dout.dtype).type(ph * pw), dx)
+    return dx
+
+
+# -- conv layout changes -------------------------------------------------------------------------------
+
+@cuda.jit
+def _rows_to_nchw(rows, bias, out):
+    n, f, oh, ow = out.shape
+    p = oh * ow
+    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        j = e % p
+        r = e // p
+        c = r % f
+        i = r // f
+        out[i, c, j // ow, j % ow] = rows[i * p + j, c] + bias[c]
+
+
+@cuda.jit
+def _nchw_to_rows(x, out):
+    n, f, oh, ow = x.shape
+    p = oh * ow
+    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        c = e % f
+        row = e // f
+        i = row // p
+        j = row - i * p
+        out[row, c] = x[i, c, j // ow, j % ow]
+
+
+def rows_to_nchw(rows, bias, out=None):
+    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> an (N, F, OH, OW) image batch (``out``'s shape)."""
+    xp = _xp(rows)
+    rows = xp.ascontiguousarray(rows)
+    n, f, oh, ow = out.shape
+    if tuple(rows.shape) != (n * oh * ow, f) or tuple(bias.shape) != (f,):
+        raise ValueError(f"rows_to_nchw: rows {rows.shape} and bias {bias.shape} do not fit out {out.shape}")
+    _launch(_rows_to_nchw, out.size)(rows, bias, _checked_out(xp, out, out.shape, rows.dtype))
+    return out
+
+
+def nchw_to_rows(x, out=None):
+    """(N, F, OH, OW) -> rows (N*OH*OW, F): the layout the conv's backward GEMMs take."""
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x)
+    n, f, oh, ow = x.shape
+    out = _checked_out(xp, out, (n * oh * ow, f), x.dtype)
+    _launch(_nchw_to_rows, out.size)(x, out)
+    return out

@@ -1,0 +1,26 @@
+"""Per-step time of each preset (forward, backward, Adam), and PyTorch eager as the peer.
+
+All accelnet cases are defined before the PyTorch ones, so they run first: PyTorch's
+OpenMP workers keep spinning after it runs and would slow whatever is timed next.
+"""
+
+import pytest
+
+from accelnet import bench
+from accelnet.models import PRESETS
+from benchutil import BACKENDS, run
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [100, 1000])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_step_accelnet(benchmark, preset, batch, backend):
+    if batch == 1000 and backend == "cpu":
+        pytest.skip("batch 1000 is a GPU size")
+    run(benchmark, bench.train_step(preset, batch, backend=backend))
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_step_torch_peer(benchmark, preset):
+    pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'accelnet[peer]')")
+    run(benchmark, bench.peer_train_step(preset, 100))

@@ -1,0 +1,83 @@
+"""The numba.cuda kernels against the reference kernels, on Numba's CUDA simulator (small sizes)."""
+
+import numpy as np
+import pytest
+
+from accelnet.kernels import cuda as gpu
+from accelnet.kernels import reference as ref
+
+UPDATES = {
+    "sgd": (lambda k, p, g, s: k.sgd(p, g, 0.1, 0.01, 0.5), 0),
+    "momentum": (lambda k, p, g, s: k.momentum(p, g, s[0], 0.1, 0.9, 0.01, 0.5), 1),
+    "nesterov": (lambda k, p, g, s: k.nesterov(p, g, s[0], 0.1, 0.9, 0.01, 0.5), 1),
+    "adagrad": (lambda k, p, g, s: k.adagrad(p, g, s[0], 0.1, 1e-7, 0.01, 0.5), 1),
+    "rmsprop": (lambda k, p, g, s: k.rmsprop(p, g, s[0], 0.01, 0.99, 1e-7, 0.01, 0.5), 1),
+    "adam": (lambda k, p, g, s: k.adam(p, g, s[0], s[1], 0.01, 0.9, 0.999, 1e-7, 0.01, 0.0, 0.5), 2),
+    "adamw": (lambda k, p, g, s: k.adam(p, g, s[0], s[1], 0.01, 0.9, 0.999, 1e-7, 0.0, 0.001, 1.0), 2),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(UPDATES))
+def test_update_kernel_matches_the_reference_over_5_steps(name, dtype):
+    fn, nstate = UPDATES[name]
+    r = np.random.default_rng(0)
+    n = 300  # more than one block of 256 threads: the grid-stride loop is exercised
+    p1 = r.standard_normal(n).astype(dtype)
+    p2 = p1.copy()
+    s1 = [np.zeros(n, dtype) for _ in range(nstate)]
+    s2 = [np.zeros(n, dtype) for _ in range(nstate)]
+    for _ in range(5):
+        g = r.standard_normal(n).astype(dtype)
+        fn(gpu, p1, g, s1)
+        fn(ref, p2, g, s2)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(p1, p2, rtol=tol, atol=tol)
+    for a, b in zip(s1, s2):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_sum_squares_matches_the_reference():
+    g = np.random.default_rng(1).standard_normal(700).astype(np.float32)
+    assert gpu.sum_squares(g) == pytest.approx(ref.sum_squares(g), rel=1e-12)
+
+
+def test_triad():
+    r = np.random.default_rng(2)
+    a, b, c = (r.standard_normal(50).astype(np.float32) for _ in range(3))
+    gpu.triad(a, b, c, 2.0)
+    np.testing.assert_allclose(a, b + np.float32(2.0) * c, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape, k, stride, pad", [((2, 2, 5, 5), 3, 1, 1), ((1, 3, 6, 5), 2, 2, 0),
+                                                   ((2, 1, 7, 7), 3, 2, 2)])
+def test_im2col_and_col2im_match_the_reference(shape, k, stride, pad):
+    x = np.random.default_rng(3).standard_normal(shape)
+    col = gpu.im2col(x, k, k, stride, pad)
+    np.testing.assert_array_equal(col, ref.im2col(x, k, k, stride, pad))
+    np.testing.assert_allclose(gpu.col2im(col, shape, k, k, stride, pad), ref.col2im(col, shape, k, k, stride, pad),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("ph, pw, stride", [(2, 2, 2), (3, 3, 2)])
+def test_pooling_kernels_match_the_reference(ph, pw, stride):
+    r = np.random.default_rng(4)
+    x = r.standard_normal((2, 2, 5, 5))
+    out, am = gpu.maxpool2d(x, ph, pw, stride)
+    rout, ram = ref.maxpool2d(x, ph, pw, stride)
+    np.testing.assert_array_equal(out, rout)
+    np.testing.assert_array_equal(am, ram)
+    dout = r.standard_normal(out.shape)
+    np.testing.assert_allclose(gpu.maxpool2d_backward(dout, am, x.shape, ph, pw, stride),
+                               ref.maxpool2d_backward(dout, ram, x.shape, ph, pw, stride), rtol=1e-12)
+    np.testing.assert_allclose(gpu.avgpool2d(x, ph, pw, stride), ref.avgpool2d(x, ph, pw, stride), rtol=1e-12)
+    np.testing.assert_allclose(gpu.avgpool2d_backward(dout, x.shape, ph, pw, stride),
+                               ref.avgpool2d_backward(dout, x.shape, ph, pw, stride), rtol=1e-12)
+
+
+def test_conv_layout_kernels_match_the_reference():
+    r = np.random.default_rng(5)
+    rows, b = r.standard_normal((2 * 3 * 4, 5)), r.standard_normal(5)
+    out1, out2 = np.empty((2, 5, 3, 4)), np.empty((2, 5, 3, 4))
+    np.testing.assert_allclose(gpu.rows_to_nchw(rows, b, out1), ref.rows_to_nchw(rows, b, out2), rtol=1e-15)
+    np.testing.assert_array_equal(gpu.nchw_to_rows(out1), ref.nchw_to_rows(out1))

@@ -1,0 +1,21 @@
+"""Runs tests/cudasim (the numba.cuda kernels) in Numba's CUDA simulator, in its own process:
+NUMBA_ENABLE_CUDASIM must be set before Numba is first imported."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install 'accelnet[dev]')")
+
+
+def test_cuda_kernels_pass_in_the_simulator():
+    here = Path(__file__).parent
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(here),
+                          str(here / "cudasim")], capture_output=True, text=True, env=env, timeout=900)
+    print(res.stdout[-3000:])
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
+    assert " passed" in res.stdout and "skipped" not in res.stdout.splitlines()[-1]
