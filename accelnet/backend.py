@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -92,6 +93,20 @@ class Backend:
         """Wait for queued device work (a no-op on CPU); needed before reading a clock."""
         if self.name == "gpu":
             self.xp.cuda.get_current_stream().synchronize()
+
+    def time_call(self, fn) -> float:
+        """Seconds one call of ``fn`` takes on this device: CUDA events around it on GPU (device
+        time, synchronized), the host clock on CPU."""
+        if self.name == "gpu":
+            start, end = self.xp.cuda.Event(), self.xp.cuda.Event()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return self.xp.cuda.get_elapsed_time(start, end) / 1e3
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
 
     def is_array(self, a) -> bool:
         """Whether ``a`` lives in this backend's memory."""

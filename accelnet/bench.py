@@ -20,7 +20,7 @@ from .backend import Backend, get_backend
 from .kernels import reference
 from .optim import get_optimizer
 
-__all__ = ["Workload", "Timing", "measure", "triad", "optimizer_update", "im2col", "col2im", "train_step",
+__all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
            "peer_train_step", "peer_step_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
@@ -79,13 +79,26 @@ def measure(w: Workload, min_time: float = 0.3, min_runs: int = 5, max_runs: int
     w()
     while time.perf_counter() < t_end:
         w()
+    timer = w.backend.time_call if w.backend is not None else _host_time
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        w()
-        times.append(time.perf_counter() - t0)
+        times.append(timer(w))
     return Timing(w, times)
+
+
+def _host_time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def copy(n: int, backend: str | Backend = "cpu", dtype=np.float32) -> Workload:
+    """A device-to-device copy of ``n`` elements (2 arrays moved): the GPU's bandwidth yardstick."""
+    b = get_backend(backend)
+    src, dst = _rand(b, n, dtype, 0), _rand(b, n, dtype, 1)
+    return Workload("copy", f"copy/{n:.0e}", lambda: b.xp.copyto(dst, src), 2 * n * np.dtype(dtype).itemsize, b,
+                    {"n": n})
 
 
 def _rand(backend: Backend, shape, dtype=np.float32, seed: int = 0):

@@ -66,9 +66,11 @@ def _bench_optimizers(args, out):
     from accelnet import bench
 
     rows = []
-    for n in args.sizes:
+    sizes = args.sizes or ([10**7, 10**8] if args.device == "gpu" else [10**5, 10**6, 10**7])
+    for n in sizes:
         tri = bench.measure(bench.triad(n, args.device), min_time=args.min_time)
         tri_in = bench.measure(bench.triad(n, args.device, inplace=True), min_time=args.min_time)
+        cp = bench.measure(bench.copy(n, args.device), min_time=args.min_time)
         for name in args.optimizers:
             t = {(layout, impl): bench.measure(bench.optimizer_update(name, n, layout, impl, backend=args.device),
                                                min_time=args.min_time)
@@ -77,7 +79,7 @@ def _bench_optimizers(args, out):
             rows.append({
                 "optimizer": name, "N": f"{n:.0e}",
                 "fused ms": fused.median * 1e3, "GB/s": fused.gbps, "% triad": 100 * fused.gbps / tri.gbps,
-                "% in-place triad": 100 * fused.gbps / tri_in.gbps,
+                "% in-place triad": 100 * fused.gbps / tri_in.gbps, "% copy": 100 * fused.gbps / cp.gbps,
                 "ref ms": t["flat", "reference"].median * 1e3,
                 "x ref": t["flat", "reference"].median / fused.median,
                 "20 tensors fused ms": t["tensors", "fused"].median * 1e3,
@@ -88,7 +90,9 @@ def _bench_optimizers(args, out):
                      "% triad": 100.0, "% in-place triad": 100 * tri.gbps / tri_in.gbps})
         rows.append({"optimizer": "in-place triad", "N": f"{n:.0e}", "fused ms": tri_in.median * 1e3,
                      "GB/s": tri_in.gbps, "% triad": 100 * tri_in.gbps / tri.gbps, "% in-place triad": 100.0})
-    cols = ["optimizer", "N", "fused ms", "GB/s", "% triad", "% in-place triad", "ref ms", "x ref", "20 tensors fused ms",
+        rows.append({"optimizer": "copy", "N": f"{n:.0e}", "fused ms": cp.median * 1e3, "GB/s": cp.gbps,
+                     "% copy": 100.0})
+    cols = ["optimizer", "N", "fused ms", "GB/s", "% triad", "% in-place triad", "% copy", "ref ms", "x ref", "20 tensors fused ms",
             "20 tensors ref ms", "x ref 20 tensors"]
     print("Optimizer updates (fused: one flat buffer, one kernel; ref: the textbook xp formulas; "
           "x ref 20 tensors: fused flat vs the reference over 20 tensors; triad: STREAM a = b + s*c, "
@@ -120,8 +124,9 @@ def _bench_steps(args, out):
     from accelnet.models import PRESETS
 
     rows, peer = [], args.device == "cpu"
+    batches = args.batches or ([100, 1000] if args.device == "gpu" else [100])
     for preset in PRESETS:
-        for batch in args.batches:
+        for batch in batches:
             ours = bench.measure(bench.train_step(preset, batch, backend=args.device), min_time=args.min_time)
             row = {"model": preset, "batch": batch, "accelnet ms": ours.median * 1e3,
                    "samples/s": batch / ours.median}
@@ -361,10 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="per-kernel and per-step throughput as tables (the bench/ suite's workloads)")
     b.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     b.add_argument("--only", type=_csv(str), metavar="GROUPS", help=f"comma-separated subset of {','.join(BENCH_GROUPS)}")
-    b.add_argument("--sizes", type=_csv(int), default=[10**5, 10**6, 10**7], metavar="N,N",
-                   help="optimizer buffer sizes (default 1e5,1e6,1e7)")
+    b.add_argument("--sizes", type=_csv(int), metavar="N,N",
+                   help="optimizer buffer sizes (default 1e5,1e6,1e7 on cpu; 1e7,1e8 on gpu)")
     b.add_argument("--optimizers", type=_csv(str), default=sorted(OPTIMIZERS), metavar="NAMES")
-    b.add_argument("--batches", type=_csv(int), default=[100], metavar="B,B", help="step batch sizes (default 100)")
+    b.add_argument("--batches", type=_csv(int), metavar="B,B",
+                   help="step batch sizes (default 100 on cpu; 100,1000 on gpu)")
     b.add_argument("--min-time", type=float, default=0.3, help="seconds of timed calls per workload (default 0.3)")
     b.set_defaults(func=cmd_bench)
     return p

@@ -20,3 +20,17 @@ def test_optimizer_update(benchmark, name, n, layout, impl, backend):
 @pytest.mark.parametrize("inplace", [False, True], ids=["stream", "inplace"])
 def test_triad(benchmark, n, inplace, backend):
     run(benchmark, bench.triad(n, backend, inplace=inplace))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", [10**7], ids=["1e7"])
+def test_copy(benchmark, n, backend):
+    run(benchmark, bench.copy(n, backend))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.id == "gpu"])
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_gpu_update_at_1e8_and_copy_bandwidth(benchmark, name, backend):
+    """The GPU sizes: N = 1e8 (400 MB per array), read against test_copy's bandwidth."""
+    run(benchmark, bench.optimizer_update(name, 10**8, "flat", "fused", backend=backend))
