@@ -81,7 +81,7 @@ def _check_flat(p, *others):
 
 # -- optimizer updates (formulas as in reference.py, operation for operation) ------------------------
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sgd(p, g, lr, wd, gscale):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, p.size, stride):
@@ -89,7 +89,7 @@ def _sgd(p, g, lr, wd, gscale):
         p[i] = pi - lr * (g[i] * gscale + wd * pi)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _momentum(p, g, v, lr, mu, wd, gscale):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, p.size, stride):
@@ -99,7 +99,7 @@ def _momentum(p, g, v, lr, mu, wd, gscale):
         p[i] = pi + vi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, p.size, stride):
@@ -112,7 +112,7 @@ def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
         p[i] = pi - lr_1mu * gi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _adagrad(p, g, h, lr, eps, wd, gscale):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, p.size, stride):
@@ -123,7 +123,7 @@ def _adagrad(p, g, h, lr, eps, wd, gscale):
         p[i] = pi - lr * gi / (math.sqrt(hi) + eps)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, p.size, stride):
@@ -135,7 +135,7 @@ def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
         p[i] = pi - lr * gi / (math.sqrt(hi) + eps)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, p.size, stride):
@@ -151,7 +151,7 @@ def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, g
         p[i] = pi - lr_t * mi / (math.sqrt(vi) + eps)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sum_squares_partial(g, partial):
     # Each block reduces its grid-stride share in shared memory and writes one partial sum;
     # the partials are added on the host in a fixed order, so the norm is deterministic.
@@ -220,7 +220,7 @@ def sum_squares(g) -> float:
     return float(np.sum(host))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _triad(a, b, c, s):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, a.size, stride):
@@ -235,7 +235,7 @@ def triad(a, b, c, s):
 
 # -- im2col / col2im -----------------------------------------------------------------------------------
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _im2col(x, fh, fw, stride, pad, oh, ow, col):
     n, c, h, w = x.shape
     k = c * fh * fw
@@ -259,7 +259,7 @@ def _im2col(x, fh, fw, stride, pad, oh, ow, col):
             col[row, cidx] = 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _col2im(col, fh, fw, stride, pad, oh, ow, out):
     n, c, h, w = out.shape
     total = n * c * h * w
@@ -310,7 +310,7 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
 
 # -- pooling -------------------------------------------------------------------------------------------
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _maxpool2d(x, ph, pw, stride, out, argmax):
     n, c, oh, ow = out.shape
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -333,7 +333,7 @@ def _maxpool2d(x, ph, pw, stride, out, argmax):
         argmax[i, ch, oy, ox] = arg
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
     n, c, oh, ow = dout.shape
     h, w = dx.shape[2], dx.shape[3]
@@ -358,7 +358,7 @@ def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
         dx[i, ch, y, x] = s
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _avgpool2d(x, ph, pw, stride, cnt, out):
     n, c, oh, ow = out.shape
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -375,7 +375,7 @@ def _avgpool2d(x, ph, pw, stride, cnt, out):
         out[i, ch, oy, ox] = s / cnt
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _avgpool2d_backward(dout, ph, pw, stride, cnt, dx):
     n, c, oh, ow = dout.shape
     h, w = dx.shape[2], dx.shape[3]
@@ -444,7 +444,7 @@ def avgpool2d_backward(dout, x_shape, ph: int, pw: int, stride: int, out=None):
 
 # -- conv layout changes -------------------------------------------------------------------------------
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _rows_to_nchw(rows, bias, out):
     n, f, oh, ow = out.shape
     p = oh * ow
@@ -456,7 +456,7 @@ def _rows_to_nchw(rows, bias, out):
         out[i, c, j // ow, j % ow] = rows[i * p + j, c] + bias[c]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _nchw_to_rows(x, out):
     n, f, oh, ow = x.shape
     p = oh * ow

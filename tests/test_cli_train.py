@@ -113,3 +113,21 @@ def test_one_epoch_of_simple_convnet_on_real_mnist_reaches_97_percent(data_dir):
     acc = float(re.search(r"final test accuracy: ([\d.]+)", res.stdout).group(1))
     print(res.stdout)
     assert acc >= 0.97
+
+
+def test_plot_writes_a_png_of_the_curves(capsys, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'accelnet[plot]')")
+    png = tmp_path / "curves.png"
+    assert main(["train", "--model", "two_layer_net", "--epochs", "2", *QUICK, "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert f"plot written to {png}" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib_is_skipped_with_a_note(capsys, tmp_path, monkeypatch):
+    import accelnet.plot
+
+    monkeypatch.setattr(accelnet.plot, "have_matplotlib", lambda: False)
+    png = tmp_path / "curves.png"
+    assert main(["train", "--model", "two_layer_net", "--epochs", "1", *QUICK, "--plot", str(png)]) == 0
+    assert not png.exists()
+    assert "plot skipped: matplotlib is not installed" in capsys.readouterr().err
