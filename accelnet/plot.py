@@ -35,6 +35,10 @@ def training_curves(history: list[dict], path, title: str = "") -> None:
     ax2.plot(epochs, [r["test_acc"] for r in history], marker="s", label="test")
     ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax2.legend()
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

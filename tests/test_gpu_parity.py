@@ -8,8 +8,10 @@ import pytest
 from accelnet import Sequential
 from accelnet.models import get_preset
 from accelnet.optim import OPTIMIZERS, get_optimizer
-from conftest import GPU_OK, GPU_REASON
+from accelnet.backend import gpu_status
 from test_layers import GRADCHECK_CASES
+
+GPU_OK, GPU_REASON = gpu_status()
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=f"no GPU: {GPU_REASON}")]
 

@@ -19,8 +19,8 @@ from accelnet.train import Diverged, Trainer
 
 
 def _setup(epochs=2, lr=1e-3, opt=Adam, batchnorm=True, **kw):
-    data = synthetic(600, 200, (20,), classes=4, seed=0)
-    model = multi_layer_net(hidden_sizes=(16, 16), input_size=20, output_size=4, batchnorm=batchnorm,
+    data = synthetic(600, 200, (100,), classes=4, noise=0.3, seed=0)
+    model = multi_layer_net(hidden_sizes=(16, 16), input_size=100, output_size=4, batchnorm=batchnorm,
                             dropout=0.2, seed=0)
     return Trainer(model, opt(model, lr=lr), data, batch_size=32, epochs=epochs, progress=False, **kw)
 
