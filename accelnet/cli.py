@@ -174,26 +174,16 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: {message}")
 
 
-def _positive_float(name):
+def _float_arg(name, allow_zero=False):
+    """argparse type: a finite float > 0 (or >= 0), with an error that names the flag."""
     def parse(text):
         try:
             v = float(text)
         except ValueError:
             v = float("nan")
-        if not (v > 0 and v < float("inf")):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive finite number, got {text!r}")
-        return v
-    return parse
-
-
-def _nonneg_float(name):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            v = float("nan")
-        if not (v >= 0 and v < float("inf")):
-            raise argparse.ArgumentTypeError(f"{name} must be a non-negative finite number, got {text!r}")
+        if not ((v >= 0 if allow_zero else v > 0) and v < float("inf")):
+            kind = "non-negative" if allow_zero else "positive"
+            raise argparse.ArgumentTypeError(f"{name} must be a {kind} finite number, got {text!r}")
         return v
     return parse
 
@@ -335,18 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one of the book's networks. Defaults: simple_convnet, Adam, MNIST, CPU.")
     t.add_argument("--model", choices=sorted(PRESETS), help="default simple_convnet")
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
-    t.add_argument("--lr", type=_positive_float("--lr"), help="learning rate (default: the optimizer's, as the book)")
+    t.add_argument("--lr", type=_float_arg("--lr"), help="learning rate (default: the optimizer's, as the book)")
     t.add_argument("--batch-size", type=_positive_int("--batch-size"), help="default 100")
     t.add_argument("--epochs", type=_positive_int("--epochs"), help="total epochs (default 20)")
     t.add_argument("--iterations", type=_positive_int("--iterations"), help="stop after this many steps instead")
-    t.add_argument("--weight-decay", type=_nonneg_float("--weight-decay"), help="L2 (decoupled for adamw)")
-    t.add_argument("--clip-norm", type=_positive_float("--clip-norm"), help="clip gradients to this global norm")
-    t.add_argument("--dropout", type=_nonneg_float("--dropout"), help="dropout ratio (multi_layer_net, deep_convnet)")
+    t.add_argument("--weight-decay", type=_float_arg("--weight-decay", allow_zero=True), help="L2 (decoupled for adamw)")
+    t.add_argument("--clip-norm", type=_float_arg("--clip-norm"), help="clip gradients to this global norm")
+    t.add_argument("--dropout", type=_float_arg("--dropout", allow_zero=True), help="dropout ratio (multi_layer_net, deep_convnet)")
     t.add_argument("--batchnorm", action="store_true", default=False, help="batch norm (multi_layer_net)")
     t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"],
                    help="hidden activation (two_layer_net: default sigmoid; multi_layer_net: default relu)")
     t.add_argument("--init", choices=["he", "xavier", "std"], help="weight init (default: the preset's)")
-    t.add_argument("--init-std", type=_positive_float("--init-std"), help="std for --init std (default 0.01)")
+    t.add_argument("--init-std", type=_float_arg("--init-std"), help="std for --init std (default 0.01)")
     t.add_argument("--dataset", choices=sorted(DATASETS) + ["synthetic"], help="default mnist")
     t.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ (else $ACCELNET_DATA, the cache)")
     t.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")

@@ -1,9 +1,10 @@
 """CPU kernels: Numba ``@njit(cache=True)`` loops, parallel (prange) above a size, with the reference signatures.
 
 Each optimizer update is one pass over the flat buffers: every element is read and
-written once, with weight decay and the clipping factor folded in. The arithmetic
-follows ``reference.py`` operation for operation, and no fastmath flag lets LLVM
-contract or reorder it, so the fused kernels match the reference bit for bit.
+written once, with weight decay and the clipping factor folded in. The arithmetic is
+``elementwise.py``'s (shared with the CUDA kernels) and follows ``reference.py``
+operation for operation; no fastmath flag lets LLVM contract or reorder it, so the
+fused kernels match the reference bit for bit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import types
 import numpy as np
 from numba import njit, prange, uint64
 
+from . import elementwise
 from .reference import conv_output_size
 
 # error_model='numpy': a division does not check for zero, so loops with one vectorize (3x on Adam).
@@ -143,68 +145,47 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
 # -- optimizer updates -----------------------------------------------------------------------
 
 
+_e = {name: njit(**_FLAGS)(getattr(elementwise, name))  # LLVM inlines them; the loops still vectorize
+      for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")}
+_sgd_e, _momentum_e, _nesterov_e = _e["sgd"], _e["momentum"], _e["nesterov"]
+_adagrad_e, _rmsprop_e, _adam_e = _e["adagrad"], _e["rmsprop"], _e["adam"]
+
+
 @_loop()
 def _sgd(p, g, lr, wd, gscale):
     for i in prange(p.size):
-        pi = p[i]
-        p[i] = pi - lr * (g[i] * gscale + wd * pi)
+        p[i] = _sgd_e(p[i], g[i], lr, wd, gscale)
 
 
 @_loop()
 def _momentum(p, g, v, lr, mu, wd, gscale):
     for i in prange(p.size):
-        pi = p[i]
-        vi = mu * v[i] - lr * (g[i] * gscale + wd * pi)
-        v[i] = vi
-        p[i] = pi + vi
+        p[i], v[i] = _momentum_e(p[i], g[i], v[i], lr, mu, wd, gscale)
 
 
 @_loop()
 def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
     for i in prange(p.size):
-        pi = p[i]
-        gi = g[i] * gscale + wd * pi
-        vi = v[i] * mu
-        vi = vi - lr * gi
-        v[i] = vi
-        pi = pi + mu2 * vi
-        p[i] = pi - lr_1mu * gi
+        p[i], v[i] = _nesterov_e(p[i], g[i], v[i], lr, mu, mu2, lr_1mu, wd, gscale)
 
 
 @_loop()
 def _adagrad(p, g, h, lr, eps, wd, gscale):
     for i in prange(p.size):
-        pi = p[i]
-        gi = g[i] * gscale + wd * pi
-        hi = h[i] + gi * gi
-        h[i] = hi
-        p[i] = pi - lr * gi / (math.sqrt(hi) + eps)
+        p[i], h[i] = _adagrad_e(p[i], g[i], h[i], lr, eps, wd, gscale)
 
 
 @_loop()
 def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
     for i in prange(p.size):
-        pi = p[i]
-        gi = g[i] * gscale + wd * pi
-        hi = h[i] * decay
-        hi = hi + one_minus_decay * gi * gi
-        h[i] = hi
-        p[i] = pi - lr * gi / (math.sqrt(hi) + eps)
+        p[i], h[i] = _rmsprop_e(p[i], g[i], h[i], lr, decay, one_minus_decay, eps, wd, gscale)
 
 
 @_loop()
 def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale):
     for i in prange(p.size):
-        pi = p[i]
-        gi = g[i] * gscale + wd * pi
-        mi = m[i]
-        mi = mi + one_minus_b1 * (gi - mi)
-        vi = v[i]
-        vi = vi + one_minus_b2 * (gi * gi - vi)
-        m[i] = mi
-        v[i] = vi
-        pi = pi - wd_decoupled * pi
-        p[i] = pi - lr_t * mi / (math.sqrt(vi) + eps)
+        p[i], m[i], v[i] = _adam_e(p[i], g[i], m[i], v[i], lr_t, one_minus_b1, one_minus_b2, eps, wd,
+                                   wd_decoupled, gscale)
 
 
 # A sum may be reassociated (that is what lets it vectorize); no nnan/ninf, so NaN still propagates.

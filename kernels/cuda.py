@@ -16,6 +16,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from . import elementwise
 from .reference import conv_output_size
 
 THREADS = 256
@@ -79,76 +80,49 @@ def _check_flat(p, *others):
     return np.dtype(p.dtype).type  # scalars go in as the array dtype: no float64 math in a float32 update
 
 
-# -- optimizer updates (formulas as in reference.py, operation for operation) ------------------------
+# -- optimizer updates: elementwise.py's formulas, one grid-stride launch over the flat buffers -------
+
+_d = {name: cuda.jit(device=True, cache=True)(getattr(elementwise, name))
+      for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")}
+_sgd_d, _momentum_d, _nesterov_d = _d["sgd"], _d["momentum"], _d["nesterov"]
+_adagrad_d, _rmsprop_d, _adam_d = _d["adagrad"], _d["rmsprop"], _d["adam"]
+
 
 @cuda.jit(cache=True)
 def _sgd(p, g, lr, wd, gscale):
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, p.size, stride):
-        pi = p[i]
-        p[i] = pi - lr * (g[i] * gscale + wd * pi)
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        p[i] = _sgd_d(p[i], g[i], lr, wd, gscale)
 
 
 @cuda.jit(cache=True)
 def _momentum(p, g, v, lr, mu, wd, gscale):
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, p.size, stride):
-        pi = p[i]
-        vi = mu * v[i] - lr * (g[i] * gscale + wd * pi)
-        v[i] = vi
-        p[i] = pi + vi
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        p[i], v[i] = _momentum_d(p[i], g[i], v[i], lr, mu, wd, gscale)
 
 
 @cuda.jit(cache=True)
 def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, p.size, stride):
-        pi = p[i]
-        gi = g[i] * gscale + wd * pi
-        vi = v[i] * mu
-        vi = vi - lr * gi
-        v[i] = vi
-        pi = pi + mu2 * vi
-        p[i] = pi - lr_1mu * gi
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        p[i], v[i] = _nesterov_d(p[i], g[i], v[i], lr, mu, mu2, lr_1mu, wd, gscale)
 
 
 @cuda.jit(cache=True)
 def _adagrad(p, g, h, lr, eps, wd, gscale):
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, p.size, stride):
-        pi = p[i]
-        gi = g[i] * gscale + wd * pi
-        hi = h[i] + gi * gi
-        h[i] = hi
-        p[i] = pi - lr * gi / (math.sqrt(hi) + eps)
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        p[i], h[i] = _adagrad_d(p[i], g[i], h[i], lr, eps, wd, gscale)
 
 
 @cuda.jit(cache=True)
 def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, p.size, stride):
-        pi = p[i]
-        gi = g[i] * gscale + wd * pi
-        hi = h[i] * decay
-        hi = hi + one_minus_decay * gi * gi
-        h[i] = hi
-        p[i] = pi - lr * gi / (math.sqrt(hi) + eps)
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        p[i], h[i] = _rmsprop_d(p[i], g[i], h[i], lr, decay, one_minus_decay, eps, wd, gscale)
 
 
 @cuda.jit(cache=True)
 def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale):
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, p.size, stride):
-        pi = p[i]
-        gi = g[i] * gscale + wd * pi
-        mi = m[i]
-        mi = mi + one_minus_b1 * (gi - mi)
-        vi = v[i]
-        vi = vi + one_minus_b2 * (gi * gi - vi)
-        m[i] = mi
-        v[i] = vi
-        pi = pi - wd_decoupled * pi
-        p[i] = pi - lr_t * mi / (math.sqrt(vi) + eps)
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        p[i], m[i], v[i] = _adam_d(p[i], g[i], m[i], v[i], lr_t, one_minus_b1, one_minus_b2, eps, wd,
+                                   wd_decoupled, gscale)
 
 
 @cuda.jit(cache=True)
@@ -233,6 +207,16 @@ def triad(a, b, c, s):
     _launch(_triad, a.size)(a, b, c, t(s))
 
 
+@cuda.jit(device=True, cache=True)
+def _unravel(e, c, h, w):
+    """Flat index -> (image, channel, row, column) of a C-contiguous (N, C, H, W) array."""
+    x = e % w
+    r = e // w
+    y = r % h
+    r = r // h
+    return r // c, r % c, y, x
+
+
 # -- im2col / col2im -----------------------------------------------------------------------------------
 
 @cuda.jit(cache=True)
@@ -264,12 +248,7 @@ def _col2im(col, fh, fw, stride, pad, oh, ow, out):
     n, c, h, w = out.shape
     total = n * c * h * w
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
-        x = e % w
-        r = e // w
-        y = r % h
-        r = r // h
-        ch = r % c
-        i = r // c
+        i, ch, y, x = _unravel(e, c, h, w)
         s = col[0, 0] * 0
         for ky in range(fh):
             ty = y + pad - ky
@@ -314,12 +293,7 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
 def _maxpool2d(x, ph, pw, stride, out, argmax):
     n, c, oh, ow = out.shape
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        ox = e % ow
-        r = e // ow
-        oy = r % oh
-        r = r // oh
-        ch = r % c
-        i = r // c
+        i, ch, oy, ox = _unravel(e, c, oh, ow)
         y0, x0 = oy * stride, ox * stride
         best = x[i, ch, y0, x0]
         arg = 0
@@ -338,12 +312,7 @@ def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
     n, c, oh, ow = dout.shape
     h, w = dx.shape[2], dx.shape[3]
     for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        x = e % w
-        r = e // w
-        y = r % h
-        r = r // h
-        ch = r % c
-        i = r // c
+        i, ch, y, x = _unravel(e, c, h, w)
         s = dout[0, 0, 0, 0] * 0
         for ky in range(ph):  # gather from every window that covers (y, x)
             ty = y - ky
@@ -362,12 +331,7 @@ def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
 def _avgpool2d(x, ph, pw, stride, cnt, out):
     n, c, oh, ow = out.shape
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        ox = e % ow
-        r = e // ow
-        oy = r % oh
-        r = r // oh
-        ch = r % c
-        i = r // c
+        i, ch, oy, ox = _unravel(e, c, oh, ow)
         s = x[0, 0, 0, 0] * 0
         for ky in range(ph):
             for kx in range(pw):
@@ -380,12 +344,7 @@ def _avgpool2d_backward(dout, ph, pw, stride, cnt, dx):
     n, c, oh, ow = dout.shape
     h, w = dx.shape[2], dx.shape[3]
     for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        x = e % w
-        r = e // w
-        y = r % h
-        r = r // h
-        ch = r % c
-        i = r // c
+        i, ch, y, x = _unravel(e, c, h, w)
         s = dout[0, 0, 0, 0] * 0
         for ky in range(ph):
             ty = y - ky
