@@ -312,6 +312,81 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _optimizer_lrs(text):
+    """'sgd=0.95,adam=0.3' -> {'sgd': 0.95, 'adam': 0.3} (a name alone takes its default lr)."""
+    from accelnet.experiments import TRAJECTORY_DEFAULTS
+    from accelnet.optim import OPTIMIZERS
+
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, _, lr = item.partition("=")
+        if name not in OPTIMIZERS:
+            raise argparse.ArgumentTypeError(f"unknown optimizer {name!r}: expected one of {sorted(OPTIMIZERS)}")
+        out[name] = _float_arg(f"the lr of {name}")(lr) if lr else TRAJECTORY_DEFAULTS.get(name, 0.01)
+    if not out:
+        raise argparse.ArgumentTypeError("no optimizer given")
+    return out
+
+
+def _point(text):
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y, got {text!r}") from None
+    return (x, y)
+
+
+def _add_compare(sub) -> None:
+    """`accelnet compare WHAT` (the book's chapter 6 experiments) and `accelnet tune`."""
+    from accelnet.compare import run
+
+    def common(p, data=True):
+        p.add_argument("--seed", type=int, default=0, help="same seed, same numbers (default 0)")
+        p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+        p.add_argument("--out", default="accelnet-results", help="folder for the CSV and PNG files")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if data:
+            p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "synthetic"], default="mnist")
+            p.add_argument("--data-dir", help="folder holding mnist/ (else $ACCELNET_DATA, the cache)")
+        p.set_defaults(func=run)
+
+    c = sub.add_parser("compare", help="the book's chapter 6 experiments, as CSV and PNG")
+    what = c.add_subparsers(dest="what", metavar="WHAT", parser_class=_Parser)
+    what.required = True
+    t = what.add_parser("trajectories", help="optimizers' paths on f(x, y) from (-7, 2) over its contour plot")
+    t.add_argument("--function", default="x**2 / 20 + y**2", help="f(x, y) as a NumPy expression")
+    t.add_argument("--start", type=_point, default=(-7.0, 2.0), metavar="X,Y")
+    t.add_argument("--steps", type=_positive_int("--steps"), default=30)
+    t.add_argument("--optimizers", type=_optimizer_lrs, metavar="NAME=LR,...",
+                   help="default sgd=0.95,momentum=0.1,adagrad=1.5,rmsprop=0.1,adam=0.3")
+    common(t, data=False)
+    o = what.add_parser("optimizers", help="SGD/Momentum/AdaGrad/RMSprop/Adam loss curves on MNIST")
+    o.add_argument("--optimizers", type=_optimizer_lrs, metavar="NAME=LR,...",
+                   help="default sgd=0.01,momentum=0.01,adagrad=0.01,rmsprop=0.01,adam=0.001")
+    o.add_argument("--iterations", type=_positive_int("--iterations"), default=2000)
+    o.add_argument("--batch-size", type=_positive_int("--batch-size"), default=128)
+    common(o)
+    i = what.add_parser("init", help="std 0.01 vs Xavier vs He: loss curves and activation histograms")
+    i.add_argument("--iterations", type=_positive_int("--iterations"), default=2000)
+    i.add_argument("--batch-size", type=_positive_int("--batch-size"), default=128)
+    common(i)
+    b = what.add_parser("batchnorm", help="with vs without batch norm across initial weight scales")
+    b.add_argument("--epochs", type=_positive_int("--epochs"), default=20)
+    b.add_argument("--train-size", type=_positive_int("--train-size"), default=1000)
+    b.add_argument("--scales", type=_positive_int("--scales"), default=16, help="weight stds from 1 to 1e-4")
+    common(b)
+    r = what.add_parser("regularization", help="overfitting: none vs weight decay 0.1 vs dropout 0.15")
+    r.add_argument("--epochs", type=_positive_int("--epochs"), default=201)
+    r.add_argument("--train-size", type=_positive_int("--train-size"), default=300)
+    common(r)
+
+    tu = sub.add_parser("tune", help="random search of lr and weight decay on a validation split")
+    tu.add_argument("--trials", type=_positive_int("--trials"), default=100)
+    tu.add_argument("--epochs", type=_positive_int("--epochs"), default=50)
+    tu.add_argument("--train-size", type=_positive_int("--train-size"), default=500)
+    common(tu)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="accelnet", description="Train the book's networks on CPU or GPU.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -352,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     from accelnet.optim import OPTIMIZERS
+
+    _add_compare(sub)
 
     b = sub.add_parser("bench", help="per-kernel and per-step throughput as tables (the bench/ suite's workloads)")
     b.add_argument("--device", choices=["cpu", "gpu"], default="cpu")

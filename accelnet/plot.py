@@ -44,3 +44,101 @@ def training_curves(history: list[dict], path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _grid(n: int, max_cols: int = 5):
+    cols = min(n, max_cols)
+    return -(-n // cols), cols
+
+
+def trajectories(paths: dict, f, path, title: str = "") -> None:
+    """Each optimizer's path drawn on the contour plot of f, one panel per optimizer (the book's figure 6-8)."""
+    import numpy as np
+
+    plt = _pyplot()
+    xs, ys = np.meshgrid(np.linspace(-10, 10, 200), np.linspace(-5, 5, 200))
+    zs = f(xs, ys)
+    rows, cols = _grid(len(paths), max_cols=3)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, p) in zip(axes.flat, paths.items()):
+        ax.contour(xs, ys, zs, levels=np.geomspace(max(zs.min(), 1e-3), zs.max(), 12), colors="0.6", linewidths=0.8)
+        ax.plot(p[:, 0], p[:, 1], "o-", color="red", markersize=3, linewidth=1)
+        ax.plot(0, 0, "+", color="black", markersize=10)
+        ax.set(xlim=(-10, 10), ylim=(-5, 5), xlabel="x", ylabel="y", title=name)
+    for ax in list(axes.flat)[len(paths):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def curves(x, series: dict, path, xlabel: str, ylabel: str, title: str = "", ylim=None) -> None:
+    """Several named curves on one axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, ys in series.items():
+        ax.plot(x, ys, label=name, linewidth=1.2)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def histograms(hists: dict, path, title: str = "") -> None:
+    """One row per init, one column per layer: the distribution of that layer's activations."""
+    plt = _pyplot()
+    rows, cols = len(hists), max(len(v) for v in hists.values())
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharey="row")
+    for r, (label, acts) in enumerate(hists.items()):
+        for c, a in enumerate(acts):
+            ax = axes[r, c]
+            ax.hist(a, bins=30, range=(0, 1), color="tab:blue")
+            ax.set_title(f"{label}: layer {c + 1}", fontsize=9)
+            ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def panels(items: dict, path, xlabel: str, ylabel: str, title: str = "", max_cols: int = 4, ylim=None) -> None:
+    """One panel per key of ``items``; each value is {line label: ys}."""
+    plt = _pyplot()
+    rows, cols = _grid(len(items), max_cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    for ax, (name, lines) in zip(axes.flat, items.items()):
+        for label, ys in lines.items():
+            ax.plot(range(1, len(ys) + 1), ys, label=label, linewidth=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if ylim:
+            ax.set_ylim(*ylim)
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(items):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def tune_scatter(results: list, path, title: str = "") -> None:
+    """Learning rate vs weight decay of each trial, coloured by validation accuracy."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    sc = ax.scatter([r["lr"] for r in results], [r["weight_decay"] for r in results],
+                    c=[r["val_acc"] for r in results], cmap="viridis", edgecolors="black", linewidths=0.4)
+    ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="weight decay", title=title)
+    fig.colorbar(sc, ax=ax, label="validation accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
