@@ -112,9 +112,12 @@ def panels(items: dict, path, xlabel: str, ylabel: str, title: str = "", max_col
     plt = _pyplot()
     rows, cols = _grid(len(items), max_cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    from matplotlib.ticker import MaxNLocator
+
     for ax, (name, lines) in zip(axes.flat, items.items()):
         for label, ys in lines.items():
             ax.plot(range(1, len(ys) + 1), ys, label=label, linewidth=1.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
