@@ -76,7 +76,8 @@ def measure(w: Workload, min_time: float = 0.3, min_runs: int = 5, max_runs: int
     """Warm up (JIT, caches, other thread pools going idle), then time single calls until both
     ``min_time`` seconds and ``min_runs`` runs are reached."""
     t_end = time.perf_counter() + warmup
-    w()
+    for _ in range(3):  # JIT, first-call allocations and library set-up (oneDNN primitives, cuBLAS handles)
+        w()
     while time.perf_counter() < t_end:
         w()
     timer = w.backend.time_call if w.backend is not None else _host_time
@@ -233,7 +234,8 @@ def peer_train_step(preset: str, batch: int = 100) -> Workload:
                     {"preset": preset, "batch": batch, "framework": f"torch {torch.__version__}"})
 
 
-def peer_step_time_in_subprocess(preset: str, batch: int = 100, min_time: float = 0.3) -> float | None:
+def peer_step_time_in_subprocess(preset: str, batch: int = 100, min_time: float = 1.0,
+                                 warmup: float = 1.0) -> float | None:
     """Median seconds of :func:`peer_train_step` measured in a fresh process, so PyTorch's and
     accelnet's thread pools never share cores or an OpenMP runtime; None without torch."""
     import json
@@ -241,7 +243,8 @@ def peer_step_time_in_subprocess(preset: str, batch: int = 100, min_time: float 
     import sys
 
     code = ("import json, sys; from accelnet.bench import measure, peer_train_step; "
-            f"print(json.dumps(measure(peer_train_step({preset!r}, {batch}), min_time={min_time}).median))")
+            f"print(json.dumps(measure(peer_train_step({preset!r}, {batch}), min_time={min_time}, "
+            f"warmup={warmup}).median))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if res.returncode != 0:
         if "No module named 'torch'" in res.stderr:

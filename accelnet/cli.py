@@ -127,10 +127,13 @@ def _bench_steps(args, out):
     batches = args.batches or ([100, 1000] if args.device == "gpu" else [100])
     for preset in PRESETS:
         for batch in batches:
-            ours = bench.measure(bench.train_step(preset, batch, backend=args.device), min_time=args.min_time)
+            # whole steps: a longer warm-up and window than the kernels (per-step times vary more)
+            step_time = max(args.min_time, 1.0)
+            ours = bench.measure(bench.train_step(preset, batch, backend=args.device), min_time=step_time,
+                                 warmup=1.0)
             row = {"model": preset, "batch": batch, "accelnet ms": ours.median * 1e3,
                    "samples/s": batch / ours.median}
-            theirs = bench.peer_step_time_in_subprocess(preset, batch, args.min_time) if peer else None
+            theirs = bench.peer_step_time_in_subprocess(preset, batch, step_time) if peer else None
             if theirs is None:
                 peer = False
             else:

@@ -21,9 +21,11 @@ from .reference import conv_output_size
 # error_model='numpy': a division does not check for zero, so loops with one vectorize (3x on Adam).
 _FLAGS = dict(cache=True, error_model="numpy")
 
-# Below this many elements of work, waking the thread pool (~5 us) costs more than it saves:
-# measured on the 2-core machine, a serial Adam over 5,000 elements takes 2.5 us, the parallel one 7 us.
-PARALLEL_MIN = 1 << 15
+# Below this many elements of work a serial loop wins. Alone, waking the pool costs ~5 us (a serial
+# Adam over 5,000 elements takes 2.5 us, the parallel one 7 us), but inside a training step, right
+# after BLAS calls, a parallel launch cost ~0.3 ms more: whole steps of two_layer_net (40k params)
+# took 0.39 ms with this threshold against 0.61 ms at 32k, with simple_convnet unchanged (2 cores).
+PARALLEL_MIN = 1 << 17
 
 
 class _Loop:
