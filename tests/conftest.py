@@ -10,6 +10,11 @@ import pytest
 from accelnet.backend import gpu_status
 
 GPU_OK, GPU_REASON = gpu_status()
+
+# tests/cudasim runs the numba.cuda kernels in Numba's CUDA simulator, which must be switched on
+# before Numba is imported: tests/test_cuda_simulator.py runs it in a pytest process of its own.
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    collect_ignore = ["cudasim"]
 requires_gpu = pytest.mark.skipif(not GPU_OK, reason=f"no GPU: {GPU_REASON}")
 
 BACKENDS = [
@@ -37,7 +42,7 @@ def _data_dir():
     return shared if shared.is_dir() else None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir():
     """The folder holding mnist/ and fashion-mnist/ (ACCELNET_DATA or ../shared/data)."""
     d = _data_dir()

@@ -14,8 +14,8 @@ pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip insta
 def test_cuda_kernels_pass_in_the_simulator():
     here = Path(__file__).parent
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(here),
-                          str(here / "cudasim")], capture_output=True, text=True, env=env, timeout=900)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here / "cudasim")],
+                         capture_output=True, text=True, env=env, timeout=900, cwd=here.parent)
     print(res.stdout[-3000:])
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
     assert " passed" in res.stdout and "skipped" not in res.stdout.splitlines()[-1]

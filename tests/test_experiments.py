@@ -9,13 +9,8 @@ from accelnet.data import load
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    from conftest import _data_dir
-
-    d = _data_dir()
-    if d is None or not (d / "mnist").is_dir():
-        pytest.skip("real MNIST not found: set ACCELNET_DATA to a folder holding mnist/")
-    return load("mnist", d, download=False, progress=False)
+def mnist(data_dir):
+    return load("mnist", data_dir, download=False, progress=False)
 
 
 def _sign_changes(path):
