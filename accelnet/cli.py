@@ -315,20 +315,22 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _optimizer_lrs(text):
-    """'sgd=0.95,adam=0.3' -> {'sgd': 0.95, 'adam': 0.3} (a name alone takes its default lr)."""
-    from accelnet.experiments import TRAJECTORY_DEFAULTS
+def _optimizer_lrs(defaults: dict):
+    """argparse type: 'sgd=0.95,adam=0.3' -> {'sgd': 0.95, 'adam': 0.3}; a name alone takes its lr in
+    ``defaults`` (else the optimizer's own default)."""
     from accelnet.optim import OPTIMIZERS
 
-    out = {}
-    for item in filter(None, text.split(",")):
-        name, _, lr = item.partition("=")
-        if name not in OPTIMIZERS:
-            raise argparse.ArgumentTypeError(f"unknown optimizer {name!r}: expected one of {sorted(OPTIMIZERS)}")
-        out[name] = _float_arg(f"the lr of {name}")(lr) if lr else TRAJECTORY_DEFAULTS.get(name, 0.01)
-    if not out:
-        raise argparse.ArgumentTypeError("no optimizer given")
-    return out
+    def parse(text):
+        out = {}
+        for item in filter(None, text.split(",")):
+            name, _, lr = item.partition("=")
+            if name not in OPTIMIZERS:
+                raise argparse.ArgumentTypeError(f"unknown optimizer {name!r}: expected one of {sorted(OPTIMIZERS)}")
+            out[name] = _float_arg(f"the lr of {name}")(lr) if lr else defaults.get(name, OPTIMIZERS[name]().base_lr)
+        if not out:
+            raise argparse.ArgumentTypeError("no optimizer given")
+        return out
+    return parse
 
 
 def _point(text):
@@ -342,6 +344,7 @@ def _point(text):
 def _add_compare(sub) -> None:
     """`accelnet compare WHAT` (the book's chapter 6 experiments) and `accelnet tune`."""
     from accelnet.compare import run
+    from accelnet.experiments import MNIST_OPTIMIZER_DEFAULTS, TRAJECTORY_DEFAULTS
 
     def common(p, data=True):
         p.add_argument("--seed", type=int, default=0, help="same seed, same numbers (default 0)")
@@ -360,11 +363,11 @@ def _add_compare(sub) -> None:
     t.add_argument("--function", default="x**2 / 20 + y**2", help="f(x, y) as a NumPy expression")
     t.add_argument("--start", type=_point, default=(-7.0, 2.0), metavar="X,Y")
     t.add_argument("--steps", type=_positive_int("--steps"), default=30)
-    t.add_argument("--optimizers", type=_optimizer_lrs, metavar="NAME=LR,...",
+    t.add_argument("--optimizers", type=_optimizer_lrs(TRAJECTORY_DEFAULTS), metavar="NAME=LR,...",
                    help="default sgd=0.95,momentum=0.1,adagrad=1.5,rmsprop=0.1,adam=0.3")
     common(t, data=False)
     o = what.add_parser("optimizers", help="SGD/Momentum/AdaGrad/RMSprop/Adam loss curves on MNIST")
-    o.add_argument("--optimizers", type=_optimizer_lrs, metavar="NAME=LR,...",
+    o.add_argument("--optimizers", type=_optimizer_lrs(MNIST_OPTIMIZER_DEFAULTS), metavar="NAME=LR,...",
                    help="default sgd=0.01,momentum=0.01,adagrad=0.01,rmsprop=0.01,adam=0.001")
     o.add_argument("--iterations", type=_positive_int("--iterations"), default=2000)
     o.add_argument("--batch-size", type=_positive_int("--batch-size"), default=128)

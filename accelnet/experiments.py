@@ -18,7 +18,7 @@ from .model import Sequential
 from .models import multi_layer_net
 from .optim import get_optimizer
 
-__all__ = ["TRAJECTORY_DEFAULTS", "trajectories", "parse_function", "smooth_curve", "compare_optimizers",
+__all__ = ["TRAJECTORY_DEFAULTS", "MNIST_OPTIMIZER_DEFAULTS", "trajectories", "parse_function", "smooth_curve", "compare_optimizers",
            "compare_init", "activation_histograms", "compare_batchnorm", "compare_regularization",
            "random_search", "Curves"]
 
@@ -32,6 +32,8 @@ def _progress(total: int, desc: str, enabled: bool):
 # -- optimizer trajectories on f(x, y) (the book's optimizer_compare_naive.py) ------------------------------
 
 TRAJECTORY_DEFAULTS = {"sgd": 0.95, "momentum": 0.1, "adagrad": 1.5, "rmsprop": 0.1, "adam": 0.3}
+# The book's learning rates for its MNIST comparison (each optimizer's default in common/optimizer.py).
+MNIST_OPTIMIZER_DEFAULTS = {"sgd": 0.01, "momentum": 0.01, "adagrad": 0.01, "rmsprop": 0.01, "adam": 0.001}
 _SAFE = {name: getattr(np, name) for name in ("sin", "cos", "exp", "log", "sqrt", "abs", "tanh", "pi")}
 
 
@@ -49,7 +51,8 @@ def parse_function(expr: str):
         return eval(code, {"__builtins__": {}}, {**_SAFE, "x": x, "y": y})
 
     try:
-        value = float(f(np.float64(1.0), np.float64(2.0)))
+        with np.errstate(all="ignore"):
+            value = float(f(np.float64(1.0), np.float64(2.0)))
     except Exception as exc:
         raise ValueError(f"cannot evaluate function {expr!r}: {exc}") from None
     if not math.isfinite(value):
@@ -124,7 +127,7 @@ def _train_losses(model, optimizer, x, t, iterations: int, batch_size: int, seed
 def compare_optimizers(data: Dataset, optimizers: dict | None = None, iterations: int = 2000, batch_size: int = 128,
                        hidden=(100, 100, 100, 100), backend="cpu", seed: int = 0, progress: bool = True) -> Curves:
     """The book's optimizer_compare_mnist.py: the same 5-layer ReLU net trained by each optimizer."""
-    optimizers = optimizers or {"sgd": 0.01, "momentum": 0.01, "adagrad": 0.01, "rmsprop": 0.01, "adam": 0.001}
+    optimizers = optimizers or MNIST_OPTIMIZER_DEFAULTS
     curves = Curves("iteration", list(range(1, iterations + 1)))
     with _progress(iterations * len(optimizers), "optimizers", progress) as bar:
         for name, lr in optimizers.items():

@@ -160,3 +160,12 @@ def test_bad_optimizer_spec_is_one_line(capsys):
     assert main(["compare", "trajectories", "--optimizers", "sgd=fast"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the lr of sgd must be a positive finite number" in err[0]
+
+
+def test_a_bare_optimizer_name_takes_the_books_lr_for_that_experiment():
+    from accelnet.cli import build_parser
+
+    traj = build_parser().parse_args(["compare", "trajectories", "--optimizers", "sgd,adam=0.5"])
+    mnist = build_parser().parse_args(["compare", "optimizers", "--optimizers", "sgd,nesterov"])
+    assert traj.optimizers == {"sgd": 0.95, "adam": 0.5}
+    assert mnist.optimizers == {"sgd": 0.01, "nesterov": 0.01}
