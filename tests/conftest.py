@@ -11,10 +11,6 @@ from accelnet.backend import gpu_status
 
 GPU_OK, GPU_REASON = gpu_status()
 
-# tests/cudasim runs the numba.cuda kernels in Numba's CUDA simulator, which must be switched on
-# before Numba is imported: tests/test_cuda_simulator.py runs it in a pytest process of its own.
-if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-    collect_ignore = ["cudasim"]
 requires_gpu = pytest.mark.skipif(not GPU_OK, reason=f"no GPU: {GPU_REASON}")
 
 BACKENDS = [

@@ -74,25 +74,7 @@ def test_im2col_matches_the_books_layout():
     np.testing.assert_array_equal(col, [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]])
 
 
-# -- pooling kernels -------------------------------------------------------------------------------
-
-POOLS = [(2, 2, 2), (3, 3, 2), (2, 3, 1), (3, 3, 3)]
-
-
-@pytest.mark.parametrize("ph, pw, stride", POOLS)
-def test_cpu_pooling_kernels_equal_the_reference(ph, pw, stride):
-    r = np.random.default_rng(0)
-    x = r.standard_normal((3, 2, 7, 8))
-    out, am = cpu.maxpool2d(x, ph, pw, stride)
-    rout, ram = reference.maxpool2d(x, ph, pw, stride)
-    np.testing.assert_array_equal(out, rout)
-    np.testing.assert_array_equal(am, ram)
-    dout = r.standard_normal(out.shape)
-    np.testing.assert_allclose(cpu.maxpool2d_backward(dout, am, x.shape, ph, pw, stride),
-                               reference.maxpool2d_backward(dout, ram, x.shape, ph, pw, stride), rtol=1e-12)
-    np.testing.assert_allclose(cpu.avgpool2d(x, ph, pw, stride), reference.avgpool2d(x, ph, pw, stride), rtol=1e-12)
-    np.testing.assert_allclose(cpu.avgpool2d_backward(dout, x.shape, ph, pw, stride),
-                               reference.avgpool2d_backward(dout, x.shape, ph, pw, stride), rtol=1e-12)
+# -- pooling kernels (parity with the reference: tests/test_kernel_parity.py) ----------------------
 
 
 @pytest.mark.parametrize("k", KERNELS)

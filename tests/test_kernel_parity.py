@@ -1,10 +1,22 @@
-"""The numba.cuda kernels against the reference kernels, on Numba's CUDA simulator (small sizes)."""
+"""Every fused kernel module against the reference, one test body for all backends: the Numba CPU
+kernels always, the numba.cuda kernels when NUMBA_ENABLE_CUDASIM=1 (tests/test_cuda_simulator.py
+runs this file that way in a process of its own). Sizes are small enough for the simulator."""
+
+import importlib
+import os
 
 import numpy as np
 import pytest
 
-from accelnet.kernels import cuda as gpu
 from accelnet.kernels import reference as ref
+
+MODULES = ["cpu"] + (["cuda"] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else [])
+
+
+@pytest.fixture(params=MODULES)
+def kernels(request):
+    """The kernel module under test."""
+    return importlib.import_module(f"accelnet.kernels.{request.param}")
 
 UPDATES = {
     "sgd": (lambda k, p, g, s: k.sgd(p, g, 0.1, 0.01, 0.5), 0),
@@ -19,7 +31,7 @@ UPDATES = {
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name", sorted(UPDATES))
-def test_update_kernel_matches_the_reference_over_5_steps(name, dtype):
+def test_update_kernel_matches_the_reference_over_5_steps(kernels, name, dtype):
     fn, nstate = UPDATES[name]
     r = np.random.default_rng(0)
     n = 300  # more than one block of 256 threads: the grid-stride loop is exercised
@@ -29,7 +41,7 @@ def test_update_kernel_matches_the_reference_over_5_steps(name, dtype):
     s2 = [np.zeros(n, dtype) for _ in range(nstate)]
     for _ in range(5):
         g = r.standard_normal(n).astype(dtype)
-        fn(gpu, p1, g, s1)
+        fn(kernels, p1, g, s1)
         fn(ref, p2, g, s2)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(p1, p2, rtol=tol, atol=tol)
@@ -37,47 +49,47 @@ def test_update_kernel_matches_the_reference_over_5_steps(name, dtype):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
-def test_sum_squares_matches_the_reference():
+def test_sum_squares_matches_the_reference(kernels):
     g = np.random.default_rng(1).standard_normal(700).astype(np.float32)
-    assert gpu.sum_squares(g) == pytest.approx(ref.sum_squares(g), rel=1e-12)
+    assert kernels.sum_squares(g) == pytest.approx(ref.sum_squares(g), rel=1e-12)
 
 
-def test_triad():
+def test_triad(kernels):
     r = np.random.default_rng(2)
     a, b, c = (r.standard_normal(50).astype(np.float32) for _ in range(3))
-    gpu.triad(a, b, c, 2.0)
+    kernels.triad(a, b, c, 2.0)
     np.testing.assert_allclose(a, b + np.float32(2.0) * c, rtol=1e-6)
 
 
 @pytest.mark.parametrize("shape, k, stride, pad", [((2, 2, 5, 5), 3, 1, 1), ((1, 3, 6, 5), 2, 2, 0),
                                                    ((2, 1, 7, 7), 3, 2, 2)])
-def test_im2col_and_col2im_match_the_reference(shape, k, stride, pad):
+def test_im2col_and_col2im_match_the_reference(kernels, shape, k, stride, pad):
     x = np.random.default_rng(3).standard_normal(shape)
-    col = gpu.im2col(x, k, k, stride, pad)
+    col = kernels.im2col(x, k, k, stride, pad)
     np.testing.assert_array_equal(col, ref.im2col(x, k, k, stride, pad))
-    np.testing.assert_allclose(gpu.col2im(col, shape, k, k, stride, pad), ref.col2im(col, shape, k, k, stride, pad),
+    np.testing.assert_allclose(kernels.col2im(col, shape, k, k, stride, pad), ref.col2im(col, shape, k, k, stride, pad),
                                rtol=1e-12)
 
 
 @pytest.mark.parametrize("ph, pw, stride", [(2, 2, 2), (3, 3, 2)])
-def test_pooling_kernels_match_the_reference(ph, pw, stride):
+def test_pooling_kernels_match_the_reference(kernels, ph, pw, stride):
     r = np.random.default_rng(4)
     x = r.standard_normal((2, 2, 5, 5))
-    out, am = gpu.maxpool2d(x, ph, pw, stride)
+    out, am = kernels.maxpool2d(x, ph, pw, stride)
     rout, ram = ref.maxpool2d(x, ph, pw, stride)
     np.testing.assert_array_equal(out, rout)
     np.testing.assert_array_equal(am, ram)
     dout = r.standard_normal(out.shape)
-    np.testing.assert_allclose(gpu.maxpool2d_backward(dout, am, x.shape, ph, pw, stride),
+    np.testing.assert_allclose(kernels.maxpool2d_backward(dout, am, x.shape, ph, pw, stride),
                                ref.maxpool2d_backward(dout, ram, x.shape, ph, pw, stride), rtol=1e-12)
-    np.testing.assert_allclose(gpu.avgpool2d(x, ph, pw, stride), ref.avgpool2d(x, ph, pw, stride), rtol=1e-12)
-    np.testing.assert_allclose(gpu.avgpool2d_backward(dout, x.shape, ph, pw, stride),
+    np.testing.assert_allclose(kernels.avgpool2d(x, ph, pw, stride), ref.avgpool2d(x, ph, pw, stride), rtol=1e-12)
+    np.testing.assert_allclose(kernels.avgpool2d_backward(dout, x.shape, ph, pw, stride),
                                ref.avgpool2d_backward(dout, x.shape, ph, pw, stride), rtol=1e-12)
 
 
-def test_conv_layout_kernels_match_the_reference():
+def test_conv_layout_kernels_match_the_reference(kernels):
     r = np.random.default_rng(5)
     rows, b = r.standard_normal((2 * 3 * 4, 5)), r.standard_normal(5)
     out1, out2 = np.empty((2, 5, 3, 4)), np.empty((2, 5, 3, 4))
-    np.testing.assert_allclose(gpu.rows_to_nchw(rows, b, out1), ref.rows_to_nchw(rows, b, out2), rtol=1e-15)
-    np.testing.assert_array_equal(gpu.nchw_to_rows(out1), ref.nchw_to_rows(out1))
+    np.testing.assert_allclose(kernels.rows_to_nchw(rows, b, out1), ref.rows_to_nchw(rows, b, out2), rtol=1e-15)
+    np.testing.assert_array_equal(kernels.nchw_to_rows(out1), ref.nchw_to_rows(out1))
