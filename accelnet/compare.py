@@ -25,9 +25,10 @@ def _write_csv(path: Path, header: list, rows) -> None:
 
 
 def _plot(args, fn, *a, **kw) -> None:
+    """Call a plot.* function (its last positional argument is the PNG path), or note the skip once."""
     if have_matplotlib():
         fn(*a, **kw)
-        print(f"wrote {a[-1] if 'path' not in kw else kw['path']}")
+        print(f"wrote {a[-1]}")
     elif not getattr(args, "_warned", False):
         print(SKIPPED, file=sys.stderr)
         args._warned = True

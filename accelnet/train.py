@@ -105,7 +105,6 @@ class Trainer:
 
     def fit(self, meta: dict | None = None) -> list[dict]:
         """Train until ``epochs`` epochs are complete (counting any resumed ones); returns the history."""
-        from tqdm.auto import tqdm
 
         # The divergence guard reports a NaN/Inf loss itself; NumPy's overflow warnings would only
         # bury its message.

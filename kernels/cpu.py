@@ -9,7 +9,6 @@ fused kernels match the reference bit for bit.
 
 from __future__ import annotations
 
-import math
 import types
 
 import numpy as np

@@ -11,7 +11,6 @@ in Numba's simulator, which is how CPU-only CI checks them.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import cuda, float64

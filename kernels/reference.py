@@ -200,7 +200,6 @@ def triad(a, b, c, s):
 
 def rows_to_nchw(rows, bias, out=None):
     """GEMM rows (N*OH*OW, F) plus a per-channel bias -> an (N, F, OH, OW) image batch (``out``'s shape)."""
-    xp = array_namespace(rows)
     n, f, oh, ow = out.shape
     out[...] = rows.reshape(n, oh, ow, f).transpose(0, 3, 1, 2) + bias.reshape(1, f, 1, 1)
     return out

@@ -12,7 +12,7 @@ F = torch.nn.functional
 
 def _run(layer, shape, n=3, seed=0):
     """Forward and backward of one float64 layer on a random batch; returns (x, y, dout, dx)."""
-    model = Sequential([layer], shape, dtype="float64", seed=seed, init=0.3)
+    Sequential([layer], shape, dtype="float64", seed=seed, init=0.3)  # builds the layer
     r = np.random.default_rng(seed)
     x = r.standard_normal((n, *shape))
     y = layer.forward(x)
