@@ -46,6 +46,21 @@ def _data(args):
     return load(args.dataset, args.data_dir, flatten=True, seed=args.seed, progress=not args.no_progress)
 
 
+def _loss_curves(args, stem: Path, c: ex.Curves, title: str, ylim) -> list:
+    """Raw and smoothed loss per iteration to STEM.csv and the smoothed curves to STEM.png;
+    returns [name, final smoothed loss] rows for the summary table."""
+    from . import plot
+
+    smooth = {k: ex.smooth_curve(v) for k, v in c.series.items()}
+    names = list(c.series)
+    _write_csv(stem.with_suffix(".csv"), ["iteration"] + names + [f"{n} smoothed" for n in names],
+               [[x] + [c.series[n][i] for n in names] + [float(smooth[n][i]) for n in names]
+                for i, x in enumerate(c.x)])
+    _plot(args, plot.curves, c.x, smooth, stem.with_suffix(".png"), xlabel="iteration", ylabel="loss (smoothed)",
+          title=title, ylim=ylim)
+    return [[n, float(smooth[n][-1])] for n in names]
+
+
 def trajectories(args, out: Path) -> None:
     from . import plot
 
@@ -61,18 +76,10 @@ def trajectories(args, out: Path) -> None:
 
 
 def optimizers(args, out: Path) -> None:
-    from . import plot
-
     c = ex.compare_optimizers(_data(args), args.optimizers, args.iterations, args.batch_size, backend=args.device,
                               seed=args.seed, progress=not args.no_progress)
-    smooth = {k: ex.smooth_curve(v) for k, v in c.series.items()}
-    names = list(c.series)
-    _write_csv(out / "optimizers.csv", ["iteration"] + names + [f"{n} smoothed" for n in names],
-               [[x] + [c.series[n][i] for n in names] + [float(smooth[n][i]) for n in names]
-                for i, x in enumerate(c.x)])
-    _plot(args, plot.curves, c.x, smooth, out / "optimizers.png", xlabel="iteration", ylabel="loss (smoothed)",
-          title="optimizers on MNIST (5-layer ReLU net, batch 128)", ylim=(0, 1))
-    _table(["optimizer", "final loss (smoothed)"], [[n, float(smooth[n][-1])] for n in names])
+    final = _loss_curves(args, out / "optimizers", c, "optimizers on MNIST (5-layer ReLU net, batch 128)", (0, 1))
+    _table(["optimizer", "final loss (smoothed)"], final)
 
 
 def init(args, out: Path) -> None:
@@ -80,13 +87,7 @@ def init(args, out: Path) -> None:
 
     c = ex.compare_init(_data(args), args.iterations, args.batch_size, backend=args.device, seed=args.seed,
                         progress=not args.no_progress)
-    smooth = {k: ex.smooth_curve(v) for k, v in c.series.items()}
-    names = list(c.series)
-    _write_csv(out / "init.csv", ["iteration"] + names + [f"{n} smoothed" for n in names],
-               [[x] + [c.series[n][i] for n in names] + [float(smooth[n][i]) for n in names]
-                for i, x in enumerate(c.x)])
-    _plot(args, plot.curves, c.x, smooth, out / "init.png", xlabel="iteration", ylabel="loss (smoothed)",
-          title="weight init on MNIST (5-layer ReLU net, SGD)", ylim=(0, 2.5))
+    final = _loss_curves(args, out / "init", c, "weight init on MNIST (5-layer ReLU net, SGD)", (0, 2.5))
     rows = []
     for act in ("sigmoid", "relu"):
         hists = ex.activation_histograms(act, seed=args.seed)
@@ -95,7 +96,7 @@ def init(args, out: Path) -> None:
         _plot(args, plot.histograms, hists, out / f"init_histograms_{act}.png",
               title=f"activations of a 5-layer {act} net")
     _write_csv(out / "init_activations.csv", ["activation", "init", "layer", "mean", "std"], rows)
-    _table(["init", "final loss (smoothed)"], [[n, float(smooth[n][-1])] for n in names])
+    _table(["init", "final loss (smoothed)"], final)
 
 
 def batchnorm(args, out: Path) -> None:

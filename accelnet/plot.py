@@ -24,6 +24,19 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path, title: str = "", axes=None, used: int | None = None) -> None:
+    """Hide the grid's unused panels, add the title, write the PNG and free the figure."""
+    plt = _pyplot()
+    if axes is not None:
+        for ax in list(axes.flat)[used:]:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def training_curves(history: list[dict], path, title: str = "") -> None:
     """Loss and train/test accuracy per epoch, side by side, as a PNG."""
     plt = _pyplot()
@@ -39,11 +52,7 @@ def training_curves(history: list[dict], path, title: str = "") -> None:
 
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def _grid(n: int, max_cols: int = 5):
@@ -65,13 +74,7 @@ def trajectories(paths: dict, f, path, title: str = "") -> None:
         ax.plot(p[:, 0], p[:, 1], "o-", color="red", markersize=3, linewidth=1)
         ax.plot(0, 0, "+", color="black", markersize=10)
         ax.set(xlim=(-10, 10), ylim=(-5, 5), xlabel="x", ylabel="y", title=name)
-    for ax in list(axes.flat)[len(paths):]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, title, axes, len(paths))
 
 
 def curves(x, series: dict, path, xlabel: str, ylabel: str, title: str = "", ylim=None) -> None:
@@ -84,9 +87,7 @@ def curves(x, series: dict, path, xlabel: str, ylabel: str, title: str = "", yli
     if ylim:
         ax.set_ylim(*ylim)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def histograms(hists: dict, path, title: str = "") -> None:
@@ -100,11 +101,7 @@ def histograms(hists: dict, path, title: str = "") -> None:
             ax.hist(a, bins=30, range=(0, 1), color="tab:blue")
             ax.set_title(f"{label}: layer {c + 1}", fontsize=9)
             ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def panels(items: dict, path, xlabel: str, ylabel: str, title: str = "", max_cols: int = 4, ylim=None) -> None:
@@ -125,13 +122,7 @@ def panels(items: dict, path, xlabel: str, ylabel: str, title: str = "", max_col
         if ylim:
             ax.set_ylim(*ylim)
     axes.flat[0].legend(fontsize=7)
-    for ax in list(axes.flat)[len(items):]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, title, axes, len(items))
 
 
 def tune_scatter(results: list, path, title: str = "") -> None:
@@ -142,6 +133,4 @@ def tune_scatter(results: list, path, title: str = "") -> None:
                     c=[r["val_acc"] for r in results], cmap="viridis", edgecolors="black", linewidths=0.4)
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="weight decay", title=title)
     fig.colorbar(sc, ax=ax, label="validation accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
