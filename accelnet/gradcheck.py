@@ -64,7 +64,7 @@ def check_gradients(model, loss=None, x=None, t=None, h: float = 1e-5, check_inp
 
     try:
         f()
-        dx = model.backward(loss.backward())
+        dx = model.backward(loss.backward(), input_grad=check_input)
         analytic = {name: g.copy() for name, g in model.grads.items()}
         if check_input:
             analytic["input"] = dx.copy()

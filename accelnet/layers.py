@@ -129,8 +129,12 @@ class Layer:
         self._last_out_shape = out.shape
         return out
 
-    def backward(self, dout):
-        """Given dL/d(output), write dL/d(params) into ``grads`` and return dL/d(input)."""
+    def backward(self, dout, input_grad: bool = True):
+        """Given dL/d(output), write dL/d(params) into ``grads`` and return dL/d(input).
+
+        With ``input_grad=False`` (the first layer of a model: nothing consumes dL/dx) only the
+        parameter gradients are computed and None is returned; a conv then skips its col2im.
+        """
         if self._last_out_shape is None:
             raise RuntimeError(f"{self._label()}: backward() called before forward()")
         if not self.backend.is_array(dout) or dout.shape != self._last_out_shape or dout.dtype != self.dtype:
@@ -138,13 +142,21 @@ class Layer:
                 f"{self._label()}: backward expected dout of shape {self._last_out_shape} and dtype "
                 f"{self.dtype.name}, received {self._describe(dout)}"
             )
-        return self._backward(dout)
+        if input_grad:
+            return self._backward(dout)
+        if self.params:
+            self._param_grads(dout)
+        return None
 
     def _forward(self, x):
         raise NotImplementedError
 
     def _backward(self, dout):
         raise NotImplementedError
+
+    def _param_grads(self, dout) -> None:
+        """Parameter gradients only; layers that can skip work for dL/dx override it."""
+        self._backward(dout)
 
     def train(self) -> "Layer":
         self.training = True
@@ -223,10 +235,13 @@ class Linear(Layer):
         self._x = x.reshape(x.shape[0], -1)
         return self._x @ self.params["W"] + self.params["b"]
 
-    def _backward(self, dout):
+    def _param_grads(self, dout):
         xp = self.xp
         xp.matmul(self._x.T, dout, out=self.grads["W"])
         xp.sum(dout, axis=0, out=self.grads["b"])
+
+    def _backward(self, dout):
+        self._param_grads(dout)
         return (dout @ self.params["W"].T).reshape(self._x_shape)
 
     def _repr_args(self):
@@ -365,7 +380,8 @@ class BatchNorm(Layer):
 
 
 class Conv2d(Layer):
-    """2-D convolution via im2col: weights (FN, C, FH, FW), bias (FN,), input (N, C, H, W)."""
+    """2-D convolution: weights (FN, C, FH, FW), bias (FN,), input (N, C, H, W). The backend's
+    kernels pick the method: direct per-image loops on the CPU at stride 1, im2col + GEMM otherwise."""
 
     def __init__(self, out_channels: int, kernel_size=3, stride: int = 1, pad: int = 0,
                  in_channels: int | None = None, init=None, name=None):
@@ -398,29 +414,20 @@ class Conv2d(Layer):
         return (self.out_channels, oh, ow)
 
     def _forward(self, x):
-        # im2col -> one GEMM -> rows (N*OH*OW, FN) -> bias added while transposing to (N, FN, OH, OW),
-        # so the next layers get a contiguous image batch.
-        xp, k = self.xp, self.kernels
-        fn = self.out_channels
-        fh, fw = self.kernel_size
         n = x.shape[0]
-        _, oh, ow = self.out_shape
-        self._x_shape = x.shape
-        col = k.im2col(x, fh, fw, self.stride, self.pad, out=self._buffer("col", (n * oh * ow, self.in_channels * fh * fw)))
-        self._col = col
-        rows = xp.matmul(col, self.params["W"].reshape(fn, -1).T, out=self._buffer("rows", (n * oh * ow, fn)))
-        return k.rows_to_nchw(rows, self.params["b"], out=xp.empty((n, fn, oh, ow), dtype=self.dtype))
+        self._x = x
+        out = self.xp.empty((n, *self.out_shape), dtype=self.dtype)
+        return self.kernels.conv2d(x, self.params["W"], self.params["b"], self.stride, self.pad, out=out)
+
+    def _param_grads(self, dout):
+        self._conv_backward(dout, need_dx=False)
 
     def _backward(self, dout):
-        xp, k = self.xp, self.kernels
-        fn = self.out_channels
-        fh, fw = self.kernel_size
-        w2 = self.params["W"].reshape(fn, -1)
-        drows = k.nchw_to_rows(dout, out=self._buffer("drows", (self._col.shape[0], fn)))
-        xp.sum(dout, axis=(0, 2, 3), out=self.grads["b"])
-        xp.matmul(drows.T, self._col, out=self.grads["W"].reshape(fn, -1))
-        dcol = xp.matmul(drows, w2, out=self._buffer("dcol", self._col.shape))
-        return k.col2im(dcol, self._x_shape, fh, fw, self.stride, self.pad)
+        return self._conv_backward(dout, need_dx=True)
+
+    def _conv_backward(self, dout, need_dx):
+        return self.kernels.conv2d_backward(dout, self._x, self.params["W"], self.stride, self.pad,
+                                            self.grads["W"], self.grads["b"], need_dx)
 
     def _repr_args(self):
         fh, fw = self.kernel_size

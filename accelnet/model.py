@@ -84,12 +84,18 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    def backward(self, dout=None):
-        """Backpropagate ``dout`` (default: the loss's gradient); grads land in ``arena.grad``."""
+    def backward(self, dout=None, input_grad: bool = False):
+        """Backpropagate ``dout`` (default: the loss's gradient); grads land in ``arena.grad``.
+
+        Returns dL/d(input) when ``input_grad`` is true, else None: training needs no gradient
+        for the data, and the first layer then skips computing it (as PyTorch does for inputs
+        that do not require grad).
+        """
         if dout is None:
             dout = self.loss_fn.backward()
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            dout = self.layers[i].backward(dout, input_grad=input_grad or i > 0)
         return dout
 
     def loss(self, x, t):

@@ -9,12 +9,13 @@ fused kernels match the reference bit for bit.
 
 from __future__ import annotations
 
+import sys
 import types
 
 import numpy as np
 from numba import njit, prange, uint64
 
-from . import elementwise
+from . import cpu_conv, elementwise, reference
 from .reference import conv_output_size
 
 # error_model='numpy': a division does not check for zero, so loops with one vectorize (3x on Adam).
@@ -425,3 +426,31 @@ def nchw_to_rows(x, out=None):
     out = _checked_out(out, (n * oh * ow, f), x.dtype)
     _nchw_to_rows(x.size, x, out)
     return out
+
+
+# -- convolution ----------------------------------------------------------------------------------
+
+
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None):
+    """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``: stride 1 directly
+    on each image in cache (``cpu_conv``), other strides by im2col + GEMM."""
+    x = np.ascontiguousarray(x)
+    n, f, fh, fw, oh, ow = reference._conv_shapes(x, w, stride, pad)
+    out = _checked_out(out, (n, f, oh, ow), x.dtype)
+    if stride != 1:
+        return reference.conv2d_gemm(_self, x, w, b, stride, pad, out)
+    return cpu_conv.conv2d(x, w, b, pad, out)
+
+
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True):
+    """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``)."""
+    x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
+    n, f, fh, fw, oh, ow = reference._conv_shapes(x, w, stride, pad)
+    if dout.shape != (n, f, oh, ow):
+        raise ValueError(f"conv2d_backward: dout must have shape {(n, f, oh, ow)}, got {dout.shape}")
+    if stride != 1:
+        return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx)
+    return cpu_conv.conv2d_backward(dout, x, w, pad, dw, db, np.empty_like(x) if need_dx else None)
+
+
+_self = sys.modules[__name__]

@@ -11,11 +11,12 @@ in Numba's simulator, which is how CPU-only CI checks them.
 
 from __future__ import annotations
 
+import sys
 
 import numpy as np
 from numba import cuda, float64
 
-from . import elementwise
+from . import elementwise, reference
 from .reference import conv_output_size
 
 THREADS = 256
@@ -445,3 +446,19 @@ def nchw_to_rows(x, out=None):
     out = _checked_out(xp, out, (n * oh * ow, f), x.dtype)
     _launch(_nchw_to_rows, out.size)(x, out)
     return out
+
+
+# -- convolution: im2col + cuBLAS GEMM, the form GPUs run well ---------------------------------------
+
+
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None):
+    """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``, as im2col + GEMM."""
+    return reference.conv2d_gemm(_self, x, w, b, stride, pad, out)
+
+
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True):
+    """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``)."""
+    return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx)
+
+
+_self = sys.modules[__name__]

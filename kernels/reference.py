@@ -7,6 +7,8 @@ exists. Every kernel here has the same signature as its twins in ``cpu.py`` and
 
 from __future__ import annotations
 
+import sys
+
 from accelnet.backend import array_namespace
 
 
@@ -211,3 +213,48 @@ def nchw_to_rows(x, out=None):
     n, f, oh, ow = x.shape
     res = x.transpose(0, 2, 3, 1).reshape(n * oh * ow, f)
     return _copy_into(xp, out, res)
+
+
+# -- convolution ------------------------------------------------------------------------------------
+
+
+def _conv_shapes(x, w, stride, pad):
+    n, c, h, wd = x.shape
+    f, wc, fh, fw = w.shape
+    if wc != c:
+        raise ValueError(f"conv2d: weights {tuple(w.shape)} expect {wc} input channels, x {tuple(x.shape)} has {c}")
+    return n, f, fh, fw, conv_output_size(h, fh, stride, pad), conv_output_size(wd, fw, stride, pad)
+
+
+def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None):
+    """Convolution as im2col -> one GEMM -> rows to (N, F, OH, OW), with kernel module ``k``'s
+    im2col and layout kernels (the GPU's form, and the CPU's for strided convolutions)."""
+    xp = array_namespace(x)
+    n, f, fh, fw, oh, ow = _conv_shapes(x, w, stride, pad)
+    col = k.im2col(x, fh, fw, stride, pad)
+    rows = xp.matmul(col, w.reshape(f, -1).T)
+    return k.rows_to_nchw(rows, b, out=_out(xp, out, (n, f, oh, ow), x.dtype))
+
+
+def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = True):
+    """Gradients of :func:`conv2d_gemm`: writes ``dw`` and ``db`` in place and returns dL/dx (None
+    unless ``need_dx``). The columns are rebuilt from ``x``, not kept from the forward pass."""
+    xp = array_namespace(x)
+    n, f, fh, fw, oh, ow = _conv_shapes(x, w, stride, pad)
+    col = k.im2col(x, fh, fw, stride, pad)
+    drows = k.nchw_to_rows(dout)
+    xp.sum(dout, axis=(0, 2, 3), out=db)
+    xp.matmul(drows.T, col, out=dw.reshape(f, -1))
+    if not need_dx:
+        return None
+    return k.col2im(drows @ w.reshape(f, -1), x.shape, fh, fw, stride, pad)
+
+
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None):
+    """Convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b`` (F,)."""
+    return conv2d_gemm(sys.modules[__name__], x, w, b, stride, pad, out)
+
+
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True):
+    """Gradients of :func:`conv2d`: writes ``dw`` (F, C, FH, FW) and ``db`` (F,), returns dL/dx or None."""
+    return conv2d_gemm_backward(sys.modules[__name__], dout, x, w, stride, pad, dw, db, need_dx)

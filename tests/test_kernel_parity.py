@@ -93,3 +93,70 @@ def test_conv_layout_kernels_match_the_reference(kernels):
     out1, out2 = np.empty((2, 5, 3, 4)), np.empty((2, 5, 3, 4))
     np.testing.assert_allclose(kernels.rows_to_nchw(rows, b, out1), ref.rows_to_nchw(rows, b, out2), rtol=1e-15)
     np.testing.assert_array_equal(kernels.nchw_to_rows(out1), ref.nchw_to_rows(out1))
+
+
+CONVS = [  # (x shape, filters, kernel, stride, pad): 3x3 and 5x5, channel counts off the 4-block, strides 1 and 2
+    ((3, 2, 7, 6), 5, 3, 1, 1),
+    ((2, 1, 8, 8), 3, 5, 1, 0),
+    ((2, 3, 6, 6), 4, 3, 1, 2),
+    ((2, 2, 7, 7), 6, 3, 2, 1),
+    ((9, 1, 4, 5), 2, 2, 1, 0),  # more images than the weight-gradient chunks
+]
+
+
+def _conv_case(shape, f, k, dtype, seed=3):
+    r = np.random.default_rng(seed)
+    x = r.standard_normal(shape).astype(dtype)
+    w = r.standard_normal((f, shape[1], k, k)).astype(dtype)
+    b = r.standard_normal(f).astype(dtype)
+    return r, x, w, b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape, f, k, stride, pad", CONVS)
+def test_conv2d_forward_matches_the_reference(kernels, shape, f, k, stride, pad, dtype):
+    _, x, w, b = _conv_case(shape, f, k, dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(kernels.conv2d(x, w, b, stride, pad), ref.conv2d(x, w, b, stride, pad),
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape, f, k, stride, pad", CONVS)
+def test_conv2d_backward_matches_the_reference(kernels, shape, f, k, stride, pad, dtype):
+    r, x, w, b = _conv_case(shape, f, k, dtype)
+    dout = r.standard_normal(ref.conv2d(x, w, b, stride, pad).shape).astype(dtype)
+    dw, db, dw_ref, db_ref = np.empty_like(w), np.empty_like(b), np.empty_like(w), np.empty_like(b)
+    dx = kernels.conv2d_backward(dout, x, w, stride, pad, dw, db)
+    dx_ref = ref.conv2d_backward(dout, x, w, stride, pad, dw_ref, db_ref)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_conv2d_backward_without_dx_writes_the_same_weight_gradients(kernels):
+    r, x, w, b = _conv_case((3, 2, 6, 6), 5, 3, np.float64)
+    dout = r.standard_normal((3, 5, 6, 6))
+    dw1, db1, dw2, db2 = (np.empty_like(a) for a in (w, b, w, b))
+    kernels.conv2d_backward(dout, x, w, 1, 1, dw1, db1, need_dx=True)
+    assert kernels.conv2d_backward(dout, x, w, 1, 1, dw2, db2, need_dx=False) is None
+    np.testing.assert_array_equal(dw1, dw2)
+    np.testing.assert_array_equal(db1, db2)
+
+
+def test_conv2d_is_deterministic(kernels):
+    r, x, w, b = _conv_case((9, 3, 6, 6), 5, 3, np.float32)
+    dout = r.standard_normal((9, 5, 6, 6)).astype(np.float32)
+    runs = []
+    for _ in range(2):
+        dw, db = np.empty_like(w), np.empty_like(b)
+        dx = kernels.conv2d_backward(dout, x, w, 1, 1, dw, db)
+        runs.append((kernels.conv2d(x, w, b, 1, 1), dx, dw, db))
+    for a, b2 in zip(*runs):
+        np.testing.assert_array_equal(a, b2)
+
+
+def test_conv2d_rejects_mismatched_channels(kernels):
+    _, x, w, b = _conv_case((2, 3, 5, 5), 4, 3, np.float32)
+    with pytest.raises(ValueError, match="input channels"):
+        kernels.conv2d(x, w[:, :2], b, 1, 1)

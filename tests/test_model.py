@@ -136,3 +136,17 @@ def test_conv_bias_gradient_has_the_bias_shape():
     m = Sequential([Conv2d(4, 3), Linear(2)], (2, 5, 5))
     m.gradient(m.to_device(np.ones((3, 2, 5, 5))), np.array([0, 1, 0]))
     assert m.grads["conv2d1.b"].shape == (4,)
+
+
+def test_backward_returns_no_input_gradient_unless_asked():
+    m = simple_convnet(filters=3, hidden_size=8, dtype="float64")
+    x = np.random.default_rng(0).random((2, 1, 28, 28))
+    t = np.array([1, 2])
+    m.loss(x, t)
+    assert m.backward() is None
+    grads = {k: v.copy() for k, v in m.grads.items()}
+    m.loss(x, t)
+    dx = m.backward(input_grad=True)
+    assert dx.shape == x.shape
+    for k, v in m.grads.items():
+        np.testing.assert_array_equal(v, grads[k])

@@ -1,0 +1,76 @@
+"""Where one training step's time goes: per-layer forward and backward, loss and optimizer.
+
+    python bench/profile_step.py deep_convnet [--batch 100] [--steps 30] [--device cpu]
+
+Each part is timed with the backend's clock (CUDA events on the GPU) over ``--steps`` steps
+after a few warm-up steps, and the medians are printed with their share of the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import accelnet  # noqa: I001 - before NumPy, so accelnet's thread-pool defaults apply (README, "Thread pools")
+import numpy as np
+
+from accelnet import get_backend
+from accelnet.models import PRESETS, get_preset
+from accelnet.optim import get_optimizer
+
+
+def profile(preset: str, batch: int = 100, steps: int = 30, device: str = "cpu", warmup: int = 5) -> list[tuple]:
+    """Median ms of each part of a step: [(part, forward ms, backward ms)], the loss and Adam last."""
+    b = get_backend(device)
+    model = get_preset(preset)(backend=b, seed=0)
+    opt = get_optimizer("adam", model)
+    r = np.random.default_rng(0)
+    x = model.to_device(r.random((batch, *model.input_shape)))
+    t = b.to_device(r.integers(0, model.output_shape[0], batch))
+    names = [layer.name for layer in model.layers] + ["loss", "adam"]
+    fwd = {n: [] for n in names}
+    bwd = {n: [] for n in names}
+    for i in range(warmup + steps):
+        keep = i >= warmup
+        h = x
+        for layer in model.layers:
+            box = []
+            dt = b.time_call(lambda: box.append(layer.forward(h)))
+            h = box[0]
+            if keep:
+                fwd[layer.name].append(dt)
+        dt = b.time_call(lambda: model.loss_fn.forward(h, t))
+        fwd["loss"].append(dt) if keep else None
+        dout_box = []
+        dt = b.time_call(lambda: dout_box.append(model.loss_fn.backward()))
+        bwd["loss"].append(dt) if keep else None
+        d = dout_box[0]
+        for layer in reversed(model.layers):
+            box = []
+            dt = b.time_call(lambda: box.append(layer.backward(d)))
+            d = box[0]
+            if keep:
+                bwd[layer.name].append(dt)
+        dt = b.time_call(opt.step)
+        bwd["adam"].append(dt) if keep else None
+    med = lambda v: statistics.median(v) * 1e3 if v else 0.0  # noqa: E731
+    return [(n, med(fwd[n]), med(bwd[n])) for n in names]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("preset", choices=sorted(PRESETS))
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    rows = profile(a.preset, a.batch, a.steps, a.device)
+    total = sum(f + bk for _, f, bk in rows)
+    print(f"{a.preset}, batch {a.batch}, {a.device}: {total:.2f} ms per step (sum of the parts' medians)")
+    print(f"{'part':<12} {'forward ms':>10} {'backward ms':>11} {'share':>6}")
+    for n, f, bk in rows:
+        print(f"{n:<12} {f:>10.3f} {bk:>11.3f} {100 * (f + bk) / total:>5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
