@@ -252,11 +252,11 @@ class ReLU(Layer):
     """max(0, x)."""
 
     def _forward(self, x):
-        self._mask = x > 0
-        return x * self._mask
+        self._mask = self.xp.empty(x.shape, dtype=bool)
+        return self.kernels.relu(x, self._mask)
 
     def _backward(self, dout):
-        return dout * self._mask
+        return self.kernels.relu_backward(dout, self._mask)
 
 
 class Sigmoid(Layer):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import accelnet  # noqa: I001 - before NumPy, so accelnet's thread-pool defaults apply (README, "Thread pools")
+import accelnet  # noqa: F401 - before NumPy, so accelnet's thread-pool defaults apply (README, "Thread pools")
 import numpy as np
 
 from accelnet import get_backend

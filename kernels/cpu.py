@@ -160,15 +160,15 @@ def _sgd(p, g, lr, wd, gscale):
 
 
 @_loop()
-def _momentum(p, g, v, lr, mu, wd, gscale):
+def _momentum(p, g, v, lr, mu, wd, gscale, tiny):
     for i in prange(p.size):
-        p[i], v[i] = _momentum_e(p[i], g[i], v[i], lr, mu, wd, gscale)
+        p[i], v[i] = _momentum_e(p[i], g[i], v[i], lr, mu, wd, gscale, tiny)
 
 
 @_loop()
-def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
+def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale, tiny):
     for i in prange(p.size):
-        p[i], v[i] = _nesterov_e(p[i], g[i], v[i], lr, mu, mu2, lr_1mu, wd, gscale)
+        p[i], v[i] = _nesterov_e(p[i], g[i], v[i], lr, mu, mu2, lr_1mu, wd, gscale, tiny)
 
 
 @_loop()
@@ -178,16 +178,16 @@ def _adagrad(p, g, h, lr, eps, wd, gscale):
 
 
 @_loop()
-def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
+def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale, tiny):
     for i in prange(p.size):
-        p[i], h[i] = _rmsprop_e(p[i], g[i], h[i], lr, decay, one_minus_decay, eps, wd, gscale)
+        p[i], h[i] = _rmsprop_e(p[i], g[i], h[i], lr, decay, one_minus_decay, eps, wd, gscale, tiny)
 
 
 @_loop()
-def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale):
+def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale, tiny):
     for i in prange(p.size):
         p[i], m[i], v[i] = _adam_e(p[i], g[i], m[i], v[i], lr_t, one_minus_b1, one_minus_b2, eps, wd,
-                                   wd_decoupled, gscale)
+                                   wd_decoupled, gscale, tiny)
 
 
 # A sum may be reassociated (that is what lets it vectorize); no nnan/ninf, so NaN still propagates.
@@ -211,6 +211,11 @@ def _check_flat(p, *others):
     return p.dtype.type
 
 
+def _tiny(p):
+    """The dtype's smallest normal number: decaying optimizer state below it is flushed to 0."""
+    return p.dtype.type(np.finfo(p.dtype).tiny)
+
+
 def sgd(p, g, lr, wd=0.0, gscale=1.0):
     """p -= lr * g."""
     s = _check_flat(p, g)
@@ -220,13 +225,13 @@ def sgd(p, g, lr, wd=0.0, gscale=1.0):
 def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """v = mu * v - lr * g; p += v."""
     s = _check_flat(p, g, v)
-    _momentum(p.size, p, g, v, s(lr), s(mu), s(wd), s(gscale))
+    _momentum(p.size, p, g, v, s(lr), s(mu), s(wd), s(gscale), _tiny(p))
 
 
 def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g."""
     s = _check_flat(p, g, v)
-    _nesterov(p.size, p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale))
+    _nesterov(p.size, p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale), _tiny(p))
 
 
 def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
@@ -238,13 +243,13 @@ def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
 def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
     """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
     s = _check_flat(p, g, h)
-    _rmsprop(p.size, p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale))
+    _rmsprop(p.size, p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale), _tiny(p))
 
 
 def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
     """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps)."""
     s = _check_flat(p, g, m, v)
-    _adam(p.size, p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale))
+    _adam(p.size, p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale), _tiny(p))
 
 
 def sum_squares(g) -> float:
@@ -282,12 +287,26 @@ def _maxpool2d(x, ph, pw, stride, out, argmax):
 
 
 @_loop()
-def _maxpool2d_backward(dout, argmax, pw, stride, dx):
+def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
     n, c, oh, ow = dout.shape
+    h, w = dx.shape[2], dx.shape[3]
+    # windows that tile the image exactly (the usual 2x2, stride 2): every pixel is written once,
+    # no zeroing pass over dx first
+    tiled = stride == ph and stride == pw and oh * stride == h and ow * stride == w
     for p in prange(n * c):
         i = p // c
         ch = p - i * c
         plane = dx[i, ch]
+        if tiled:
+            for oy in range(oh):
+                for ky in range(ph):
+                    row = plane[oy * stride + ky]
+                    for ox in range(ow):
+                        a = argmax[i, ch, oy, ox] - ky * pw
+                        g = dout[i, ch, oy, ox]
+                        for kx in range(pw):
+                            row[ox * stride + kx] = g if a == kx else 0
+            continue
         plane[:] = 0
         for oy in range(oh):
             for ox in range(ow):
@@ -336,11 +355,12 @@ def _pool_shape(x_shape, ph, pw, stride):
 
 
 def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
-    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max)."""
+    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max,
+    one byte per output where the window has at most 256 pixels: less memory traffic)."""
     x = np.ascontiguousarray(x)
     shape = _pool_shape(x.shape, ph, pw, stride)
     out = _checked_out(out, shape, x.dtype)
-    argmax = _checked_out(argmax, shape, np.intp)
+    argmax = _checked_out(argmax, shape, np.uint8 if ph * pw <= 256 else np.intp)
     _maxpool2d(x.size, x, ph, pw, stride, out, argmax)
     return out, argmax
 
@@ -349,7 +369,7 @@ def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out
     """Route each window's gradient to its max (summed where windows overlap)."""
     dout = np.ascontiguousarray(dout)
     dx = _checked_out(out, tuple(x_shape), dout.dtype)
-    _maxpool2d_backward(dx.size, dout, argmax, pw, stride, dx)
+    _maxpool2d_backward(dx.size, dout, argmax, ph, pw, stride, dx)
     return dx
 
 
@@ -379,6 +399,45 @@ def triad(a, b, c, s):
     """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
     t = _check_flat(a, b, c)
     _triad(a.size, a, b, c, t(s))
+
+
+# -- activations --------------------------------------------------------------------------------
+
+
+@_loop()
+def _relu(x, mask, out):
+    for i in prange(x.size):
+        v = x[i]
+        m = v > 0
+        mask[i] = m
+        out[i] = v * x.dtype.type(m)  # not max(v, 0): NaN must survive, as in x * (x > 0)
+
+
+@_loop()
+def _relu_backward(dout, mask, out):
+    for i in prange(dout.size):
+        out[i] = dout[i] * dout.dtype.type(mask[i])
+
+
+def _flat_pair(a, mask, out):
+    a = np.ascontiguousarray(a)
+    if mask.shape != a.shape or mask.dtype != np.bool_ or not mask.flags.c_contiguous:
+        raise ValueError(f"mask must be a C-contiguous bool array of shape {a.shape}, got {mask.shape} {mask.dtype}")
+    return a, _checked_out(out, a.shape, a.dtype)
+
+
+def relu(x, mask, out=None):
+    """max(0, x) as ``x * (x > 0)`` in one pass, writing the bool ``mask`` the backward pass needs."""
+    x, out = _flat_pair(x, mask, out)
+    _relu(x.size, x.reshape(-1), mask.reshape(-1), out.reshape(-1))
+    return out
+
+
+def relu_backward(dout, mask, out=None):
+    """dL/dx of :func:`relu`: ``dout * mask``."""
+    dout, out = _flat_pair(dout, mask, out)
+    _relu_backward(dout.size, dout.reshape(-1), mask.reshape(-1), out.reshape(-1))
+    return out
 
 
 # -- conv layout changes ----------------------------------------------------------------------------

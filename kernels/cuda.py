@@ -95,15 +95,15 @@ def _sgd(p, g, lr, wd, gscale):
 
 
 @cuda.jit(cache=True)
-def _momentum(p, g, v, lr, mu, wd, gscale):
+def _momentum(p, g, v, lr, mu, wd, gscale, tiny):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], v[i] = _momentum_d(p[i], g[i], v[i], lr, mu, wd, gscale)
+        p[i], v[i] = _momentum_d(p[i], g[i], v[i], lr, mu, wd, gscale, tiny)
 
 
 @cuda.jit(cache=True)
-def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
+def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale, tiny):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], v[i] = _nesterov_d(p[i], g[i], v[i], lr, mu, mu2, lr_1mu, wd, gscale)
+        p[i], v[i] = _nesterov_d(p[i], g[i], v[i], lr, mu, mu2, lr_1mu, wd, gscale, tiny)
 
 
 @cuda.jit(cache=True)
@@ -113,16 +113,16 @@ def _adagrad(p, g, h, lr, eps, wd, gscale):
 
 
 @cuda.jit(cache=True)
-def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
+def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale, tiny):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], h[i] = _rmsprop_d(p[i], g[i], h[i], lr, decay, one_minus_decay, eps, wd, gscale)
+        p[i], h[i] = _rmsprop_d(p[i], g[i], h[i], lr, decay, one_minus_decay, eps, wd, gscale, tiny)
 
 
 @cuda.jit(cache=True)
-def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale):
+def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale, tiny):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         p[i], m[i], v[i] = _adam_d(p[i], g[i], m[i], v[i], lr_t, one_minus_b1, one_minus_b2, eps, wd,
-                                   wd_decoupled, gscale)
+                                   wd_decoupled, gscale, tiny)
 
 
 @cuda.jit(cache=True)
@@ -147,6 +147,11 @@ def _sum_squares_partial(g, partial):
         partial[cuda.blockIdx.x] = buf[0]
 
 
+def _tiny(p):
+    """The dtype's smallest normal number: decaying optimizer state below it is flushed to 0."""
+    return p.dtype.type(np.finfo(p.dtype).tiny)
+
+
 def sgd(p, g, lr, wd=0.0, gscale=1.0):
     """p -= lr * g."""
     s = _check_flat(p, g)
@@ -156,13 +161,13 @@ def sgd(p, g, lr, wd=0.0, gscale=1.0):
 def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """v = mu * v - lr * g; p += v."""
     s = _check_flat(p, g, v)
-    _launch(_momentum, p.size)(p, g, v, s(lr), s(mu), s(wd), s(gscale))
+    _launch(_momentum, p.size)(p, g, v, s(lr), s(mu), s(wd), s(gscale), _tiny(p))
 
 
 def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g."""
     s = _check_flat(p, g, v)
-    _launch(_nesterov, p.size)(p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale))
+    _launch(_nesterov, p.size)(p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale), _tiny(p))
 
 
 def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
@@ -174,13 +179,13 @@ def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
 def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
     """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
     s = _check_flat(p, g, h)
-    _launch(_rmsprop, p.size)(p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale))
+    _launch(_rmsprop, p.size)(p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale), _tiny(p))
 
 
 def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
     """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps)."""
     s = _check_flat(p, g, m, v)
-    _launch(_adam, p.size)(p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale))
+    _launch(_adam, p.size)(p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale), _tiny(p))
 
 
 def sum_squares(g) -> float:
@@ -399,6 +404,45 @@ def avgpool2d_backward(dout, x_shape, ph: int, pw: int, stride: int, out=None):
     dx = _checked_out(xp, out, tuple(x_shape), dout.dtype)
     _launch(_avgpool2d_backward, dx.size)(dout, ph, pw, stride, np.dtype(dout.dtype).type(ph * pw), dx)
     return dx
+
+
+# -- activations ----------------------------------------------------------------------------------------
+
+@cuda.jit(cache=True)
+def _relu(x, mask, out):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = x[i]
+        m = v > 0
+        mask[i] = m
+        out[i] = v * (1 if m else 0)  # not max(v, 0): NaN must survive, as in x * (x > 0)
+
+
+@cuda.jit(cache=True)
+def _relu_backward(dout, mask, out):
+    for i in range(cuda.grid(1), dout.size, cuda.gridsize(1)):
+        out[i] = dout[i] * (1 if mask[i] else 0)
+
+
+def _flat_pair(a, mask, out):
+    xp = _xp(a)
+    a = xp.ascontiguousarray(a)
+    if tuple(mask.shape) != tuple(a.shape) or mask.dtype != np.bool_ or not mask.flags.c_contiguous:
+        raise ValueError(f"mask must be a C-contiguous bool array of shape {a.shape}, got {mask.shape} {mask.dtype}")
+    return a, _checked_out(xp, out, a.shape, a.dtype)
+
+
+def relu(x, mask, out=None):
+    """max(0, x) as ``x * (x > 0)`` in one pass, writing the bool ``mask`` the backward pass needs."""
+    x, out = _flat_pair(x, mask, out)
+    _launch(_relu, x.size)(x.reshape(-1), mask.reshape(-1), out.reshape(-1))
+    return out
+
+
+def relu_backward(dout, mask, out=None):
+    """dL/dx of :func:`relu`: ``dout * mask``."""
+    dout, out = _flat_pair(dout, mask, out)
+    _launch(_relu_backward, dout.size)(dout.reshape(-1), mask.reshape(-1), out.reshape(-1))
+    return out
 
 
 # -- conv layout changes -------------------------------------------------------------------------------

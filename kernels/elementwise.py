@@ -5,6 +5,11 @@ Operation for operation they are ``reference.py``'s formulas (the book's), so th
 kernels match the oracle bit for bit where no reduction reorders sums. Each takes one
 element of p, g and the state and returns the new values; ``wd`` (L2) and ``gscale``
 (clipping) are folded into the gradient first.
+
+State that decays geometrically (momentum's v, RMSprop's h, Adam's m and v) is flushed to zero
+once it falls below ``tiny``, the dtype's smallest normal number: a unit whose gradient stays 0
+(a dead ReLU) would otherwise decay into subnormals, which cost x86 ~100 cycles per operation
+(Adam over such a buffer ran 10x slower). The change is below 1.2e-38 in float32.
 """
 
 import math
@@ -14,15 +19,17 @@ def sgd(p, g, lr, wd, gscale):
     return p - lr * (g * gscale + wd * p)
 
 
-def momentum(p, g, v, lr, mu, wd, gscale):
+def momentum(p, g, v, lr, mu, wd, gscale, tiny):
     v = mu * v - lr * (g * gscale + wd * p)
+    v = v if abs(v) >= tiny else v - v  # (v - v: a zero of v's type; v * 0 would be float64)
     return p + v, v
 
 
-def nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
+def nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale, tiny):
     gi = g * gscale + wd * p
     v = v * mu
     v = v - lr * gi
+    v = v if abs(v) >= tiny else v - v
     p = p + mu2 * v
     return p - lr_1mu * gi, v
 
@@ -33,16 +40,19 @@ def adagrad(p, g, h, lr, eps, wd, gscale):
     return p - lr * gi / (math.sqrt(h) + eps), h
 
 
-def rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
+def rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale, tiny):
     gi = g * gscale + wd * p
     h = h * decay
     h = h + one_minus_decay * gi * gi
+    h = h if h >= tiny else h - h
     return p - lr * gi / (math.sqrt(h) + eps), h
 
 
-def adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale):
+def adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale, tiny):
     gi = g * gscale + wd * p
     m = m + one_minus_b1 * (gi - m)
     v = v + one_minus_b2 * (gi * gi - v)
+    m = m if abs(m) >= tiny else m - m
+    v = v if v >= tiny else v - v
     p = p - wd_decoupled * p
     return p - lr_t * m / (math.sqrt(v) + eps), m, v

@@ -73,6 +73,12 @@ def _grad(p, g, wd, gscale):
     return g * gscale + wd * p
 
 
+def _flush(a):
+    """Decaying state below the smallest normal number -> 0 (why: kernels/elementwise.py)."""
+    xp = array_namespace(a)
+    a[xp.abs(a) < xp.finfo(a.dtype).tiny] = 0
+
+
 def sgd(p, g, lr, wd=0.0, gscale=1.0):
     """p -= lr * g."""
     p -= lr * _grad(p, g, wd, gscale)
@@ -82,6 +88,7 @@ def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """v = mu * v - lr * g; p += v."""
     g = _grad(p, g, wd, gscale)
     v[...] = mu * v - lr * g
+    _flush(v)
     p += v
 
 
@@ -90,6 +97,7 @@ def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     g = _grad(p, g, wd, gscale)
     v *= mu
     v -= lr * g
+    _flush(v)
     p += (mu * mu) * v
     p -= ((1 + mu) * lr) * g
 
@@ -108,6 +116,7 @@ def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
     g = _grad(p, g, wd, gscale)
     h *= decay
     h += (1 - decay) * g * g
+    _flush(h)
     p -= lr * g / (xp.sqrt(h) + eps)
 
 
@@ -121,6 +130,8 @@ def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1
     g = _grad(p, g, wd, gscale)
     m += (1 - beta1) * (g - m)
     v += (1 - beta2) * (g * g - v)
+    _flush(m)
+    _flush(v)
     p -= wd_decoupled * p
     p -= lr_t * m / (xp.sqrt(v) + eps)
 
@@ -195,6 +206,22 @@ def _copy_into(xp, out, value):
 def triad(a, b, c, s):
     """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
     a[...] = b + s * c
+
+
+# -- activations ------------------------------------------------------------------------------------
+
+
+def relu(x, mask, out=None):
+    """max(0, x) as ``x * (x > 0)`` (a NaN stays NaN, so divergence reaches the loss); writes the
+    mask (bool, x's shape) that the backward pass needs."""
+    xp = array_namespace(x)
+    mask[...] = x > 0
+    return _copy_into(xp, out, x * mask)
+
+
+def relu_backward(dout, mask, out=None):
+    """dL/dx of :func:`relu`: ``dout * mask``."""
+    return _copy_into(array_namespace(dout), out, dout * mask)
 
 
 # -- conv layout changes ----------------------------------------------------------------------------

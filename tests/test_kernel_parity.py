@@ -71,10 +71,11 @@ def test_im2col_and_col2im_match_the_reference(kernels, shape, k, stride, pad):
                                rtol=1e-12)
 
 
-@pytest.mark.parametrize("ph, pw, stride", [(2, 2, 2), (3, 3, 2)])
-def test_pooling_kernels_match_the_reference(kernels, ph, pw, stride):
+@pytest.mark.parametrize("size, ph, pw, stride", [(6, 2, 2, 2), (5, 2, 2, 2), (5, 3, 3, 2)],
+                         ids=["tiling", "edge-left-over", "overlapping"])
+def test_pooling_kernels_match_the_reference(kernels, size, ph, pw, stride):
     r = np.random.default_rng(4)
-    x = r.standard_normal((2, 2, 5, 5))
+    x = r.standard_normal((2, 2, size, size))
     out, am = kernels.maxpool2d(x, ph, pw, stride)
     rout, ram = ref.maxpool2d(x, ph, pw, stride)
     np.testing.assert_array_equal(out, rout)
@@ -160,3 +161,46 @@ def test_conv2d_rejects_mismatched_channels(kernels):
     _, x, w, b = _conv_case((2, 3, 5, 5), 4, 3, np.float32)
     with pytest.raises(ValueError, match="input channels"):
         kernels.conv2d(x, w[:, :2], b, 1, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_relu_kernels_match_the_reference(kernels, dtype):
+    r = np.random.default_rng(4)
+    x = r.standard_normal((3, 4, 5, 7)).astype(dtype)
+    x[0, 0, 0, :3] = [np.nan, -np.inf, 0.0]
+    dout = r.standard_normal(x.shape).astype(dtype)
+    m1, m2 = np.empty(x.shape, bool), np.empty(x.shape, bool)
+    with np.errstate(invalid="ignore"):  # -inf * 0
+        np.testing.assert_array_equal(kernels.relu(x, m1), ref.relu(x, m2))
+    np.testing.assert_array_equal(m1, m2)
+    np.testing.assert_array_equal(kernels.relu_backward(dout, m1), ref.relu_backward(dout, m2))
+
+
+def test_relu_keeps_nan_so_divergence_reaches_the_loss(kernels):
+    out = kernels.relu(np.array([np.nan, -1.0, 2.0]), np.empty(3, bool))
+    assert np.isnan(out[0]) and out[1] == 0 and out[2] == 2
+
+
+DECAYING = {  # no weight decay and a zero gradient: the state only decays
+    "momentum": (lambda k, p, g, s: k.momentum(p, g, s[0], 0.1, 0.9), 1),
+    "nesterov": (lambda k, p, g, s: k.nesterov(p, g, s[0], 0.1, 0.9), 1),
+    "rmsprop": (lambda k, p, g, s: k.rmsprop(p, g, s[0], 0.01, 0.99, 1e-7), 1),
+    "adam": (lambda k, p, g, s: k.adam(p, g, s[0], s[1], 0.01, 0.9, 0.999, 1e-7), 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECAYING))
+def test_decaying_state_is_flushed_to_zero_not_left_subnormal(kernels, name):
+    # a unit whose gradient stays 0 (a dead ReLU): its state decays geometrically; subnormal
+    # floats would make every later update of it ~100x slower on x86
+    fn, nstate = DECAYING[name]
+    tiny = np.finfo(np.float32).tiny
+    g = np.zeros(4, np.float32)
+    for module in (kernels, ref):
+        p = np.ones(4, np.float32)
+        state = [np.full(4, 3 * tiny, np.float32) for _ in range(nstate)]
+        for _ in range(1200):  # Adam's v, decaying by 0.999, needs ~1100 steps to get below tiny
+            fn(module, p, g, state)
+            for s in state:
+                assert not ((s != 0) & (np.abs(s) < tiny)).any(), f"{module.__name__}: subnormal state {s}"
+        assert all((s == 0).all() for s in state), f"{module.__name__}: {state}"
