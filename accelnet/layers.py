@@ -233,16 +233,17 @@ class Linear(Layer):
     def _forward(self, x):
         self._x_shape = x.shape
         self._x = x.reshape(x.shape[0], -1)
-        return self._x @ self.params["W"] + self.params["b"]
+        out = self.kernels.matmul(self._x, self.params["W"])
+        out += self.params["b"]
+        return out
 
     def _param_grads(self, dout):
-        xp = self.xp
-        xp.matmul(self._x.T, dout, out=self.grads["W"])
-        xp.sum(dout, axis=0, out=self.grads["b"])
+        self.kernels.matmul(self._x.T, dout, out=self.grads["W"])
+        self.xp.sum(dout, axis=0, out=self.grads["b"])
 
     def _backward(self, dout):
         self._param_grads(dout)
-        return (dout @ self.params["W"].T).reshape(self._x_shape)
+        return self.kernels.matmul(dout, self.params["W"].T).reshape(self._x_shape)
 
     def _repr_args(self):
         return f"{self.in_features}, {self.out_features}" if self.in_features else f"{self.out_features}"

@@ -15,6 +15,8 @@ import types
 import numpy as np
 from numba import njit, prange, uint64
 
+from accelnet.backend import set_blas_threads
+
 from . import cpu_conv, elementwise, reference
 from .reference import conv_output_size
 
@@ -399,6 +401,19 @@ def triad(a, b, c, s):
     """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
     t = _check_flat(a, b, c)
     _triad(a.size, a, b, c, t(s))
+
+
+# Products below this many flops run on one OpenBLAS thread: waking a second costs more than it
+# saves (accelnet.backend.set_blas_threads). 30 MFLOP: (100 x 784) @ (784 x 100) takes 0.13 ms
+# on one thread and gains nothing from two; at 150 MFLOP two threads save ~0.5 ms.
+SMALL_PRODUCT_FLOPS = 30e6
+
+
+def matmul(a, b, out=None):
+    """a @ b for 2-D arrays, small products on one BLAS thread."""
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[-1]
+    set_blas_threads(1 if flops < SMALL_PRODUCT_FLOPS else None)
+    return np.matmul(a, b, out=out)
 
 
 # -- activations --------------------------------------------------------------------------------

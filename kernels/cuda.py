@@ -406,6 +406,11 @@ def avgpool2d_backward(dout, x_shape, ph: int, pw: int, stride: int, out=None):
     return dx
 
 
+def matmul(a, b, out=None):
+    """a @ b for 2-D arrays (cuBLAS through CuPy)."""
+    return _xp(a).matmul(a, b, out=out)
+
+
 # -- activations ----------------------------------------------------------------------------------------
 
 @cuda.jit(cache=True)

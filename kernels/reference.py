@@ -208,6 +208,11 @@ def triad(a, b, c, s):
     a[...] = b + s * c
 
 
+def matmul(a, b, out=None):
+    """a @ b for 2-D arrays (the Linear layer's products)."""
+    return array_namespace(a).matmul(a, b, out=out)
+
+
 # -- activations ------------------------------------------------------------------------------------
 
 

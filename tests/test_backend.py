@@ -56,3 +56,32 @@ def test_only_float32_and_float64_are_model_dtypes(bad):
 
 def test_package_exports_version():
     assert accelnet.__version__
+
+
+def test_blas_threads_can_be_set_per_product_and_restored():
+    from accelnet.backend import set_blas_threads
+
+    if set_blas_threads.threads() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS found in /proc/self/maps")
+    default = set_blas_threads.default
+    try:
+        set_blas_threads(1)
+        assert set_blas_threads.threads() == 1
+        set_blas_threads(None)
+        assert set_blas_threads.threads() == default
+    finally:
+        set_blas_threads(None)
+
+
+def test_small_products_run_on_one_blas_thread_and_large_ones_on_all():
+    from accelnet.backend import set_blas_threads
+    from accelnet.kernels import cpu
+
+    if set_blas_threads.threads() is None or set_blas_threads.default < 2:
+        pytest.skip("needs OpenBLAS with 2+ threads")
+    a = np.ones((10, 10), np.float32)
+    cpu.matmul(a, a)
+    assert set_blas_threads.threads() == 1
+    big = np.ones((400, 400), np.float32)
+    np.testing.assert_array_equal(cpu.matmul(big, big), big @ big)
+    assert set_blas_threads.threads() == set_blas_threads.default
