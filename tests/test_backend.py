@@ -85,3 +85,19 @@ def test_small_products_run_on_one_blas_thread_and_large_ones_on_all():
     big = np.ones((400, 400), np.float32)
     np.testing.assert_array_equal(cpu.matmul(big, big), big @ big)
     assert set_blas_threads.threads() == set_blas_threads.default
+
+
+def test_freed_activation_memory_is_kept_unless_the_user_opts_out(monkeypatch):
+    from accelnet import backend
+
+    monkeypatch.setenv("ACCELNET_KEEP_FREED_MEMORY", "0")
+    assert backend._keep_freed_memory() is False
+    monkeypatch.delenv("ACCELNET_KEEP_FREED_MEMORY")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000")  # the user's own glibc tuning wins
+    assert backend._keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    import ctypes
+
+    if not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("not glibc")
+    assert backend._keep_freed_memory() is True
