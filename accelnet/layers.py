@@ -417,8 +417,10 @@ class Conv2d(Layer):
     def _forward(self, x):
         n = x.shape[0]
         self._x = x
+        self._cache = {}  # what the kernels keep for the backward pass (im2col's columns)
         out = self.xp.empty((n, *self.out_shape), dtype=self.dtype)
-        return self.kernels.conv2d(x, self.params["W"], self.params["b"], self.stride, self.pad, out=out)
+        return self.kernels.conv2d(x, self.params["W"], self.params["b"], self.stride, self.pad, out=out,
+                                   cache=self._cache)
 
     def _param_grads(self, dout):
         self._conv_backward(dout, need_dx=False)
@@ -428,7 +430,7 @@ class Conv2d(Layer):
 
     def _conv_backward(self, dout, need_dx):
         return self.kernels.conv2d_backward(dout, self._x, self.params["W"], self.stride, self.pad,
-                                            self.grads["W"], self.grads["b"], need_dx)
+                                            self.grads["W"], self.grads["b"], need_dx, cache=self._cache)
 
     def _repr_args(self):
         fh, fw = self.kernel_size

@@ -258,22 +258,27 @@ def _conv_shapes(x, w, stride, pad):
     return n, f, fh, fw, conv_output_size(h, fh, stride, pad), conv_output_size(wd, fw, stride, pad)
 
 
-def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None):
+def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
     """Convolution as im2col -> one GEMM -> rows to (N, F, OH, OW), with kernel module ``k``'s
-    im2col and layout kernels (the GPU's form, and the CPU's for strided convolutions)."""
+    im2col and layout kernels (the GPU's form, and the CPU's for strided or small images).
+    A ``cache`` dict keeps the columns for the backward pass."""
     xp = array_namespace(x)
     n, f, fh, fw, oh, ow = _conv_shapes(x, w, stride, pad)
     col = k.im2col(x, fh, fw, stride, pad)
+    if cache is not None:
+        cache["col"] = col
     rows = xp.matmul(col, w.reshape(f, -1).T)
     return k.rows_to_nchw(rows, b, out=_out(xp, out, (n, f, oh, ow), x.dtype))
 
 
-def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = True):
+def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None):
     """Gradients of :func:`conv2d_gemm`: writes ``dw`` and ``db`` in place and returns dL/dx (None
-    unless ``need_dx``). The columns are rebuilt from ``x``, not kept from the forward pass."""
+    unless ``need_dx``). The columns come from the forward pass's ``cache``, else from ``x``."""
     xp = array_namespace(x)
     n, f, fh, fw, oh, ow = _conv_shapes(x, w, stride, pad)
-    col = k.im2col(x, fh, fw, stride, pad)
+    col = cache.get("col") if cache else None
+    if col is None:
+        col = k.im2col(x, fh, fw, stride, pad)
     drows = k.nchw_to_rows(dout)
     xp.sum(dout, axis=(0, 2, 3), out=db)
     xp.matmul(drows.T, col, out=dw.reshape(f, -1))
@@ -282,11 +287,12 @@ def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = Tru
     return k.col2im(drows @ w.reshape(f, -1), x.shape, fh, fw, stride, pad)
 
 
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None):
-    """Convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b`` (F,)."""
-    return conv2d_gemm(sys.modules[__name__], x, w, b, stride, pad, out)
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
+    """Convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b`` (F,).
+    ``cache``: a dict the kernels may keep intermediates in for :func:`conv2d_backward`."""
+    return conv2d_gemm(sys.modules[__name__], x, w, b, stride, pad, out, cache)
 
 
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True):
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None):
     """Gradients of :func:`conv2d`: writes ``dw`` (F, C, FH, FW) and ``db`` (F,), returns dL/dx or None."""
-    return conv2d_gemm_backward(sys.modules[__name__], dout, x, w, stride, pad, dw, db, need_dx)
+    return conv2d_gemm_backward(sys.modules[__name__], dout, x, w, stride, pad, dw, db, need_dx, cache)
