@@ -45,9 +45,9 @@ def profile(preset: str, batch: int = 100, steps: int = 30, device: str = "cpu",
         dt = b.time_call(lambda: dout_box.append(model.loss_fn.backward()))
         bwd["loss"].append(dt) if keep else None
         d = dout_box[0]
-        for layer in reversed(model.layers):
-            box = []
-            dt = b.time_call(lambda: box.append(layer.backward(d)))
+        for i_layer in range(len(model.layers) - 1, -1, -1):  # as Sequential.backward: no dL/dx for the data
+            layer, box = model.layers[i_layer], []
+            dt = b.time_call(lambda: box.append(layer.backward(d, input_grad=i_layer > 0)))
             d = box[0]
             if keep:
                 bwd[layer.name].append(dt)

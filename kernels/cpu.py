@@ -268,10 +268,24 @@ def sum_squares(g) -> float:
 @_loop()
 def _maxpool2d(x, ph, pw, stride, out, argmax):
     n, c, oh, ow = out.shape
+    one = uint64(1)
     for p in prange(n * c):
         i = p // c
         ch = p - i * c
         plane = x[i, ch]
+        if ph == 2 and pw == 2 and stride == 2:  # the usual pool: the window unrolled, no branches
+            for oy in range(oh):
+                best, arg = out[i, ch, oy], argmax[i, ch, oy]
+                r0, r1 = plane[2 * oy], plane[2 * oy + 1]
+                for ox in range(uint64(ow)):
+                    m, k = r0[2 * ox], 0
+                    for t, v in ((1, r0[2 * ox + one]), (2, r1[2 * ox]), (3, r1[2 * ox + one])):
+                        take = (m == m) & ((v > m) | (v != v))  # the first NaN wins, as below
+                        m = v if take else m
+                        k = t if take else k
+                    best[ox] = m
+                    arg[ox] = k
+            continue
         for oy in range(oh):
             for ox in range(ow):
                 y0, x0 = oy * stride, ox * stride

@@ -205,3 +205,14 @@ def test_decaying_state_is_flushed_to_zero_not_left_subnormal(kernels, name):
             for s in state:
                 assert not ((s != 0) & (np.abs(s) < tiny)).any(), f"{module.__name__}: subnormal state {s}"
         assert all((s == 0).all() for s in state), f"{module.__name__}: {state}"
+
+
+@pytest.mark.parametrize("ph, stride", [(2, 2), (3, 1)], ids=["2x2-fast-path", "general"])
+def test_maxpool_lets_the_first_nan_win_like_the_reference(kernels, ph, stride):
+    x = np.random.default_rng(6).standard_normal((1, 2, 6, 6))
+    x[0, 0, 1, 1] = x[0, 1, 0, 1] = np.nan
+    x[0, 1, 1, 0] = np.inf
+    out, am = kernels.maxpool2d(x, ph, ph, stride)
+    rout, ram = ref.maxpool2d(x, ph, ph, stride)
+    np.testing.assert_array_equal(out, rout)
+    np.testing.assert_array_equal(am, ram)
