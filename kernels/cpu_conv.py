@@ -29,19 +29,22 @@ _FWD = dict(fastmath={"contract"}, **_FLAGS)
 _RED = dict(fastmath={"contract", "reassoc", "nsz"}, **_FLAGS)
 
 CO_BLOCK = 4  # output channels per pass; weights are zero-padded to a multiple of it
-CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
+CHUNKS = 8  # image groups are split into this many chunks for the weight gradient's partial sums
+GROUP_ELEMS = 512  # grid positions per group of images (group_size)
 
 
 @njit(inline="always")
-def _pad_image(src, pad, wp, dst):
-    """(C, H, W) image -> zero-padded (C, psz) rows of width wp."""
-    c, h, w = src.shape
+def _pad_group(x, i0, i1, pad, wp, psz, dst):
+    """Images i0..i1-1 of x (N, C, H, W), zero-padded to rows of width wp, one per psz block of dst."""
+    _, c, h, w = x.shape
     dst[:] = 0
-    for ch in range(c):
-        for y in range(h):
-            row = (y + pad) * wp + pad
-            for x in range(w):
-                dst[ch, row + x] = src[ch, y, x]
+    for i in range(i0, i1):
+        base = (i - i0) * psz + pad * wp + pad
+        for ch in range(c):
+            for y in range(h):
+                row = base + y * wp
+                for xx in range(w):
+                    dst[ch, row + xx] = x[i, ch, y, xx]
 
 
 @njit(fastmath={"contract"}, error_model="numpy", cache=True)
@@ -83,62 +86,74 @@ def _correlate(src, start, w4, f0, wp, plane, acc):
 
 
 @njit(**_FWD)
-def _conv2d(x, w4, b, pad, out):
+def _conv2d(x, w4, b, pad, group, out):
     n, c, h, wd = x.shape
     fb = w4.shape[0]  # output channels rounded up to CO_BLOCK
     _, f, oh, ow = out.shape
     hp, wp = h + 2 * pad, wd + 2 * pad
-    plane = oh * wp
-    psz = (hp + 1) * wp  # one row of slack: the garbage columns' reads stay inside
-    for i in prange(n):
-        xp = np.empty((c, psz), x.dtype)
-        _pad_image(x[i], pad, wp, xp)
-        acc = np.empty((CO_BLOCK, plane), x.dtype)
+    psz = (hp + 1) * wp  # one row of slack: the garbage columns' reads stay inside the block
+    for gi in prange((n + group - 1) // group):
+        i0 = gi * group
+        i1 = min(n, i0 + group)
+        plane = (i1 - i0 - 1) * psz + oh * wp  # up to the last image's last output
+        xp = np.empty((c, group * psz), x.dtype)
+        _pad_group(x, i0, i1, pad, wp, psz, xp)
+        acc = np.empty((CO_BLOCK, group * psz), x.dtype)
         for f0 in range(0, fb, CO_BLOCK):
             _correlate(xp, 0, w4, f0, wp, plane, acc)
             for q in range(min(CO_BLOCK, f - f0)):
                 bias = b[f0 + q]
                 aq = acc[q]
-                dst = out[i, f0 + q]
-                for y in range(oh):
-                    for xx in range(ow):
-                        dst[y, xx] = aq[y * wp + xx] + bias
+                for i in range(i0, i1):
+                    dst = out[i, f0 + q]
+                    base = (i - i0) * psz
+                    for y in range(oh):
+                        for xx in range(ow):
+                            dst[y, xx] = aq[base + y * wp + xx] + bias
 
 
 @njit(**_RED)
-def _conv2d_backward(dout, x, w4, wflip, pad, need_dx, dw_part, db_part, dx):
+def _conv2d_backward(dout, x, w4, wflip, pad, group, need_dx, dw_part, db_part, dx):
     n, c, h, wd = x.shape
     fb, _, fh, fw = w4.shape
     cb = wflip.shape[0]  # input channels rounded up to CO_BLOCK
     _, f, oh, ow = dout.shape
     hp, wp = h + 2 * pad, wd + 2 * pad
-    plane = oh * wp
     psz = (hp + 1) * wp
     # dout on the grid, shifted right by the kernel's extent m: the input gradient at padded
-    # position q is sum over taps of wflip * gm[q + ky*wp + kx], the forward correlation again
+    # position q is sum over taps of wflip * gm[q + ky*wp + kx], the forward correlation again.
+    # Each image's block leaves fh zero rows after its outputs, so neighbours never mix.
     m = (fh - 1) * wp + (fw - 1)
-    gsz = m + hp * wp + wp
+    gsz = m + group * psz + wp
+    ngroups = (n + group - 1) // group
     chunks = dw_part.shape[0]
     one, two = uint64(1), uint64(2)
     zero = x.dtype.type(0)
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
-        lo, hi = k * n // chunks, (k + 1) * n // chunks
+        g_lo, g_hi = k * ngroups // chunks, (k + 1) * ngroups // chunks
         dwk, dbk = dw_part[k], db_part[k]
         dwk[:] = 0
         dbk[:] = 0
-        xp = np.empty((c, psz), x.dtype)
-        gm = np.zeros((fb, gsz), x.dtype)  # zero off the outputs and in the padded channels
-        acc = np.empty((CO_BLOCK, h * wp), x.dtype)
-        for i in range(lo, hi):
-            _pad_image(x[i], pad, wp, xp)
+        xp = np.empty((c, group * psz), x.dtype)
+        gm = np.empty((fb, gsz), x.dtype)
+        acc = np.empty((CO_BLOCK, group * psz), x.dtype)
+        for gi in range(g_lo, g_hi):
+            i0 = gi * group
+            i1 = min(n, i0 + group)
+            plane = (i1 - i0 - 1) * psz + oh * wp
+            _pad_group(x, i0, i1, pad, wp, psz, xp)
+            gm[:] = 0  # zero off the outputs and in the padded channels
             for q in range(f):
-                gq, dq = gm[q], dout[i, q]
+                gq = gm[q]
                 sb = dbk[q]
-                for y in range(oh):
-                    for xx in range(ow):
-                        v = dq[y, xx]
-                        gq[m + y * wp + xx] = v
-                        sb += v
+                for i in range(i0, i1):
+                    dq = dout[i, q]
+                    base = m + (i - i0) * psz
+                    for y in range(oh):
+                        for xx in range(ow):
+                            v = dq[y, xx]
+                            gq[base + y * wp + xx] = v
+                            sb += v
                 dbk[q] = sb
             # dW[f, ch, ky, kx] += sum_j g[f, j] * xp[ch, ky*wp + kx + j], g[f, j] = gm[f, m + j]
             for f0 in range(0, fb, CO_BLOCK):
@@ -192,15 +207,17 @@ def _conv2d_backward(dout, x, w4, wflip, pad, need_dx, dw_part, db_part, dx):
                             dwk[f0 + 3, ch, ky, kx] += t3
             if not need_dx:
                 continue
-            for c0 in range(0, cb, CO_BLOCK):  # only the image's own rows, not the padding's
-                _correlate(gm, pad * wp, wflip, c0, wp, h * wp, acc)
+            for c0 in range(0, cb, CO_BLOCK):  # only the images' own rows, not the padding's
+                _correlate(gm, pad * wp, wflip, c0, wp, (i1 - i0 - 1) * psz + h * wp, acc)
                 for q in range(min(CO_BLOCK, c - c0)):
                     aq = acc[q]
-                    dst = dx[i, c0 + q]
-                    for y in range(h):
-                        row0 = y * wp + pad
-                        for xx in range(wd):
-                            dst[y, xx] = aq[row0 + xx]
+                    for i in range(i0, i1):
+                        dst = dx[i, c0 + q]
+                        base = (i - i0) * psz + pad
+                        for y in range(h):
+                            row0 = base + y * wp
+                            for xx in range(wd):
+                                dst[y, xx] = aq[row0 + xx]
 
 
 def _blocked(w):
@@ -214,9 +231,16 @@ def _blocked(w):
     return w4
 
 
+def group_size(x_shape, pad: int) -> int:
+    """Images laid end to end per pass: small images alone leave the vector loops short
+    (deep_convnet's 8x8 planes are 80 grid positions); about GROUP_ELEMS positions per group."""
+    _, _, h, w = x_shape
+    return max(1, GROUP_ELEMS // ((h + 2 * pad + 1) * (w + 2 * pad)))
+
+
 def conv2d(x, w, b, pad: int, out):
     """Stride-1 convolution of contiguous ``x`` (N, C, H, W) into ``out`` (N, F, OH, OW), bias added."""
-    _conv2d(x, _blocked(w), b, pad, out)
+    _conv2d(x, _blocked(w), b, pad, group_size(x.shape, pad), out)
     return out
 
 
@@ -225,11 +249,12 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None):
     w4 = _blocked(w)
     # (C, F, FH, FW) flipped in both spatial axes: the transposed convolution's kernels
     wflip = _blocked(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
-    chunks = min(CHUNKS, x.shape[0])
+    group = group_size(x.shape, pad)
+    chunks = min(CHUNKS, -(-x.shape[0] // group))
     dw_part = np.empty((chunks, *w4.shape), dtype=x.dtype)
     db_part = np.empty((chunks, w4.shape[0]), dtype=x.dtype)
     need_dx = dx is not None
-    _conv2d_backward(dout, x, w4, wflip, pad, need_dx, dw_part, db_part,
+    _conv2d_backward(dout, x, w4, wflip, pad, group, need_dx, dw_part, db_part,
                      dx if need_dx else np.empty((1, 1, 1, 1), x.dtype))
     f = w.shape[0]
     np.sum(dw_part[:, :f], axis=0, out=dw)

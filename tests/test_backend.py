@@ -101,3 +101,43 @@ def test_freed_activation_memory_is_kept_unless_the_user_opts_out(monkeypatch):
     if not hasattr(ctypes.CDLL(None), "mallopt"):
         pytest.skip("not glibc")
     assert backend._keep_freed_memory() is True
+
+
+_SUBNORMAL_CHECK = """
+import numpy as np
+from accelnet import get_backend
+from accelnet.kernels import cpu
+get_backend("cpu")
+tiny = np.finfo(np.float32).tiny
+main = float(np.float32(tiny) * np.float32(0.5))  # subnormal, or 0 with flush-to-zero
+x = np.full(cpu.PARALLEL_MIN * 2, tiny * 0.5, np.float32)  # subnormal inputs, on Numba's pool
+mask = np.empty(x.shape, bool)
+pool = int(cpu.relu(x, mask).astype(bool).sum())  # denormals-are-zero: read as 0, so ReLU gives 0
+print(main, pool)
+"""
+
+
+def _subnormals_in_a_fresh_process(**env):
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
+        pytest.skip("flush-to-zero is set on x86-64 Linux only")
+    res = subprocess.run([sys.executable, "-c", _SUBNORMAL_CHECK], capture_output=True, text=True,
+                         env={**os.environ, **env}, timeout=300)
+    assert res.returncode == 0, res.stderr
+    main, pool = res.stdout.split()
+    return float(main), int(pool)
+
+
+def test_cpu_backend_flushes_subnormals_on_the_main_thread_and_numba_workers():
+    assert _subnormals_in_a_fresh_process() == (0.0, 0)
+
+
+def test_flushing_subnormals_can_be_turned_off():
+    from accelnet.kernels import cpu
+
+    main, pool = _subnormals_in_a_fresh_process(ACCELNET_FLUSH_DENORMALS="0")
+    assert main > 0 and pool == 2 * cpu.PARALLEL_MIN
