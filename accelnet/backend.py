@@ -25,6 +25,7 @@ __all__ = [
     "backend_of",
     "get_backend",
     "gpu_status",
+    "cpu_settings",
     "host_rng",
     "set_blas_threads",
 ]
@@ -264,12 +265,26 @@ def _flush_denormals() -> bool:
         return False
 
 
+_CPU_SETTINGS: dict = {}
+
+
+def cpu_settings() -> str:
+    """What the CPU backend set up for speed, in one line (``accelnet info`` prints it)."""
+    if not _CPU_SETTINGS:
+        return "CPU backend not started"
+    blas = set_blas_threads.default
+    on = lambda flag: "on" if flag else "off"  # noqa: E731
+    return (f"flush-to-zero {on(_CPU_SETTINGS['ftz'])}, freed memory kept {on(_CPU_SETTINGS['keep_memory'])}, "
+            f"OpenBLAS threads {blas if blas else 'unknown'} (1 for small products)")
+
+
 def _cpu() -> Backend:
     from accelnet.kernels import cpu
 
-    _flush_denormals()  # first: Numba's workers inherit it when their pool starts
+    _CPU_SETTINGS["ftz"] = _flush_denormals()  # first: Numba's workers inherit it when their pool starts
     _start_numba_threads()
-    _keep_freed_memory()
+    _CPU_SETTINGS["keep_memory"] = _keep_freed_memory()
+    set_blas_threads(None)  # finds OpenBLAS
     return Backend("cpu", np, cpu)
 
 

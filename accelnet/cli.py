@@ -33,7 +33,8 @@ def _threading_layer() -> str:
 
     from accelnet.kernels import cpu
 
-    cpu.im2col(np.zeros((1, 1, 2, 2), np.float32), 1, 1)
+    a = np.zeros(4, np.float32)
+    cpu._triad.parallel(a, a, a, np.float32(1))  # the parallel variant: small work runs serially
     try:
         return f"{numba.threading_layer()} ({numba.get_num_threads()} threads)"
     except ValueError as exc:
@@ -41,7 +42,9 @@ def _threading_layer() -> str:
 
 
 def cmd_info(args) -> int:
-    from accelnet.backend import gpu_status
+    from accelnet.backend import cpu_settings, get_backend, gpu_status
+
+    get_backend("cpu")  # before any Numba kernel: its thread pool must start after the CPU set-up
 
     for name, version in _versions():
         print(f"{name:<12} {version}")
@@ -56,6 +59,7 @@ def cmd_info(args) -> int:
     else:
         print(f"{'gpu':<12} unavailable: {reason}")
     print(f"{'threading':<12} {_threading_layer()}")
+    print(f"{'cpu settings':<12} {cpu_settings()}")
     return 0
 
 

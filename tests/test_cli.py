@@ -11,6 +11,14 @@ def test_info_lists_versions_backends_and_threading_layer(capsys):
         assert word in out
 
 
+def test_info_names_the_threading_layer_and_the_cpu_settings():
+    # its own process: the threading layer is only known once a parallel kernel has run
+    res = subprocess.run([sys.executable, "-m", "accelnet.cli", "info"], capture_output=True, text=True)
+    lines = dict(line.split(None, 1) for line in res.stdout.splitlines() if line.startswith("threading"))
+    assert "unknown" not in lines["threading"] and "threads" in lines["threading"]
+    assert "cpu settings" in res.stdout and "flush-to-zero" in res.stdout
+
+
 def test_console_entry_point_runs_as_a_module():
     res = subprocess.run([sys.executable, "-m", "accelnet.cli", "info"], capture_output=True, text=True)
     assert res.returncode == 0 and "threading" in res.stdout
