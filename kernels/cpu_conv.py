@@ -10,8 +10,14 @@ Register reuse: four output channels share each input load, and for 3-wide kerne
 does a whole kernel row (3 taps), so each accumulator is loaded and stored once per 3 taps
 instead of per tap (L1 stores were the bound: 75 -> 120 GFLOP/s on deep_convnet's second conv).
 
+Small images are laid end to end, one block of ``(H + 2*pad + 1) * wp`` per image, so the
+loops run over ~500 positions (deep_convnet's 8x8 layers alone give 80); every block ends in at
+least FH zero rows, so outputs never mix neighbouring images.
+
 The input gradient is the same correlation run backwards: dout on the grid, shifted by the
-kernel's extent, correlated with the flipped kernels (input and output channels swapped).
+kernel's extent, correlated with the flipped kernels (input and output channels swapped). The
+weight gradient is one dot product per (output channel, input channel, tap) over the grid,
+summed per chunk of images in a fixed split, so it is deterministic for any thread count.
 
 The im2col + GEMM form materializes C*FH*FW values per output position (45 MB for
 deep_convnet's second conv at batch 100) and streams them through memory twice; here only the
