@@ -4,20 +4,19 @@ The trick (a "padded-width grid"): each image is zero-padded to rows of width ``
 and the output is computed on the same grid, ``oh`` rows of ``wp`` columns, of which the last
 ``wp - ow`` per row are discarded. A filter tap (ky, kx) then reads the padded image at a fixed
 offset ``ky*wp + kx`` from the output position, so every tap is one contiguous multiply-add over
-the whole output plane, which LLVM vectorizes, with the plane (a few KB) staying in L1.
+the whole output plane, which LLVM vectorizes, with the image (a few KB) staying in L1.
 
-Register reuse: four output channels share each input load, and for 3-wide kernels one pass
-does a whole kernel row (3 taps), so each accumulator is loaded and stored once per 3 taps
-instead of per tap (L1 stores were the bound: 75 -> 120 GFLOP/s on deep_convnet's second conv).
-
-Small images are laid end to end, one block of ``(H + 2*pad + 1) * wp`` per image, so the
-loops run over ~500 positions (deep_convnet's 8x8 layers alone give 80); every block ends in at
-least FH zero rows, so outputs never mix neighbouring images.
+Register blocking (``_correlate``): for a block of 16 grid positions and 4 output channels the
+64 sums live in vector registers (a stack array LLVM promotes) across every input channel and
+tap, and are stored once; a multiply-add over whole planes, accumulating in memory, was bound by
+L1 stores (deep_convnet's 8x8 convs: 85 -> 120 GFLOP/s).
 
 The input gradient is the same correlation run backwards: dout on the grid, shifted by the
 kernel's extent, correlated with the flipped kernels (input and output channels swapped). The
-weight gradient is one dot product per (output channel, input channel, tap) over the grid,
-summed per chunk of images in a fixed split, so it is deterministic for any thread count.
+weight gradient is one dot product per (output channel, input channel, tap) over the grid, a
+3-wide kernel row per pass, summed per chunk of images in a fixed split: deterministic for any
+thread count. (Laying small images end to end for longer loops was tried: it pushed the images
+out of L1 and was slower.)
 
 The im2col + GEMM form materializes C*FH*FW values per output position (45 MB for
 deep_convnet's second conv at batch 100) and streams them through memory twice; here only the
@@ -27,7 +26,9 @@ images themselves do. Strided convolutions keep the im2col + GEMM form (``cpu.co
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import carray, njit, prange, types, uint64
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _FLAGS = dict(cache=True, error_model="numpy", parallel=True)
 # fused multiply-adds; the weight-gradient sums may also be reordered so they vectorize
@@ -35,131 +36,127 @@ _FWD = dict(fastmath={"contract"}, **_FLAGS)
 _RED = dict(fastmath={"contract", "reassoc", "nsz"}, **_FLAGS)
 
 CO_BLOCK = 4  # output channels per pass; weights are zero-padded to a multiple of it
-CHUNKS = 8  # image groups are split into this many chunks for the weight gradient's partial sums
-GROUP_ELEMS = 512  # grid positions per group of images (group_size)
+CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
+JB = 16  # grid positions per register block of _correlate: 4 x 16 float32 sums = 8 AVX registers
+ACC_SIZE = 64  # CO_BLOCK * JB, a literal for _stack_array
 
 
 @njit(inline="always")
-def _pad_group(x, i0, i1, pad, wp, psz, dst):
-    """Images i0..i1-1 of x (N, C, H, W), zero-padded to rows of width wp, one per psz block of dst."""
-    _, c, h, w = x.shape
+def _pad_image(src, pad, wp, dst):
+    """(C, H, W) image -> zero-padded (C, psz) rows of width wp."""
+    c, h, w = src.shape
     dst[:] = 0
-    for i in range(i0, i1):
-        base = (i - i0) * psz + pad * wp + pad
-        for ch in range(c):
-            for y in range(h):
-                row = base + y * wp
-                for xx in range(w):
-                    dst[ch, row + xx] = x[i, ch, y, xx]
+    for ch in range(c):
+        for y in range(h):
+            row = (y + pad) * wp + pad
+            for x in range(w):
+                dst[ch, row + x] = src[ch, y, x]
+
+
+@intrinsic
+def _stack_array(typingctx, size, dtype):
+    """A fixed-size scratch array on the stack: LLVM can keep it in vector registers, which a
+    heap array (np.empty) never is."""
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    n, elem = size.literal_value, dtype.dtype
+
+    def codegen(context, builder, sig, args):
+        return cgutils.alloca_once(builder, context.get_value_type(elem), size=context.get_constant(types.intp, n))
+
+    return types.CPointer(elem)(size, dtype), codegen
 
 
 @njit(fastmath={"contract"}, error_model="numpy", cache=True)
 def _correlate(src, start, w4, f0, wp, plane, acc):
     """acc[q, j] = sum over k, ky, kx of w4[f0+q, k, ky, kx] * src[k, start + ky*wp + kx + j], for
-    q < 4 and j < plane: four output planes on the grid from the K planes of ``src``."""
+    q < 4 and j < plane rounded up to JB: four output planes on the grid from the K planes of src.
+
+    Register-blocked: for each block of JB positions the 4 x JB sums stay in registers over all
+    K*FH*FW taps (each tap: JB/8 vector loads, 4 broadcasts, 4*JB/8 FMAs), and are stored once.
+    src must hold JB - 1 readable elements past the last position's reads; acc, JB past plane.
+    """
     _, k, fh, fw = w4.shape
-    a0, a1, a2, a3 = acc[0, :plane], acc[1, :plane], acc[2, :plane], acc[3, :plane]
-    a0[:] = 0
-    a1[:] = 0
-    a2[:] = 0
-    a3[:] = 0
-    one, two = uint64(1), uint64(2)
-    for ch in range(k):
-        for ky in range(fh):
-            row = src[ch, start + ky * wp :]
-            if fw == 3:  # the whole kernel row in one pass
-                p0, p1, p2 = w4[f0, ch, ky, 0], w4[f0, ch, ky, 1], w4[f0, ch, ky, 2]
-                q0, q1, q2 = w4[f0 + 1, ch, ky, 0], w4[f0 + 1, ch, ky, 1], w4[f0 + 1, ch, ky, 2]
-                r0, r1, r2 = w4[f0 + 2, ch, ky, 0], w4[f0 + 2, ch, ky, 1], w4[f0 + 2, ch, ky, 2]
-                t0, t1, t2 = w4[f0 + 3, ch, ky, 0], w4[f0 + 3, ch, ky, 1], w4[f0 + 3, ch, ky, 2]
-                for j in range(uint64(plane)):
-                    s0, s1, s2 = row[j], row[j + one], row[j + two]
-                    a0[j] += p0 * s0 + p1 * s1 + p2 * s2
-                    a1[j] += q0 * s0 + q1 * s1 + q2 * s2
-                    a2[j] += r0 * s0 + r1 * s1 + r2 * s2
-                    a3[j] += t0 * s0 + t1 * s1 + t2 * s2
-                continue
-            for kx in range(fw):
-                w0, w1 = w4[f0, ch, ky, kx], w4[f0 + 1, ch, ky, kx]
-                w2, w3 = w4[f0 + 2, ch, ky, kx], w4[f0 + 3, ch, ky, kx]
-                o = uint64(kx)
-                for j in range(uint64(plane)):
-                    s = row[o + j]
-                    a0[j] += w0 * s
-                    a1[j] += w1 * s
-                    a2[j] += w2 * s
-                    a3[j] += w3 * s
+    a = carray(_stack_array(ACC_SIZE, src.dtype), (ACC_SIZE,))
+    for jb in range((plane + JB - 1) // JB):
+        j0 = uint64(jb * JB)
+        for q in range(ACC_SIZE):
+            a[q] = 0
+        for ch in range(k):
+            for ky in range(fh):
+                row = src[ch, start + ky * wp :]
+                for kx in range(fw):
+                    w0, w1 = w4[f0, ch, ky, kx], w4[f0 + 1, ch, ky, kx]
+                    w2, w3 = w4[f0 + 2, ch, ky, kx], w4[f0 + 3, ch, ky, kx]
+                    o = j0 + uint64(kx)
+                    for jj in range(JB):
+                        s = row[o + uint64(jj)]
+                        a[jj] += w0 * s
+                        a[JB + jj] += w1 * s
+                        a[2 * JB + jj] += w2 * s
+                        a[3 * JB + jj] += w3 * s
+        for q in range(CO_BLOCK):
+            for jj in range(JB):
+                acc[q, jb * JB + jj] = a[q * JB + jj]
 
 
 @njit(**_FWD)
-def _conv2d(x, w4, b, pad, group, out):
+def _conv2d(x, w4, b, pad, out):
     n, c, h, wd = x.shape
     fb = w4.shape[0]  # output channels rounded up to CO_BLOCK
     _, f, oh, ow = out.shape
     hp, wp = h + 2 * pad, wd + 2 * pad
-    psz = (hp + 1) * wp  # one row of slack: the garbage columns' reads stay inside the block
-    for gi in prange((n + group - 1) // group):
-        i0 = gi * group
-        i1 = min(n, i0 + group)
-        plane = (i1 - i0 - 1) * psz + oh * wp  # up to the last image's last output
-        xp = np.empty((c, group * psz), x.dtype)
-        _pad_group(x, i0, i1, pad, wp, psz, xp)
-        acc = np.empty((CO_BLOCK, group * psz), x.dtype)
+    plane = oh * wp
+    psz = (hp + 1) * wp  # one row of slack: the garbage columns' reads stay inside
+    for i in prange(n):
+        xp = np.empty((c, psz + JB), x.dtype)  # + JB: the last register block's reads
+        _pad_image(x[i], pad, wp, xp)
+        acc = np.empty((CO_BLOCK, plane + JB), x.dtype)
         for f0 in range(0, fb, CO_BLOCK):
             _correlate(xp, 0, w4, f0, wp, plane, acc)
             for q in range(min(CO_BLOCK, f - f0)):
                 bias = b[f0 + q]
                 aq = acc[q]
-                for i in range(i0, i1):
-                    dst = out[i, f0 + q]
-                    base = (i - i0) * psz
-                    for y in range(oh):
-                        for xx in range(ow):
-                            dst[y, xx] = aq[base + y * wp + xx] + bias
+                dst = out[i, f0 + q]
+                for y in range(oh):
+                    for xx in range(ow):
+                        dst[y, xx] = aq[y * wp + xx] + bias
 
 
 @njit(**_RED)
-def _conv2d_backward(dout, x, w4, wflip, pad, group, need_dx, dw_part, db_part, dx):
+def _conv2d_backward(dout, x, w4, wflip, pad, need_dx, dw_part, db_part, dx):
     n, c, h, wd = x.shape
     fb, _, fh, fw = w4.shape
     cb = wflip.shape[0]  # input channels rounded up to CO_BLOCK
     _, f, oh, ow = dout.shape
     hp, wp = h + 2 * pad, wd + 2 * pad
+    plane = oh * wp
     psz = (hp + 1) * wp
     # dout on the grid, shifted right by the kernel's extent m: the input gradient at padded
-    # position q is sum over taps of wflip * gm[q + ky*wp + kx], the forward correlation again.
-    # Each image's block leaves fh zero rows after its outputs, so neighbours never mix.
+    # position q is sum over taps of wflip * gm[q + ky*wp + kx], the forward correlation again
     m = (fh - 1) * wp + (fw - 1)
-    gsz = m + group * psz + wp
-    ngroups = (n + group - 1) // group
+    gsz = m + hp * wp + wp + JB
     chunks = dw_part.shape[0]
     one, two = uint64(1), uint64(2)
     zero = x.dtype.type(0)
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
-        g_lo, g_hi = k * ngroups // chunks, (k + 1) * ngroups // chunks
+        lo, hi = k * n // chunks, (k + 1) * n // chunks
         dwk, dbk = dw_part[k], db_part[k]
         dwk[:] = 0
         dbk[:] = 0
-        xp = np.empty((c, group * psz), x.dtype)
-        gm = np.empty((fb, gsz), x.dtype)
-        acc = np.empty((CO_BLOCK, group * psz), x.dtype)
-        for gi in range(g_lo, g_hi):
-            i0 = gi * group
-            i1 = min(n, i0 + group)
-            plane = (i1 - i0 - 1) * psz + oh * wp
-            _pad_group(x, i0, i1, pad, wp, psz, xp)
-            gm[:] = 0  # zero off the outputs and in the padded channels
+        xp = np.empty((c, psz + JB), x.dtype)
+        gm = np.zeros((fb, gsz), x.dtype)  # zero off the outputs and in the padded channels
+        acc = np.empty((CO_BLOCK, h * wp + JB), x.dtype)
+        for i in range(lo, hi):
+            _pad_image(x[i], pad, wp, xp)
             for q in range(f):
-                gq = gm[q]
+                gq, dq = gm[q], dout[i, q]
                 sb = dbk[q]
-                for i in range(i0, i1):
-                    dq = dout[i, q]
-                    base = m + (i - i0) * psz
-                    for y in range(oh):
-                        for xx in range(ow):
-                            v = dq[y, xx]
-                            gq[base + y * wp + xx] = v
-                            sb += v
+                for y in range(oh):
+                    for xx in range(ow):
+                        v = dq[y, xx]
+                        gq[m + y * wp + xx] = v
+                        sb += v
                 dbk[q] = sb
             # dW[f, ch, ky, kx] += sum_j g[f, j] * xp[ch, ky*wp + kx + j], g[f, j] = gm[f, m + j]
             for f0 in range(0, fb, CO_BLOCK):
@@ -213,17 +210,15 @@ def _conv2d_backward(dout, x, w4, wflip, pad, group, need_dx, dw_part, db_part, 
                             dwk[f0 + 3, ch, ky, kx] += t3
             if not need_dx:
                 continue
-            for c0 in range(0, cb, CO_BLOCK):  # only the images' own rows, not the padding's
-                _correlate(gm, pad * wp, wflip, c0, wp, (i1 - i0 - 1) * psz + h * wp, acc)
+            for c0 in range(0, cb, CO_BLOCK):  # only the image's own rows, not the padding's
+                _correlate(gm, pad * wp, wflip, c0, wp, h * wp, acc)
                 for q in range(min(CO_BLOCK, c - c0)):
                     aq = acc[q]
-                    for i in range(i0, i1):
-                        dst = dx[i, c0 + q]
-                        base = (i - i0) * psz + pad
-                        for y in range(h):
-                            row0 = base + y * wp
-                            for xx in range(wd):
-                                dst[y, xx] = aq[row0 + xx]
+                    dst = dx[i, c0 + q]
+                    for y in range(h):
+                        row0 = y * wp + pad
+                        for xx in range(wd):
+                            dst[y, xx] = aq[row0 + xx]
 
 
 def _blocked(w):
@@ -237,16 +232,9 @@ def _blocked(w):
     return w4
 
 
-def group_size(x_shape, pad: int) -> int:
-    """Images laid end to end per pass: small images alone leave the vector loops short
-    (deep_convnet's 8x8 planes are 80 grid positions); about GROUP_ELEMS positions per group."""
-    _, _, h, w = x_shape
-    return max(1, GROUP_ELEMS // ((h + 2 * pad + 1) * (w + 2 * pad)))
-
-
 def conv2d(x, w, b, pad: int, out):
     """Stride-1 convolution of contiguous ``x`` (N, C, H, W) into ``out`` (N, F, OH, OW), bias added."""
-    _conv2d(x, _blocked(w), b, pad, group_size(x.shape, pad), out)
+    _conv2d(x, _blocked(w), b, pad, out)
     return out
 
 
@@ -255,12 +243,11 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None):
     w4 = _blocked(w)
     # (C, F, FH, FW) flipped in both spatial axes: the transposed convolution's kernels
     wflip = _blocked(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
-    group = group_size(x.shape, pad)
-    chunks = min(CHUNKS, -(-x.shape[0] // group))
+    chunks = min(CHUNKS, x.shape[0])
     dw_part = np.empty((chunks, *w4.shape), dtype=x.dtype)
     db_part = np.empty((chunks, w4.shape[0]), dtype=x.dtype)
     need_dx = dx is not None
-    _conv2d_backward(dout, x, w4, wflip, pad, group, need_dx, dw_part, db_part,
+    _conv2d_backward(dout, x, w4, wflip, pad, need_dx, dw_part, db_part,
                      dx if need_dx else np.empty((1, 1, 1, 1), x.dtype))
     f = w.shape[0]
     np.sum(dw_part[:, :f], axis=0, out=dw)
