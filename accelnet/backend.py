@@ -272,6 +272,7 @@ def cpu_settings() -> str:
     """What the CPU backend set up for speed, in one line (``accelnet info`` prints it)."""
     if not _CPU_SETTINGS:
         return "CPU backend not started"
+    set_blas_threads.threads()  # finds OpenBLAS, if it has not been yet
     blas = set_blas_threads.default
     on = lambda flag: "on" if flag else "off"  # noqa: E731
     return (f"flush-to-zero {on(_CPU_SETTINGS['ftz'])}, freed memory kept {on(_CPU_SETTINGS['keep_memory'])}, "
@@ -284,7 +285,6 @@ def _cpu() -> Backend:
     _CPU_SETTINGS["ftz"] = _flush_denormals()  # first: Numba's workers inherit it when their pool starts
     _start_numba_threads()
     _CPU_SETTINGS["keep_memory"] = _keep_freed_memory()
-    set_blas_threads(None)  # finds OpenBLAS
     return Backend("cpu", np, cpu)
 
 

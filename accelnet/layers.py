@@ -76,15 +76,6 @@ class Layer:
         self.backend: Backend | None = None
         self.dtype: np.dtype | None = None
         self._last_out_shape: tuple | None = None
-        self._scratch: dict = {}
-
-    def _buffer(self, name: str, shape: tuple):
-        """A scratch array kept across steps (fresh large allocations cost 3-4x a reused buffer);
-        reallocated when the batch size changes. Never handed out: callers copy what they return."""
-        buf = self._scratch.get(name)
-        if buf is None or buf.shape != shape:
-            buf = self._scratch[name] = self.xp.empty(shape, dtype=self.dtype)
-        return buf
 
     # -- building -------------------------------------------------------------
     def build(self, in_shape: tuple, ctx: BuildContext) -> tuple:

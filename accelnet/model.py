@@ -93,8 +93,7 @@ class Sequential:
         """
         if dout is None:
             dout = self.loss_fn.backward()
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
+        for i in reversed(range(len(self.layers))):
             dout = self.layers[i].backward(dout, input_grad=input_grad or i > 0)
         return dout
 

@@ -30,30 +30,25 @@ def profile(preset: str, batch: int = 100, steps: int = 30, device: str = "cpu",
     names = [layer.name for layer in model.layers] + ["loss", "adam"]
     fwd = {n: [] for n in names}
     bwd = {n: [] for n in names}
-    for i in range(warmup + steps):
-        keep = i >= warmup
+
+    def timed(record, name, fn):
+        """Run fn, append its time (the backend's clock) to record[name], return its result."""
+        box = []
+        record[name].append(b.time_call(lambda: box.append(fn())))
+        return box[0]
+
+    last = len(model.layers) - 1
+    for _ in range(warmup + steps):
         h = x
         for layer in model.layers:
-            box = []
-            dt = b.time_call(lambda: box.append(layer.forward(h)))
-            h = box[0]
-            if keep:
-                fwd[layer.name].append(dt)
-        dt = b.time_call(lambda: model.loss_fn.forward(h, t))
-        fwd["loss"].append(dt) if keep else None
-        dout_box = []
-        dt = b.time_call(lambda: dout_box.append(model.loss_fn.backward()))
-        bwd["loss"].append(dt) if keep else None
-        d = dout_box[0]
-        for i_layer in range(len(model.layers) - 1, -1, -1):  # as Sequential.backward: no dL/dx for the data
-            layer, box = model.layers[i_layer], []
-            dt = b.time_call(lambda: box.append(layer.backward(d, input_grad=i_layer > 0)))
-            d = box[0]
-            if keep:
-                bwd[layer.name].append(dt)
-        dt = b.time_call(opt.step)
-        bwd["adam"].append(dt) if keep else None
-    med = lambda v: statistics.median(v) * 1e3 if v else 0.0  # noqa: E731
+            h = timed(fwd, layer.name, lambda: layer.forward(h))
+        timed(fwd, "loss", lambda: model.loss_fn.forward(h, t))
+        d = timed(bwd, "loss", model.loss_fn.backward)
+        for i in range(last, -1, -1):  # as Sequential.backward: no dL/dx for the data
+            layer = model.layers[i]
+            d = timed(bwd, layer.name, lambda: layer.backward(d, input_grad=i > 0))
+        timed(bwd, "adam", opt.step)
+    med = lambda v: statistics.median(v[warmup:]) * 1e3 if v else 0.0  # noqa: E731
     return [(n, med(fwd[n]), med(bwd[n])) for n in names]
 
 

@@ -213,11 +213,6 @@ def _check_flat(p, *others):
     return p.dtype.type
 
 
-def _tiny(p):
-    """The dtype's smallest normal number: decaying optimizer state below it is flushed to 0."""
-    return p.dtype.type(np.finfo(p.dtype).tiny)
-
-
 def sgd(p, g, lr, wd=0.0, gscale=1.0):
     """p -= lr * g."""
     s = _check_flat(p, g)
@@ -227,13 +222,13 @@ def sgd(p, g, lr, wd=0.0, gscale=1.0):
 def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """v = mu * v - lr * g; p += v."""
     s = _check_flat(p, g, v)
-    _momentum(p.size, p, g, v, s(lr), s(mu), s(wd), s(gscale), _tiny(p))
+    _momentum(p.size, p, g, v, s(lr), s(mu), s(wd), s(gscale), elementwise.tiny(p.dtype))
 
 
 def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g."""
     s = _check_flat(p, g, v)
-    _nesterov(p.size, p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale), _tiny(p))
+    _nesterov(p.size, p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale), elementwise.tiny(p.dtype))
 
 
 def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
@@ -245,13 +240,14 @@ def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
 def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
     """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
     s = _check_flat(p, g, h)
-    _rmsprop(p.size, p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale), _tiny(p))
+    _rmsprop(p.size, p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale), elementwise.tiny(p.dtype))
 
 
 def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
     """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps)."""
     s = _check_flat(p, g, m, v)
-    _adam(p.size, p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale), _tiny(p))
+    _adam(p.size, p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale),
+          elementwise.tiny(p.dtype))
 
 
 def sum_squares(g) -> float:
@@ -523,8 +519,6 @@ def nchw_to_rows(x, out=None):
 # deep_convnet's 8x8 convs, where the direct loops are shortest: faster in isolation, but inside
 # a training step its last conv took 12.1 ms forward (direct: 7.5) and 16.9 backward (direct:
 # 17.7), the columns' 15 MB of memory traffic against cache-resident images (bench/profile_step.py).
-def _direct(stride, oh, ow):
-    return stride == 1
 
 
 def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
@@ -532,9 +526,9 @@ def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
     directly on each image in cache (``cpu_conv``), otherwise by im2col + GEMM (the columns kept
     in ``cache`` for the backward pass)."""
     x = np.ascontiguousarray(x)
-    n, f, fh, fw, oh, ow = reference._conv_shapes(x, w, stride, pad)
+    n, f, fh, fw, oh, ow = reference.conv_shapes(x, w, stride, pad)
     out = _checked_out(out, (n, f, oh, ow), x.dtype)
-    if not _direct(stride, oh, ow):
+    if stride != 1:
         return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache)
     return cpu_conv.conv2d(x, w, b, pad, out)
 
@@ -542,10 +536,10 @@ def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
 def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None):
     """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``)."""
     x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
-    n, f, fh, fw, oh, ow = reference._conv_shapes(x, w, stride, pad)
+    n, f, fh, fw, oh, ow = reference.conv_shapes(x, w, stride, pad)
     if dout.shape != (n, f, oh, ow):
         raise ValueError(f"conv2d_backward: dout must have shape {(n, f, oh, ow)}, got {dout.shape}")
-    if not _direct(stride, oh, ow):
+    if stride != 1:
         return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache)
     return cpu_conv.conv2d_backward(dout, x, w, pad, dw, db, np.empty_like(x) if need_dx else None)
 

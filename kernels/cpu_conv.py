@@ -3,8 +3,8 @@
 The trick (a "padded-width grid"): each image is zero-padded to rows of width ``wp = W + 2*pad``
 and the output is computed on the same grid, ``oh`` rows of ``wp`` columns, of which the last
 ``wp - ow`` per row are discarded. A filter tap (ky, kx) then reads the padded image at a fixed
-offset ``ky*wp + kx`` from the output position, so every tap is one contiguous multiply-add over
-the whole output plane, which LLVM vectorizes, with the image (a few KB) staying in L1.
+offset ``ky*wp + kx`` from the output position, so every tap is a contiguous run of
+multiply-adds along the output plane, which LLVM vectorizes, with the image (a few KB) in L1.
 
 Register blocking (``_correlate``): for a block of 16 grid positions and 4 output channels the
 64 sums live in vector registers (a stack array LLVM promotes) across every input channel and
@@ -38,7 +38,7 @@ _RED = dict(fastmath={"contract", "reassoc", "nsz"}, **_FLAGS)
 CO_BLOCK = 4  # output channels per pass; weights are zero-padded to a multiple of it
 CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
 JB = 16  # grid positions per register block of _correlate: 4 x 16 float32 sums = 8 AVX registers
-ACC_SIZE = 64  # CO_BLOCK * JB, a literal for _stack_array
+ACC_SIZE = CO_BLOCK * JB  # a compile-time constant for _stack_array
 
 
 @njit(inline="always")

@@ -147,11 +147,6 @@ def _sum_squares_partial(g, partial):
         partial[cuda.blockIdx.x] = buf[0]
 
 
-def _tiny(p):
-    """The dtype's smallest normal number: decaying optimizer state below it is flushed to 0."""
-    return p.dtype.type(np.finfo(p.dtype).tiny)
-
-
 def sgd(p, g, lr, wd=0.0, gscale=1.0):
     """p -= lr * g."""
     s = _check_flat(p, g)
@@ -161,13 +156,14 @@ def sgd(p, g, lr, wd=0.0, gscale=1.0):
 def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """v = mu * v - lr * g; p += v."""
     s = _check_flat(p, g, v)
-    _launch(_momentum, p.size)(p, g, v, s(lr), s(mu), s(wd), s(gscale), _tiny(p))
+    _launch(_momentum, p.size)(p, g, v, s(lr), s(mu), s(wd), s(gscale), elementwise.tiny(p.dtype))
 
 
 def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g."""
     s = _check_flat(p, g, v)
-    _launch(_nesterov, p.size)(p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale), _tiny(p))
+    _launch(_nesterov, p.size)(p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale),
+                                elementwise.tiny(p.dtype))
 
 
 def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
@@ -179,13 +175,15 @@ def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
 def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
     """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
     s = _check_flat(p, g, h)
-    _launch(_rmsprop, p.size)(p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale), _tiny(p))
+    _launch(_rmsprop, p.size)(p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale),
+                               elementwise.tiny(p.dtype))
 
 
 def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
     """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps)."""
     s = _check_flat(p, g, m, v)
-    _launch(_adam, p.size)(p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale), _tiny(p))
+    _launch(_adam, p.size)(p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled),
+                            s(gscale), elementwise.tiny(p.dtype))
 
 
 def sum_squares(g) -> float:

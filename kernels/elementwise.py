@@ -14,6 +14,14 @@ once it falls below ``tiny``, the dtype's smallest normal number: a unit whose g
 
 import math
 
+import numpy as np
+
+
+def tiny(dtype):
+    """The ``tiny`` argument of the updates below: ``dtype``'s smallest normal number, as a scalar
+    of that dtype (host side: the kernels' wrappers pass it in)."""
+    return np.dtype(dtype).type(np.finfo(dtype).tiny)
+
 
 def sgd(p, g, lr, wd, gscale):
     return p - lr * (g * gscale + wd * p)

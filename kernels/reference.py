@@ -250,7 +250,8 @@ def nchw_to_rows(x, out=None):
 # -- convolution ------------------------------------------------------------------------------------
 
 
-def _conv_shapes(x, w, stride, pad):
+def conv_shapes(x, w, stride, pad):
+    """(N, F, FH, FW, OH, OW) of a convolution, checking that x and w agree on the channels."""
     n, c, h, wd = x.shape
     f, wc, fh, fw = w.shape
     if wc != c:
@@ -260,10 +261,10 @@ def _conv_shapes(x, w, stride, pad):
 
 def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
     """Convolution as im2col -> one GEMM -> rows to (N, F, OH, OW), with kernel module ``k``'s
-    im2col and layout kernels (the GPU's form, and the CPU's for strided or small images).
+    im2col and layout kernels (the GPU's form, and the CPU's for strided convolutions).
     A ``cache`` dict keeps the columns for the backward pass."""
     xp = array_namespace(x)
-    n, f, fh, fw, oh, ow = _conv_shapes(x, w, stride, pad)
+    n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
     col = k.im2col(x, fh, fw, stride, pad)
     if cache is not None:
         cache["col"] = col
@@ -275,7 +276,7 @@ def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = Tru
     """Gradients of :func:`conv2d_gemm`: writes ``dw`` and ``db`` in place and returns dL/dx (None
     unless ``need_dx``). The columns come from the forward pass's ``cache``, else from ``x``."""
     xp = array_namespace(x)
-    n, f, fh, fw, oh, ow = _conv_shapes(x, w, stride, pad)
+    n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
     col = cache.get("col") if cache else None
     if col is None:
         col = k.im2col(x, fh, fw, stride, pad)
