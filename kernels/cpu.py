@@ -521,27 +521,32 @@ def nchw_to_rows(x, out=None):
 # 17.7), the columns' 15 MB of memory traffic against cache-resident images (bench/profile_step.py).
 
 
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
-    """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``: at stride 1
-    directly on each image in cache (``cpu_conv``), otherwise by im2col + GEMM (the columns kept
-    in ``cache`` for the backward pass)."""
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False):
+    """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``, then ReLU if
+    ``relu``: at stride 1 directly on each image in cache (``cpu_conv``, the ReLU applied as the
+    sums are stored), otherwise by im2col + GEMM (the columns kept in ``cache`` for the backward)."""
     x = np.ascontiguousarray(x)
     n, f, fh, fw, oh, ow = reference.conv_shapes(x, w, stride, pad)
     out = _checked_out(out, (n, f, oh, ow), x.dtype)
     if stride != 1:
-        return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache)
-    return cpu_conv.conv2d(x, w, b, pad, out)
+        return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache, relu)
+    return cpu_conv.conv2d(x, w, b, pad, out, relu)
 
 
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None):
-    """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``)."""
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None):
+    """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``).
+    ``relu_out``: the output of a forward pass with ``relu``; its mask is applied to ``dout`` as
+    it is read."""
     x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
     n, f, fh, fw, oh, ow = reference.conv_shapes(x, w, stride, pad)
     if dout.shape != (n, f, oh, ow):
         raise ValueError(f"conv2d_backward: dout must have shape {(n, f, oh, ow)}, got {dout.shape}")
+    if relu_out is not None and relu_out.shape != dout.shape:
+        raise ValueError(f"conv2d_backward: relu_out must have dout's shape {dout.shape}, got {relu_out.shape}")
     if stride != 1:
-        return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache)
-    return cpu_conv.conv2d_backward(dout, x, w, pad, dw, db, np.empty_like(x) if need_dx else None)
+        return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out)
+    return cpu_conv.conv2d_backward(dout, x, w, pad, dw, db, np.empty_like(x) if need_dx else None,
+                                    None if relu_out is None else np.ascontiguousarray(relu_out))
 
 
 _self = sys.modules[__name__]

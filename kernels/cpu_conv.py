@@ -26,230 +26,254 @@ images themselves do. Strided convolutions keep the im2col + GEMM form (``cpu.co
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, njit, prange, types, uint64
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
-_FLAGS = dict(cache=True, error_model="numpy", parallel=True)
-# fused multiply-adds; the weight-gradient sums may also be reordered so they vectorize
-_FWD = dict(fastmath={"contract"}, **_FLAGS)
-_RED = dict(fastmath={"contract", "reassoc", "nsz"}, **_FLAGS)
+from . import simd
+from .simd import vfma, vload, vsplat, vstore, vsum
 
-CO_BLOCK = 4  # output channels per pass; weights are zero-padded to a multiple of it
+_FLAGS = dict(cache=True, error_model="numpy")
+_PAR = dict(parallel=True, **_FLAGS)
+
+CO_BLOCK = 8  # output channels per register block; weights are zero-padded to a multiple of it
+NV = 2  # vectors of grid positions per register block: 8 x 2 sums in 16 vector registers
 CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
-JB = 16  # grid positions per register block of _correlate: 4 x 16 float32 sums = 8 AVX registers
-ACC_SIZE = CO_BLOCK * JB  # a compile-time constant for _stack_array
+GROUP_BYTES = 1 << 19  # a chunk's images are padded this many bytes at a time (kept in L2)
 
 
 @njit(inline="always")
-def _pad_image(src, pad, wp, dst):
-    """(C, H, W) image -> zero-padded (C, psz) rows of width wp."""
+def _pad_image(src, pad, wp, dst, base, psz):
+    """(C, H, W) image -> zero-padded rows of width wp, channel ch at dst[base + ch*psz:]."""
     c, h, w = src.shape
-    dst[:] = 0
+    dst[base : base + c * psz] = 0
     for ch in range(c):
         for y in range(h):
-            row = (y + pad) * wp + pad
+            row = base + ch * psz + (y + pad) * wp + pad
             for x in range(w):
-                dst[ch, row + x] = src[ch, y, x]
+                dst[row + x] = src[ch, y, x]
 
 
-@intrinsic
-def _stack_array(typingctx, size, dtype):
-    """A fixed-size scratch array on the stack: LLVM can keep it in vector registers, which a
-    heap array (np.empty) never is."""
-    if not isinstance(size, types.IntegerLiteral):
-        return None
-    n, elem = size.literal_value, dtype.dtype
+@njit(fastmath={"contract"}, **_FLAGS)
+def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, acc, astride):
+    """acc[q*astride + j] = sum over ch, ky, kx of w[blk*8 + q, ch, ky, kx] * src[base + ch*sstride
+    + ky*wp + kx + j] for q < 8 and j < plane rounded up to 2 vectors: eight output planes on the
+    grid. ``wpk`` holds the weights packed (blocks, k, fh, fw, 8), flat.
 
-    def codegen(context, builder, sig, args):
-        return cgutils.alloca_once(builder, context.get_value_type(elem), size=context.get_constant(types.intp, n))
-
-    return types.CPointer(elem)(size, dtype), codegen
-
-
-@njit(fastmath={"contract"}, error_model="numpy", cache=True)
-def _correlate(src, start, w4, f0, wp, plane, acc):
-    """acc[q, j] = sum over k, ky, kx of w4[f0+q, k, ky, kx] * src[k, start + ky*wp + kx + j], for
-    q < 4 and j < plane rounded up to JB: four output planes on the grid from the K planes of src.
-
-    Register-blocked: for each block of JB positions the 4 x JB sums stay in registers over all
-    K*FH*FW taps (each tap: JB/8 vector loads, 4 broadcasts, 4*JB/8 FMAs), and are stored once.
-    src must hold JB - 1 readable elements past the last position's reads; acc, JB past plane.
+    Register-blocked: for each block of 2 vectors of positions the 16 vector sums stay in
+    registers over all k*fh*fw taps (per tap: 2 vector loads, 8 broadcasts, 16 FMAs) and are
+    stored once. src must be readable 2 vectors past the last position's reads.
     """
-    _, k, fh, fw = w4.shape
-    a = carray(_stack_array(ACC_SIZE, src.dtype), (ACC_SIZE,))
-    for jb in range((plane + JB - 1) // JB):
-        j0 = uint64(jb * JB)
-        for q in range(ACC_SIZE):
-            a[q] = 0
+    jb_size = NV * lanes
+    wblk = blk * k * fh * fw * CO_BLOCK
+    zero = vsplat(src.dtype.type(0))
+    for j0 in range(0, plane, jb_size):
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+        a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
         for ch in range(k):
             for ky in range(fh):
-                row = src[ch, start + ky * wp :]
+                s = base + ch * sstride + ky * wp + j0
+                t = wblk + (ch * fh + ky) * fw * CO_BLOCK
                 for kx in range(fw):
-                    w0, w1 = w4[f0, ch, ky, kx], w4[f0 + 1, ch, ky, kx]
-                    w2, w3 = w4[f0 + 2, ch, ky, kx], w4[f0 + 3, ch, ky, kx]
-                    o = j0 + uint64(kx)
-                    for jj in range(JB):
-                        s = row[o + uint64(jj)]
-                        a[jj] += w0 * s
-                        a[JB + jj] += w1 * s
-                        a[2 * JB + jj] += w2 * s
-                        a[3 * JB + jj] += w3 * s
-        for q in range(CO_BLOCK):
-            for jj in range(JB):
-                acc[q, jb * JB + jj] = a[q * JB + jj]
+                    s0, s1 = vload(src, s + kx), vload(src, s + kx + lanes)
+                    w = t + kx * CO_BLOCK
+                    w0 = vsplat(wpk[w])
+                    a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
+                    w1 = vsplat(wpk[w + 1])
+                    a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
+                    w2 = vsplat(wpk[w + 2])
+                    a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
+                    w3 = vsplat(wpk[w + 3])
+                    a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
+                    w4 = vsplat(wpk[w + 4])
+                    a40, a41 = vfma(w4, s0, a40), vfma(w4, s1, a41)
+                    w5 = vsplat(wpk[w + 5])
+                    a50, a51 = vfma(w5, s0, a50), vfma(w5, s1, a51)
+                    w6 = vsplat(wpk[w + 6])
+                    a60, a61 = vfma(w6, s0, a60), vfma(w6, s1, a61)
+                    w7 = vsplat(wpk[w + 7])
+                    a70, a71 = vfma(w7, s0, a70), vfma(w7, s1, a71)
+        for q, (v0, v1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
+                                      (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
+            vstore(acc, q * astride + j0, v0)
+            vstore(acc, q * astride + j0 + lanes, v1)
 
 
-@njit(**_FWD)
-def _conv2d(x, w4, b, pad, out):
+
+@njit(fastmath={"contract"}, **_PAR)
+def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, out):
     n, c, h, wd = x.shape
-    fb = w4.shape[0]  # output channels rounded up to CO_BLOCK
     _, f, oh, ow = out.shape
     hp, wp = h + 2 * pad, wd + 2 * pad
     plane = oh * wp
     psz = (hp + 1) * wp  # one row of slack: the garbage columns' reads stay inside
+    astride = plane + NV * lanes
     for i in prange(n):
-        xp = np.empty((c, psz + JB), x.dtype)  # + JB: the last register block's reads
-        _pad_image(x[i], pad, wp, xp)
-        acc = np.empty((CO_BLOCK, plane + JB), x.dtype)
-        for f0 in range(0, fb, CO_BLOCK):
-            _correlate(xp, 0, w4, f0, wp, plane, acc)
+        xp = np.empty(c * psz + NV * lanes, x.dtype)  # + 2 vectors: the last block's reads
+        _pad_image(x[i], pad, wp, xp, 0, psz)
+        acc = np.empty(CO_BLOCK * astride, x.dtype)
+        for blk in range(fb // CO_BLOCK):
+            _correlate(xp, 0, psz, wpk, blk, c, fh, fw, wp, plane, lanes, acc, astride)
+            f0 = blk * CO_BLOCK
             for q in range(min(CO_BLOCK, f - f0)):
-                bias = b[f0 + q]
-                aq = acc[q]
-                dst = out[i, f0 + q]
-                for y in range(oh):
-                    for xx in range(ow):
-                        dst[y, xx] = aq[y * wp + xx] + bias
+                _store_plane(acc, q * astride, wp, b[f0 + q], relu, out[i, f0 + q])
 
 
-@njit(**_RED)
-def _conv2d_backward(dout, x, w4, wflip, pad, need_dx, dw_part, db_part, dx):
+@njit(inline="always")
+def _store_plane(acc, row0, wp, bias, relu, dst):
+    """Grid sums acc[row0:] -> output plane dst (OH, OW), bias added; with ``relu``, x * (x > 0)
+    as the ReLU layer computes it (NaN stays NaN). Two loops, so each vectorizes."""
+    oh, ow = dst.shape
+    if relu:
+        for y in range(oh):
+            for xx in range(ow):
+                v = acc[row0 + y * wp + xx] + bias
+                dst[y, xx] = v * dst.dtype.type(v > 0)
+    else:
+        for y in range(oh):
+            for xx in range(ow):
+                dst[y, xx] = acc[row0 + y * wp + xx] + bias
+
+
+@njit(inline="always")
+def _grid_rows(d, y, relu, gm, row0, wp):
+    """Plane d (OH, OW) onto the grid at gm[row0:]; with ``relu``, masked by the fused ReLU's
+    output y (its backward: d * (y > 0)). Two loops, so each vectorizes."""
+    oh, ow = d.shape
+    if relu:
+        for r in range(oh):
+            for xx in range(ow):
+                gm[row0 + r * wp + xx] = d[r, xx] * d.dtype.type(y[r, xx] > 0)
+    else:
+        for r in range(oh):
+            for xx in range(ow):
+                gm[row0 + r * wp + xx] = d[r, xx]
+
+
+@njit(inline="always")
+def _grid_sum(gm, row0, plane, lanes):
+    """Sum of a grid plane (zero off the outputs), in vectors: the bias gradient."""
+    one = vsplat(gm.dtype.type(1))
+    a = vsplat(gm.dtype.type(0))
+    for j in range(0, plane, lanes):
+        a = vfma(one, vload(gm, row0 + j), a)
+    return vsum(a)
+
+
+@njit(fastmath={"contract"}, **_FLAGS)
+def _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
+    """dwk[f, ch, ky, kx] += sum over the ng images and positions j of g[f, j] * xp[ch, ky*wp + kx
+    + j], g[f, j] = gm[f, m + j]. Register-blocked: 4 output channels x 3 taps of a kernel row
+    (12 vector sums, 7 loads per 12 FMAs) summed over every image of the group, then the lanes."""
+    zero = vsplat(xp.dtype.type(0))
+    for f0 in range(0, fb, 4):
+        for ch in range(c):
+            for ky in range(fh):
+                for kx0 in range(0, fw, 3):  # a kernel row 3 taps at a time; taps past fw dropped
+                    u00 = u01 = u02 = u10 = u11 = u12 = zero
+                    u20 = u21 = u22 = u30 = u31 = u32 = zero
+                    for gi in range(ng):
+                        g = gi * fb * gsz + f0 * gsz + m
+                        s = gi * c * psz + ch * psz + ky * wp + kx0
+                        for j in range(0, plane, lanes):
+                            s0, s1, s2 = vload(xp, s + j), vload(xp, s + j + 1), vload(xp, s + j + 2)
+                            e0, e1 = vload(gm, g + j), vload(gm, g + gsz + j)
+                            e2, e3 = vload(gm, g + 2 * gsz + j), vload(gm, g + 3 * gsz + j)
+                            u00, u01, u02 = vfma(e0, s0, u00), vfma(e0, s1, u01), vfma(e0, s2, u02)
+                            u10, u11, u12 = vfma(e1, s0, u10), vfma(e1, s1, u11), vfma(e1, s2, u12)
+                            u20, u21, u22 = vfma(e2, s0, u20), vfma(e2, s1, u21), vfma(e2, s2, u22)
+                            u30, u31, u32 = vfma(e3, s0, u30), vfma(e3, s1, u31), vfma(e3, s2, u32)
+                    rows = ((u00, u01, u02), (u10, u11, u12), (u20, u21, u22), (u30, u31, u32))
+                    for r in range(4):
+                        for t in range(min(3, fw - kx0)):
+                            dwk[f0 + r, ch, ky, kx0 + t] += vsum(rows[r][t])
+
+
+@njit(fastmath={"contract"}, **_PAR)
+def _conv2d_backward(dout, x, wfpk, fh, fw, pad, group, need_dx, lanes, relu, relu_out, dw_part, db_part, dx):
     n, c, h, wd = x.shape
-    fb, _, fh, fw = w4.shape
-    cb = wflip.shape[0]  # input channels rounded up to CO_BLOCK
     _, f, oh, ow = dout.shape
+    fb = dw_part.shape[1]
+    cb = -(-c // CO_BLOCK) * CO_BLOCK
     hp, wp = h + 2 * pad, wd + 2 * pad
     plane = oh * wp
     psz = (hp + 1) * wp
     # dout on the grid, shifted right by the kernel's extent m: the input gradient at padded
     # position q is sum over taps of wflip * gm[q + ky*wp + kx], the forward correlation again
     m = (fh - 1) * wp + (fw - 1)
-    gsz = m + hp * wp + wp + JB
+    gsz = m + hp * wp + wp + lanes  # the last vector past a plane reads this channel's zeros
+    slack = NV * lanes + fw + 2
+    astride = h * wp + NV * lanes
     chunks = dw_part.shape[0]
-    one, two = uint64(1), uint64(2)
-    zero = x.dtype.type(0)
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
         lo, hi = k * n // chunks, (k + 1) * n // chunks
         dwk, dbk = dw_part[k], db_part[k]
         dwk[:] = 0
         dbk[:] = 0
-        xp = np.empty((c, psz + JB), x.dtype)
-        gm = np.zeros((fb, gsz), x.dtype)  # zero off the outputs and in the padded channels
-        acc = np.empty((CO_BLOCK, h * wp + JB), x.dtype)
-        for i in range(lo, hi):
-            _pad_image(x[i], pad, wp, xp)
-            for q in range(f):
-                gq, dq = gm[q], dout[i, q]
-                sb = dbk[q]
-                for y in range(oh):
-                    for xx in range(ow):
-                        v = dq[y, xx]
-                        gq[m + y * wp + xx] = v
-                        sb += v
-                dbk[q] = sb
-            # dW[f, ch, ky, kx] += sum_j g[f, j] * xp[ch, ky*wp + kx + j], g[f, j] = gm[f, m + j]
-            for f0 in range(0, fb, CO_BLOCK):
-                g0, g1, g2, g3 = gm[f0, m:], gm[f0 + 1, m:], gm[f0 + 2, m:], gm[f0 + 3, m:]
-                for ch in range(c):
-                    for ky in range(fh):
-                        row = xp[ch, ky * wp :]
-                        if fw == 3:  # a kernel row per pass: 12 sums share 3 + 4 loads
-                            u00 = u01 = u02 = u10 = u11 = u12 = zero
-                            u20 = u21 = u22 = u30 = u31 = u32 = zero
-                            for j in range(uint64(plane)):
-                                s0, s1, s2 = row[j], row[j + one], row[j + two]
-                                e0, e1, e2, e3 = g0[j], g1[j], g2[j], g3[j]
-                                u00 += e0 * s0
-                                u01 += e0 * s1
-                                u02 += e0 * s2
-                                u10 += e1 * s0
-                                u11 += e1 * s1
-                                u12 += e1 * s2
-                                u20 += e2 * s0
-                                u21 += e2 * s1
-                                u22 += e2 * s2
-                                u30 += e3 * s0
-                                u31 += e3 * s1
-                                u32 += e3 * s2
-                            dwk[f0, ch, ky, 0] += u00
-                            dwk[f0, ch, ky, 1] += u01
-                            dwk[f0, ch, ky, 2] += u02
-                            dwk[f0 + 1, ch, ky, 0] += u10
-                            dwk[f0 + 1, ch, ky, 1] += u11
-                            dwk[f0 + 1, ch, ky, 2] += u12
-                            dwk[f0 + 2, ch, ky, 0] += u20
-                            dwk[f0 + 2, ch, ky, 1] += u21
-                            dwk[f0 + 2, ch, ky, 2] += u22
-                            dwk[f0 + 3, ch, ky, 0] += u30
-                            dwk[f0 + 3, ch, ky, 1] += u31
-                            dwk[f0 + 3, ch, ky, 2] += u32
-                            continue
-                        for kx in range(fw):
-                            o = uint64(kx)
-                            t0 = t1 = t2 = t3 = zero
-                            for j in range(uint64(plane)):
-                                s = row[o + j]
-                                t0 += g0[j] * s
-                                t1 += g1[j] * s
-                                t2 += g2[j] * s
-                                t3 += g3[j] * s
-                            dwk[f0, ch, ky, kx] += t0
-                            dwk[f0 + 1, ch, ky, kx] += t1
-                            dwk[f0 + 2, ch, ky, kx] += t2
-                            dwk[f0 + 3, ch, ky, kx] += t3
+        xp = np.empty(group * c * psz + slack, x.dtype)
+        gm = np.zeros(group * fb * gsz + slack, x.dtype)  # zero off the outputs and in padded channels
+        acc = np.empty(CO_BLOCK * astride, x.dtype)
+        for g0 in range(lo, hi, group):
+            ng = min(group, hi - g0)
+            for gi in range(ng):
+                i = g0 + gi
+                _pad_image(x[i], pad, wp, xp, gi * c * psz, psz)
+                for q in range(f):
+                    row0 = gi * fb * gsz + q * gsz + m
+                    _grid_rows(dout[i, q], relu_out[i if relu else 0, q if relu else 0], relu, gm, row0, wp)
+                    dbk[q] += _grid_sum(gm, row0, plane, lanes)
+            _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
             if not need_dx:
                 continue
-            for c0 in range(0, cb, CO_BLOCK):  # only the image's own rows, not the padding's
-                _correlate(gm, pad * wp, wflip, c0, wp, h * wp, acc)
-                for q in range(min(CO_BLOCK, c - c0)):
-                    aq = acc[q]
-                    dst = dx[i, c0 + q]
-                    for y in range(h):
-                        row0 = y * wp + pad
-                        for xx in range(wd):
-                            dst[y, xx] = aq[row0 + xx]
+            for gi in range(ng):
+                for blk in range(cb // CO_BLOCK):  # only the image's own rows, not the padding's
+                    _correlate(gm, gi * fb * gsz + pad * wp, gsz, wfpk, blk, f, fh, fw, wp, h * wp, lanes,
+                               acc, astride)
+                    c0 = blk * CO_BLOCK
+                    for q in range(min(CO_BLOCK, c - c0)):
+                        dst = dx[g0 + gi, c0 + q]
+                        for y in range(h):
+                            row = q * astride + y * wp + pad
+                            for xx in range(wd):
+                                dst[y, xx] = acc[row + xx]
 
 
-def _blocked(w):
-    """Weights (F, C, FH, FW) zero-padded to a multiple of CO_BLOCK output channels."""
+def _packed(w):
+    """Weights (F, C, FH, FW) -> flat (ceil(F/8), C, FH, FW, 8): each tap's 8 output channels side
+    by side for the broadcasts; output channels zero-padded to a multiple of CO_BLOCK."""
     f = w.shape[0]
     fb = -(-f // CO_BLOCK) * CO_BLOCK
-    if fb == f:
-        return np.ascontiguousarray(w)
-    w4 = np.zeros((fb, *w.shape[1:]), dtype=w.dtype)
-    w4[:f] = w
-    return w4
+    w8 = np.zeros((fb, *w.shape[1:]), dtype=w.dtype)
+    w8[:f] = w
+    return np.ascontiguousarray(w8.reshape(fb // CO_BLOCK, CO_BLOCK, *w.shape[1:]).transpose(0, 2, 3, 4, 1)).ravel(), fb
 
 
-def conv2d(x, w, b, pad: int, out):
-    """Stride-1 convolution of contiguous ``x`` (N, C, H, W) into ``out`` (N, F, OH, OW), bias added."""
-    _conv2d(x, _blocked(w), b, pad, out)
+def conv2d(x, w, b, pad: int, out, relu: bool = False):
+    """Stride-1 convolution of contiguous ``x`` (N, C, H, W) into ``out`` (N, F, OH, OW), bias
+    added, then ReLU if ``relu``."""
+    wpk, fb = _packed(w)
+    _, _, fh, fw = w.shape
+    _conv2d(x, wpk, fb, fh, fw, b, pad, simd.lanes(x.dtype), relu, out)
     return out
 
 
-def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None):
-    """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, and ``dx`` unless it is None."""
-    w4 = _blocked(w)
+def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None):
+    """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, and ``dx`` unless it is None.
+    ``relu_out``: the output of a forward pass with ``relu`` (dout is masked by it as it is read)."""
+    f, c, fh, fw = w.shape
     # (C, F, FH, FW) flipped in both spatial axes: the transposed convolution's kernels
-    wflip = _blocked(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
-    chunks = min(CHUNKS, x.shape[0])
-    dw_part = np.empty((chunks, *w4.shape), dtype=x.dtype)
-    db_part = np.empty((chunks, w4.shape[0]), dtype=x.dtype)
+    wfpk, _ = _packed(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    fb = -(-f // CO_BLOCK) * CO_BLOCK
+    n, _, h, wd = x.shape
+    hp, wp = h + 2 * pad, wd + 2 * pad
+    per_image = (c * (hp + 1) * wp + fb * ((fh + hp + 1) * wp + fw)) * x.dtype.itemsize
+    group = max(1, GROUP_BYTES // per_image)
+    chunks = min(CHUNKS, n)
+    dw_part = np.empty((chunks, fb, c, fh, fw), dtype=x.dtype)
+    db_part = np.empty((chunks, fb), dtype=x.dtype)
     need_dx = dx is not None
-    _conv2d_backward(dout, x, w4, wflip, pad, need_dx, dw_part, db_part,
+    relu = relu_out is not None
+    _conv2d_backward(dout, x, wfpk, fh, fw, pad, group, need_dx, simd.lanes(x.dtype), relu,
+                     relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), dw_part, db_part,
                      dx if need_dx else np.empty((1, 1, 1, 1), x.dtype))
-    f = w.shape[0]
     np.sum(dw_part[:, :f], axis=0, out=dw)
     np.sum(db_part[:, :f], axis=0, out=db)
     return dx

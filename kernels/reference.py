@@ -259,24 +259,30 @@ def conv_shapes(x, w, stride, pad):
     return n, f, fh, fw, conv_output_size(h, fh, stride, pad), conv_output_size(wd, fw, stride, pad)
 
 
-def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
+def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False):
     """Convolution as im2col -> one GEMM -> rows to (N, F, OH, OW), with kernel module ``k``'s
     im2col and layout kernels (the GPU's form, and the CPU's for strided convolutions).
-    A ``cache`` dict keeps the columns for the backward pass."""
+    A ``cache`` dict keeps the columns for the backward pass; ``relu`` applies ReLU to the output."""
     xp = array_namespace(x)
     n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
     col = k.im2col(x, fh, fw, stride, pad)
     if cache is not None:
         cache["col"] = col
     rows = xp.matmul(col, w.reshape(f, -1).T)
-    return k.rows_to_nchw(rows, b, out=_out(xp, out, (n, f, oh, ow), x.dtype))
+    out = k.rows_to_nchw(rows, b, out=_out(xp, out, (n, f, oh, ow), x.dtype))
+    if relu:
+        xp.multiply(out, out > 0, out=out)  # x * (x > 0), as the ReLU layer: NaN stays NaN
+    return out
 
 
-def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None):
+def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None):
     """Gradients of :func:`conv2d_gemm`: writes ``dw`` and ``db`` in place and returns dL/dx (None
-    unless ``need_dx``). The columns come from the forward pass's ``cache``, else from ``x``."""
+    unless ``need_dx``). The columns come from the forward pass's ``cache``, else from ``x``.
+    ``relu_out``: the output of a forward pass with ``relu``, whose mask dout goes through first."""
     xp = array_namespace(x)
     n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
+    if relu_out is not None:
+        dout = dout * (relu_out > 0)
     col = cache.get("col") if cache else None
     if col is None:
         col = k.im2col(x, fh, fw, stride, pad)
@@ -288,12 +294,13 @@ def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = Tru
     return k.col2im(drows @ w.reshape(f, -1), x.shape, fh, fw, stride, pad)
 
 
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None):
-    """Convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b`` (F,).
-    ``cache``: a dict the kernels may keep intermediates in for :func:`conv2d_backward`."""
-    return conv2d_gemm(sys.modules[__name__], x, w, b, stride, pad, out, cache)
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False):
+    """Convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b`` (F,),
+    then ReLU if ``relu``. ``cache``: a dict the kernels may keep intermediates in for the backward."""
+    return conv2d_gemm(sys.modules[__name__], x, w, b, stride, pad, out, cache, relu)
 
 
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None):
-    """Gradients of :func:`conv2d`: writes ``dw`` (F, C, FH, FW) and ``db`` (F,), returns dL/dx or None."""
-    return conv2d_gemm_backward(sys.modules[__name__], dout, x, w, stride, pad, dw, db, need_dx, cache)
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None):
+    """Gradients of :func:`conv2d`: writes ``dw`` (F, C, FH, FW) and ``db`` (F,), returns dL/dx or None.
+    ``relu_out``: the forward output when it ran with ``relu`` (its mask applies to ``dout``)."""
+    return conv2d_gemm_backward(sys.modules[__name__], dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out)
