@@ -102,6 +102,8 @@ CONVS = [  # (x shape, filters, kernel, stride, pad): 3x3 and 5x5, channel count
     ((2, 3, 6, 6), 4, 3, 1, 2),
     ((2, 2, 7, 7), 6, 3, 2, 1),
     ((9, 1, 4, 5), 2, 2, 1, 0),  # more images than the weight-gradient chunks
+    ((3, 3, 2, 3), 9, 1, 1, 0),  # planes shorter than a vector: reads past them must see zeros
+    ((4, 11, 5, 4), 17, 3, 1, 1),  # channel counts off the 8-channel register blocks
 ]
 
 
@@ -133,6 +135,30 @@ def test_conv2d_backward_matches_the_reference(kernels, shape, f, k, stride, pad
     tol = 1e-5 if dtype == np.float32 else 1e-12
     for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape, f, k, stride, pad", CONVS)
+def test_conv2d_with_fused_relu_matches_the_reference_conv_then_relu(kernels, shape, f, k, stride, pad, dtype):
+    r, x, w, b = _conv_case(shape, f, k, dtype)
+    pre = ref.conv2d(x, w, b, stride, pad)
+    want = ref.relu(pre, np.empty(pre.shape, bool))
+    y = kernels.conv2d(x, w, b, stride, pad, relu=True)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+    dout = r.standard_normal(pre.shape).astype(dtype)
+    dw, db, dw_ref, db_ref = np.empty_like(w), np.empty_like(b), np.empty_like(w), np.empty_like(b)
+    dx = kernels.conv2d_backward(dout, x, w, stride, pad, dw, db, relu_out=y)
+    dx_ref = ref.conv2d_backward(dout * (pre > 0), x, w, stride, pad, dw_ref, db_ref)
+    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_conv2d_fused_relu_keeps_nan(kernels):
+    _, x, w, b = _conv_case((2, 2, 5, 5), 3, 3, np.float32)
+    x[0, 0, 2, 2] = np.nan
+    y = kernels.conv2d(x, w, b, 1, 1, relu=True)
+    assert np.isnan(y[0, :, 1:4, 1:4]).all() and not np.isnan(y[1]).any()
 
 
 def test_conv2d_backward_without_dx_writes_the_same_weight_gradients(kernels):

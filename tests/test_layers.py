@@ -21,6 +21,8 @@ GRADCHECK_CASES = {
     "conv2d": (lambda: [Conv2d(3, 3), Linear(3)], (2, 6, 6)),
     "conv2d_stride2_pad1": (lambda: [Conv2d(3, 3, stride=2, pad=1), Linear(3)], (2, 7, 7)),
     "conv2d_rectangular_kernel": (lambda: [Conv2d(2, (2, 3), pad=1), Linear(3)], (2, 5, 6)),
+    "conv2d_fused_relu": (lambda: [Conv2d(3, 3, pad=1, activation="relu"), Linear(3)], (2, 5, 5)),
+    "conv2d_fused_relu_stride2": (lambda: [Conv2d(3, 3, stride=2, pad=1, activation="relu"), Linear(3)], (2, 7, 7)),
     "maxpool2d": (lambda: [Conv2d(2, 3, pad=1), MaxPool2d(2), Linear(3)], (1, 6, 6)),
     "maxpool2d_overlapping": (lambda: [Conv2d(2, 3, pad=1), MaxPool2d(3, stride=2), Linear(3)], (1, 7, 7)),
     "avgpool2d": (lambda: [Conv2d(2, 3, pad=1), AvgPool2d(2), Linear(3)], (1, 6, 6)),
@@ -148,6 +150,24 @@ def test_kernel_larger_than_input_is_rejected_at_build():
 def test_bad_layer_arguments_are_rejected(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_unknown_conv_activation_is_named():
+    with pytest.raises(ValueError, match="activation must be one of .* got 'gelu'"):
+        Conv2d(2, 3, activation="gelu")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_with_relu_activation_equals_conv2d_then_relu(stride):
+    fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation="relu"), Linear(3)], (2, 9, 9), seed=5)
+    split = Sequential([Conv2d(4, 3, stride=stride, pad=1), ReLU(), Linear(3)], (2, 9, 9), seed=5)
+    x, t = _batch((2, 9, 9), n=6)
+    losses = [float(m.loss(m.to_device(x), t)) for m in (fused, split)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    dx_fused, dx_split = fused.backward(input_grad=True), split.backward(input_grad=True)
+    np.testing.assert_allclose(dx_fused, dx_split, rtol=1e-5, atol=1e-6)
+    for name in fused.params:
+        np.testing.assert_allclose(fused.grads[name], split.grads[name], rtol=1e-5, atol=1e-6)
 
 
 # -- train / eval ---------------------------------------------------------------------------
