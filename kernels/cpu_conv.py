@@ -6,17 +6,21 @@ and the output is computed on the same grid, ``oh`` rows of ``wp`` columns, of w
 offset ``ky*wp + kx`` from the output position, so every tap is a contiguous run of
 multiply-adds along the output plane, which LLVM vectorizes, with the image (a few KB) in L1.
 
-Register blocking (``_correlate``): for a block of 16 grid positions and 4 output channels the
-64 sums live in vector registers (a stack array LLVM promotes) across every input channel and
-tap, and are stored once; a multiply-add over whole planes, accumulating in memory, was bound by
-L1 stores (deep_convnet's 8x8 convs: 85 -> 120 GFLOP/s).
+Register blocking (``_correlate``): for a block of 2 vectors of grid positions and 8 output
+channels the 16 vector sums live in registers (``simd.Vec`` values, 512-bit on AVX-512) across
+every input channel and tap, and are stored once: per tap 2 vector loads and 8 broadcasts feed
+16 FMAs. (A multiply-add over whole planes, accumulating in memory, was bound by L1 stores; 4
+channels x 16 positions left a 512-bit block only 4 sums, too few to hide the FMA latency.)
 
 The input gradient is the same correlation run backwards: dout on the grid, shifted by the
 kernel's extent, correlated with the flipped kernels (input and output channels swapped). The
-weight gradient is one dot product per (output channel, input channel, tap) over the grid, a
-3-wide kernel row per pass, summed per chunk of images in a fixed split: deterministic for any
-thread count. (Laying small images end to end for longer loops was tried: it pushed the images
-out of L1 and was slower.)
+weight gradient (``_weight_grad``) is one dot product per (output channel, input channel, tap)
+over the grid, 8 channels x 3 taps of a kernel row in 24 vector sums, over a group of images
+padded together (kept in L2), its lanes added once per group; partial sums per chunk of images
+in a fixed split make it deterministic for any thread count.
+
+A ReLU after the conv can be fused: applied as the sums are stored, and its backward (dout
+masked by the output) applied as dout is laid onto the grid.
 
 The im2col + GEMM form materializes C*FH*FW values per output position (45 MB for
 deep_convnet's second conv at batch 100) and streams them through memory twice; here only the
