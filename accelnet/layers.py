@@ -377,7 +377,8 @@ class Conv2d(Layer):
 
     ``activation="relu"`` is Conv2d followed by ReLU in one layer: the kernel applies the ReLU as
     it stores the sums and masks the incoming gradient as it reads it, which saves the separate
-    layer's two passes over the activations (a fifth of deep_convnet's CPU step).
+    layer's two passes over the activations (deep_convnet's six ReLU layers took 6.1 ms of a
+    65.7 ms CPU step, bench/profile_step.py).
     """
 
     ACTIVATIONS = (None, "relu")

@@ -45,6 +45,12 @@ GROUP_BYTES = 1 << 19  # a chunk's images are padded this many bytes at a time (
 
 
 @njit(inline="always")
+def _padded_channels(n):
+    """n channels rounded up to whole register blocks (the packed weights' channel count)."""
+    return -(-n // CO_BLOCK) * CO_BLOCK
+
+
+@njit(inline="always")
 def _pad_image(src, pad, wp, dst, base, psz):
     """(C, H, W) image -> zero-padded rows of width wp, channel ch at dst[base + ch*psz:]."""
     c, h, w = src.shape
@@ -167,8 +173,7 @@ def _grid_sum(gm, row0, plane, lanes):
 def _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
     """dwk[f, ch, ky, kx] += sum over the ng images and positions j of g[f, j] * xp[ch, ky*wp + kx
     + j], g[f, j] = gm[f, m + j]. Register-blocked: 8 output channels x 3 taps of a kernel row
-    (24 vector sums, 11 loads per 24 FMAs) summed over every image of the group, then the lanes.
-    (4 channels x 3 taps ran at 73 GFLOP/s on one core for deep_convnet's last conv, 8 at 100.)"""
+    (24 vector sums, 11 loads per 24 FMAs) summed over every image of the group, then the lanes."""
     zero = vsplat(xp.dtype.type(0))
     for f0 in range(0, fb, 8):
         for ch in range(c):
@@ -207,11 +212,11 @@ def _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
 
 
 @njit(fastmath={"contract"}, **_PAR)
-def _conv2d_backward(dout, x, wfpk, fh, fw, pad, group, need_dx, lanes, relu, relu_out, dw_part, db_part, dx):
+def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out, dw_part, db_part, dx):
     n, c, h, wd = x.shape
     _, f, oh, ow = dout.shape
     fb = dw_part.shape[1]
-    cb = -(-c // CO_BLOCK) * CO_BLOCK
+    cb = _padded_channels(c)
     hp, wp = h + 2 * pad, wd + 2 * pad
     plane = oh * wp
     psz = (hp + 1) * wp
@@ -221,6 +226,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, group, need_dx, lanes, relu, re
     gsz = m + hp * wp + wp + lanes  # the last vector past a plane reads this channel's zeros
     slack = NV * lanes + fw + 2
     astride = h * wp + NV * lanes
+    group = max(1, GROUP_BYTES // ((c * psz + fb * gsz) * x.itemsize))  # images padded at a time
     chunks = dw_part.shape[0]
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
         lo, hi = k * n // chunks, (k + 1) * n // chunks
@@ -259,7 +265,7 @@ def _packed(w):
     """Weights (F, C, FH, FW) -> flat (ceil(F/8), C, FH, FW, 8): each tap's 8 output channels side
     by side for the broadcasts; output channels zero-padded to a multiple of CO_BLOCK."""
     f = w.shape[0]
-    fb = -(-f // CO_BLOCK) * CO_BLOCK
+    fb = _padded_channels(f)
     w8 = np.zeros((fb, *w.shape[1:]), dtype=w.dtype)
     w8[:f] = w
     return np.ascontiguousarray(w8.reshape(fb // CO_BLOCK, CO_BLOCK, *w.shape[1:]).transpose(0, 2, 3, 4, 1)).ravel(), fb
@@ -280,17 +286,13 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None):
     f, c, fh, fw = w.shape
     # (C, F, FH, FW) flipped in both spatial axes: the transposed convolution's kernels
     wfpk, _ = _packed(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    fb = -(-f // CO_BLOCK) * CO_BLOCK
-    n, _, h, wd = x.shape
-    hp, wp = h + 2 * pad, wd + 2 * pad
-    per_image = (c * (hp + 1) * wp + fb * ((fh + hp + 1) * wp + fw)) * x.dtype.itemsize
-    group = max(1, GROUP_BYTES // per_image)
-    chunks = min(CHUNKS, n)
+    fb = _padded_channels(f)
+    chunks = min(CHUNKS, x.shape[0])
     dw_part = np.empty((chunks, fb, c, fh, fw), dtype=x.dtype)
     db_part = np.empty((chunks, fb), dtype=x.dtype)
     need_dx = dx is not None
     relu = relu_out is not None
-    _conv2d_backward(dout, x, wfpk, fh, fw, pad, group, need_dx, simd.lanes(x.dtype), relu,
+    _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, simd.lanes(x.dtype), relu,
                      relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), dw_part, db_part,
                      dx if need_dx else np.empty((1, 1, 1, 1), x.dtype))
     np.sum(dw_part[:, :f], axis=0, out=dw)
