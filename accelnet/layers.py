@@ -379,16 +379,24 @@ class Conv2d(Layer):
     it stores the sums and masks the incoming gradient as it reads it, which saves the separate
     layer's two passes over the activations (deep_convnet's six ReLU layers took 6.1 ms of a
     65.7 ms CPU step, bench/profile_step.py).
+
+    ``pool=k`` then max-pools in k x k windows with stride k, as a following ``MaxPool2d(k)``
+    would (same outputs, same gradient routing): on the CPU the windows are taken as the sums
+    are stored, so the full-size output is never written or read back.
     """
 
     ACTIVATIONS = (None, "relu")
 
     def __init__(self, out_channels: int, kernel_size=3, stride: int = 1, pad: int = 0,
-                 in_channels: int | None = None, init=None, activation: str | None = None, name=None):
+                 in_channels: int | None = None, init=None, activation: str | None = None,
+                 pool: int | None = None, name=None):
         super().__init__(name)
         if activation not in self.ACTIVATIONS:
             raise ValueError(f"Conv2d activation must be one of {self.ACTIVATIONS}, got {activation!r}")
         self.activation = activation
+        self.pool = None if pool is None else _positive_int(pool, "Conv2d pool")
+        if self.pool == 1:  # a 1x1 max-pool is the identity
+            self.pool = None
         self.out_channels = _positive_int(out_channels, "Conv2d out_channels")
         self.kernel_size = _pair(kernel_size, "Conv2d kernel_size")
         self.stride = _positive_int(stride, "Conv2d stride")
@@ -411,20 +419,24 @@ class Conv2d(Layer):
             raise ValueError(
                 f"{self._label()}: a {fh}x{fw} kernel with pad {self.pad} does not fit input {_shape_str(in_shape)}"
             )
+        if self.pool and (oh < self.pool or ow < self.pool):
+            raise ValueError(f"{self._label()}: a {self.pool}x{self.pool} pool does not fit its {oh}x{ow} output")
         fan_in = c * fh * fw
         self._declare(ctx, "W", (self.out_channels, c, fh, fw), ctx.init if self.init is None else self.init, fan_in)
         self._declare(ctx, "b", (self.out_channels,), fill=0.0)
+        if self.pool:
+            return (self.out_channels, oh // self.pool, ow // self.pool)
         return (self.out_channels, oh, ow)
 
     def _forward(self, x):
         n = x.shape[0]
         self._x = x
-        self._cache = {}  # what the kernels keep for the backward pass (im2col's columns)
+        self._cache = {}  # what the kernels keep for the backward pass (im2col's columns, the pool's argmax)
         out = self.xp.empty((n, *self.out_shape), dtype=self.dtype)
         relu = self.activation == "relu"
         self._relu_out = out if relu else None  # its mask is the ReLU's backward
         return self.kernels.conv2d(x, self.params["W"], self.params["b"], self.stride, self.pad, out=out,
-                                   cache=self._cache, relu=relu)
+                                   cache=self._cache, relu=relu, pool=self.pool)
 
     def _param_grads(self, dout):
         self._conv_backward(dout, need_dx=False)
@@ -435,12 +447,13 @@ class Conv2d(Layer):
     def _conv_backward(self, dout, need_dx):
         return self.kernels.conv2d_backward(dout, self._x, self.params["W"], self.stride, self.pad,
                                             self.grads["W"], self.grads["b"], need_dx, cache=self._cache,
-                                            relu_out=self._relu_out)
+                                            relu_out=self._relu_out, pool=self.pool)
 
     def _repr_args(self):
         fh, fw = self.kernel_size
         act = f", activation={self.activation!r}" if self.activation else ""
-        return f"{self.out_channels}, kernel_size={fh}x{fw}, stride={self.stride}, pad={self.pad}{act}"
+        pool = f", pool={self.pool}" if self.pool else ""
+        return f"{self.out_channels}, kernel_size={fh}x{fw}, stride={self.stride}, pad={self.pad}{act}{pool}"
 
 
 class _Pool2d(Layer):

@@ -366,13 +366,18 @@ def _pool_shape(x_shape, ph, pw, stride):
     return (n, c, conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0))
 
 
+def _argmax_dtype(ph, pw):
+    """One byte per window-local argmax where the window has at most 256 pixels: less traffic."""
+    return np.uint8 if ph * pw <= 256 else np.intp
+
+
 def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
     """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max,
     one byte per output where the window has at most 256 pixels: less memory traffic)."""
     x = np.ascontiguousarray(x)
     shape = _pool_shape(x.shape, ph, pw, stride)
     out = _checked_out(out, shape, x.dtype)
-    argmax = _checked_out(argmax, shape, np.uint8 if ph * pw <= 256 else np.intp)
+    argmax = _checked_out(argmax, shape, _argmax_dtype(ph, pw))
     _maxpool2d(x.size, x, ph, pw, stride, out, argmax)
     return out, argmax
 
@@ -521,32 +526,42 @@ def nchw_to_rows(x, out=None):
 # 17.7), the columns' 15 MB of memory traffic against cache-resident images (bench/profile_step.py).
 
 
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False):
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
+           pool: int | None = None):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``, then ReLU if
-    ``relu``: at stride 1 directly on each image in cache (``cpu_conv``, the ReLU applied as the
-    sums are stored), otherwise by im2col + GEMM (the columns kept in ``cache`` for the backward)."""
+    ``relu``, then a pool x pool max-pool if ``pool`` (its argmax kept in ``cache``): at stride 1
+    directly on each image in cache (``cpu_conv``, the ReLU and the pool applied as the sums are
+    stored), otherwise by im2col + GEMM (the columns kept in ``cache`` for the backward)."""
     x = np.ascontiguousarray(x)
     n, f, fh, fw, oh, ow = reference.conv_shapes(x, w, stride, pad)
-    out = _checked_out(out, (n, f, oh, ow), x.dtype)
     if stride != 1:
-        return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache, relu)
-    return cpu_conv.conv2d(x, w, b, pad, out, relu)
+        return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache, relu, pool)
+    if not pool:
+        return cpu_conv.conv2d(x, w, b, pad, _checked_out(out, (n, f, oh, ow), x.dtype), relu)
+    shape = _pool_shape((n, f, oh, ow), pool, pool, pool)
+    out = _checked_out(out, shape, x.dtype)
+    argmax = np.empty(shape, _argmax_dtype(pool, pool))
+    reference.argmax_cache(cache, pool)["argmax"] = argmax
+    return cpu_conv.conv2d(x, w, b, pad, out, relu, pool, argmax)
 
 
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None):
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
+                    pool: int | None = None):
     """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``).
     ``relu_out``: the output of a forward pass with ``relu``; its mask is applied to ``dout`` as
-    it is read."""
+    it is read. ``pool``: as the forward ran (dout and relu_out pooled, the argmax in ``cache``)."""
     x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
     n, f, fh, fw, oh, ow = reference.conv_shapes(x, w, stride, pad)
-    if dout.shape != (n, f, oh, ow):
-        raise ValueError(f"conv2d_backward: dout must have shape {(n, f, oh, ow)}, got {dout.shape}")
+    shape = _pool_shape((n, f, oh, ow), pool, pool, pool) if pool else (n, f, oh, ow)
+    if dout.shape != shape:
+        raise ValueError(f"conv2d_backward: dout must have shape {shape}, got {dout.shape}")
     if relu_out is not None and relu_out.shape != dout.shape:
         raise ValueError(f"conv2d_backward: relu_out must have dout's shape {dout.shape}, got {relu_out.shape}")
     if stride != 1:
-        return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out)
+        return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out, pool)
+    argmax = reference.argmax_cache(cache, pool)["argmax"] if pool else None
     return cpu_conv.conv2d_backward(dout, x, w, pad, dw, db, np.empty_like(x) if need_dx else None,
-                                    None if relu_out is None else np.ascontiguousarray(relu_out))
+                                    None if relu_out is None else np.ascontiguousarray(relu_out), pool, argmax)
 
 
 _self = sys.modules[__name__]

@@ -109,11 +109,11 @@ def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, acc, a
 
 
 @njit(fastmath={"contract"}, **_PAR)
-def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, out):
+def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
     n, c, h, wd = x.shape
-    _, f, oh, ow = out.shape
+    f = out.shape[1]
     hp, wp = h + 2 * pad, wd + 2 * pad
-    plane = oh * wp
+    plane = (hp - fh + 1) * wp
     psz = (hp + 1) * wp  # one row of slack: the garbage columns' reads stay inside
     astride = plane + NV * lanes
     for i in prange(n):
@@ -125,7 +125,10 @@ def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, out):
             _correlate(xp, 0, psz, wpk, blk, c, fh, fw, wp, plane, lanes, acc, astride)
             f0 = blk * CO_BLOCK
             for q in range(min(CO_BLOCK, f - f0)):
-                _store_plane(acc, q * astride, wp, b[f0 + q], relu, out[i, f0 + q])
+                if pool > 1:
+                    _pool_plane(acc, q * astride, wp, b[f0 + q], relu, pool, out[i, f0 + q], argmax[i, f0 + q])
+                else:
+                    _store_plane(acc, q * astride, wp, b[f0 + q], relu, out[i, f0 + q])
 
 
 @njit(inline="always")
@@ -142,6 +145,75 @@ def _store_plane(acc, row0, wp, bias, relu, dst):
         for y in range(oh):
             for xx in range(ow):
                 dst[y, xx] = acc[row0 + y * wp + xx] + bias
+
+
+@njit(inline="always")
+def _biased(v, bias, relu):
+    """v + bias, then x * (x > 0) if ``relu`` (the ReLU layer's formula: NaN stays NaN)."""
+    v = v + bias
+    return v * type(v)(v > 0) if relu else v
+
+
+@njit(inline="always")
+def _pool_plane(acc, row0, wp, bias, relu, k, dst, am):
+    """Grid sums acc[row0:] -> bias added, ReLU if ``relu``, then each k x k window's max into
+    dst (PH, PW) and its window-local index into am, as MaxPool2d on the stored output would
+    (the first maximum, or the first NaN, wins): the full-size output is never written."""
+    ph, pw = dst.shape
+    if k == 2:  # the usual pool: the window unrolled into selects, so the loop over px vectorizes
+        one = np.uint64(1)
+        for py in range(ph):
+            r0 = row0 + 2 * py * wp
+            r1 = r0 + wp
+            for px in range(np.uint64(pw)):
+                m = _biased(acc[r0 + 2 * px], bias, relu)
+                arg = np.uint8(0)
+                for t, v in ((np.uint8(1), acc[r0 + 2 * px + one]), (np.uint8(2), acc[r1 + 2 * px]),
+                             (np.uint8(3), acc[r1 + 2 * px + one])):
+                    v = _biased(v, bias, relu)
+                    take = (m == m) & ((v > m) | (v != v))
+                    m = v if take else m
+                    arg = t if take else arg
+                dst[py, px] = m
+                am[py, px] = arg
+        return
+    for py in range(ph):
+        for px in range(pw):
+            base = row0 + py * k * wp + px * k
+            best = acc[base] + bias
+            if relu:
+                best = best * dst.dtype.type(best > 0)
+            arg = 0
+            for ky in range(k):
+                for kx in range(k):
+                    v = acc[base + ky * wp + kx] + bias
+                    if relu:
+                        v = v * dst.dtype.type(v > 0)
+                    take = (best == best) and (v > best or v != v)
+                    best = v if take else best
+                    arg = ky * k + kx if take else arg
+            dst[py, px] = best
+            am[py, px] = arg
+
+
+@njit(inline="always")
+def _grid_unpool(d, y, relu, am, k, gm, row0, wp):
+    """Pooled gradient d (PH, PW) onto the grid at gm[row0:], each value at its window's argmax
+    ``am`` and zero elsewhere in the window; with ``relu``, masked by the pooled output y (the
+    window's max is its ReLU output, so y > 0 is the ReLU's mask there). Positions outside every
+    window are never written: they keep the grid's zeros."""
+    ph, pw = d.shape
+    zero = d.dtype.type(0)
+    for py in range(ph):
+        for px in range(pw):
+            g = d[py, px]
+            if relu:
+                g = g * d.dtype.type(y[py, px] > 0)
+            a = am[py, px]
+            base = row0 + py * k * wp + px * k
+            for ky in range(k):
+                for kx in range(k):
+                    gm[base + ky * wp + kx] = g if a == ky * k + kx else zero
 
 
 @njit(inline="always")
@@ -212,13 +284,14 @@ def _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
 
 
 @njit(fastmath={"contract"}, **_PAR)
-def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out, dw_part, db_part, dx):
+def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out, pool, argmax, dw_part, db_part,
+                     dx):
     n, c, h, wd = x.shape
-    _, f, oh, ow = dout.shape
+    f = dout.shape[1]
     fb = dw_part.shape[1]
     cb = _padded_channels(c)
     hp, wp = h + 2 * pad, wd + 2 * pad
-    plane = oh * wp
+    plane = (hp - fh + 1) * wp
     psz = (hp + 1) * wp
     # dout on the grid, shifted right by the kernel's extent m: the input gradient at padded
     # position q is sum over taps of wflip * gm[q + ky*wp + kx], the forward correlation again
@@ -243,7 +316,11 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
                 _pad_image(x[i], pad, wp, xp, gi * c * psz, psz)
                 for q in range(f):
                     row0 = gi * fb * gsz + q * gsz + m
-                    _grid_rows(dout[i, q], relu_out[i if relu else 0, q if relu else 0], relu, gm, row0, wp)
+                    y = relu_out[i if relu else 0, q if relu else 0]
+                    if pool > 1:
+                        _grid_unpool(dout[i, q], y, relu, argmax[i, q], pool, gm, row0, wp)
+                    else:
+                        _grid_rows(dout[i, q], y, relu, gm, row0, wp)
                     dbk[q] += _grid_sum(gm, row0, plane, lanes)
             _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
             if not need_dx:
@@ -271,18 +348,24 @@ def _packed(w):
     return np.ascontiguousarray(w8.reshape(fb // CO_BLOCK, CO_BLOCK, *w.shape[1:]).transpose(0, 2, 3, 4, 1)).ravel(), fb
 
 
-def conv2d(x, w, b, pad: int, out, relu: bool = False):
+_NO_ARRAY = np.empty((1, 1, 1, 1), np.uint8)  # stands in for an optional array the kernel will not read
+
+
+def conv2d(x, w, b, pad: int, out, relu: bool = False, pool: int | None = None, argmax=None):
     """Stride-1 convolution of contiguous ``x`` (N, C, H, W) into ``out`` (N, F, OH, OW), bias
-    added, then ReLU if ``relu``."""
+    added, then ReLU if ``relu``; with ``pool``, max-pooled in pool x pool windows (stride pool)
+    into ``out`` (N, F, OH // pool, OW // pool), the window-local argmax into ``argmax``."""
     wpk, fb = _packed(w)
     _, _, fh, fw = w.shape
-    _conv2d(x, wpk, fb, fh, fw, b, pad, simd.lanes(x.dtype), relu, out)
+    _conv2d(x, wpk, fb, fh, fw, b, pad, simd.lanes(x.dtype), relu, pool or 1, out,
+            _NO_ARRAY if argmax is None else argmax)
     return out
 
 
-def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None):
+def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: int | None = None, argmax=None):
     """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, and ``dx`` unless it is None.
-    ``relu_out``: the output of a forward pass with ``relu`` (dout is masked by it as it is read)."""
+    ``relu_out``: the output of a forward pass with ``relu`` (dout is masked by it as it is read);
+    ``pool``, ``argmax``: as the forward ran (dout and relu_out pooled)."""
     f, c, fh, fw = w.shape
     # (C, F, FH, FW) flipped in both spatial axes: the transposed convolution's kernels
     wfpk, _ = _packed(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
@@ -293,7 +376,8 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None):
     need_dx = dx is not None
     relu = relu_out is not None
     _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, simd.lanes(x.dtype), relu,
-                     relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), dw_part, db_part,
+                     relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), pool or 1,
+                     _NO_ARRAY if argmax is None else argmax, dw_part, db_part,
                      dx if need_dx else np.empty((1, 1, 1, 1), x.dtype))
     np.sum(dw_part[:, :f], axis=0, out=dw)
     np.sum(db_part[:, :f], axis=0, out=db)

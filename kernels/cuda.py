@@ -498,16 +498,20 @@ def nchw_to_rows(x, out=None):
 # -- convolution: im2col + cuBLAS GEMM, the form GPUs run well ---------------------------------------
 
 
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False):
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
+           pool: int | None = None):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``, as im2col + GEMM
-    (the columns kept in ``cache`` for the backward pass), then ReLU if ``relu``."""
-    return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache, relu)
+    (the columns kept in ``cache`` for the backward pass), then ReLU if ``relu``, then max-pooled
+    if ``pool`` (the argmax kept in ``cache``)."""
+    return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache, relu, pool)
 
 
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None):
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
+                    pool: int | None = None):
     """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``);
-    ``relu_out`` is the output of a forward pass with ``relu``."""
-    return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out)
+    ``relu_out`` is the output of a forward pass with ``relu``, ``pool`` as the forward ran."""
+    return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out,
+                                          pool)
 
 
 _self = sys.modules[__name__]

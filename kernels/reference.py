@@ -259,12 +259,25 @@ def conv_shapes(x, w, stride, pad):
     return n, f, fh, fw, conv_output_size(h, fh, stride, pad), conv_output_size(wd, fw, stride, pad)
 
 
-def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False):
+def argmax_cache(cache, pool):
+    """The ``cache`` dict a pooled convolution keeps its argmax in (its backward pass reads it)."""
+    if cache is None:
+        raise ValueError(f"conv2d with pool={pool} needs a cache dict: the backward pass reads the argmax from it")
+    return cache
+
+
+def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
+                pool: int | None = None):
     """Convolution as im2col -> one GEMM -> rows to (N, F, OH, OW), with kernel module ``k``'s
     im2col and layout kernels (the GPU's form, and the CPU's for strided convolutions).
-    A ``cache`` dict keeps the columns for the backward pass; ``relu`` applies ReLU to the output."""
+    A ``cache`` dict keeps the columns for the backward pass; ``relu`` applies ReLU to the output;
+    ``pool`` then max-pools it in pool x pool windows (``k.maxpool2d``, its argmax kept in ``cache``)."""
     xp = array_namespace(x)
     n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
+    if pool:
+        full = conv2d_gemm(k, x, w, b, stride, pad, None, argmax_cache(cache, pool), relu)
+        res, cache["argmax"] = k.maxpool2d(full, pool, pool, pool, out=out)
+        return res
     col = k.im2col(x, fh, fw, stride, pad)
     if cache is not None:
         cache["col"] = col
@@ -275,14 +288,19 @@ def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None,
     return out
 
 
-def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None):
+def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
+                         pool: int | None = None):
     """Gradients of :func:`conv2d_gemm`: writes ``dw`` and ``db`` in place and returns dL/dx (None
     unless ``need_dx``). The columns come from the forward pass's ``cache``, else from ``x``.
-    ``relu_out``: the output of a forward pass with ``relu``, whose mask dout goes through first."""
+    ``relu_out``: the output of a forward pass with ``relu``, whose mask dout goes through first.
+    With ``pool``, dout and relu_out are pooled and the argmax comes from ``cache``."""
     xp = array_namespace(x)
     n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
     if relu_out is not None:
+        # pooled: each window's max is its ReLU output, so (pooled > 0) is the mask at the argmax
         dout = dout * (relu_out > 0)
+    if pool:
+        dout = k.maxpool2d_backward(dout, argmax_cache(cache, pool)["argmax"], (n, f, oh, ow), pool, pool, pool)
     col = cache.get("col") if cache else None
     if col is None:
         col = k.im2col(x, fh, fw, stride, pad)
@@ -294,13 +312,18 @@ def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = Tru
     return k.col2im(drows @ w.reshape(f, -1), x.shape, fh, fw, stride, pad)
 
 
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False):
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
+           pool: int | None = None):
     """Convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b`` (F,),
-    then ReLU if ``relu``. ``cache``: a dict the kernels may keep intermediates in for the backward."""
-    return conv2d_gemm(sys.modules[__name__], x, w, b, stride, pad, out, cache, relu)
+    then ReLU if ``relu``, then a pool x pool max-pool (stride pool) if ``pool``. ``cache``: a dict
+    the kernels keep intermediates in for the backward (required with ``pool``: the argmax)."""
+    return conv2d_gemm(sys.modules[__name__], x, w, b, stride, pad, out, cache, relu, pool)
 
 
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None):
+def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
+                    pool: int | None = None):
     """Gradients of :func:`conv2d`: writes ``dw`` (F, C, FH, FW) and ``db`` (F,), returns dL/dx or None.
-    ``relu_out``: the forward output when it ran with ``relu`` (its mask applies to ``dout``)."""
-    return conv2d_gemm_backward(sys.modules[__name__], dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out)
+    ``relu_out``: the forward output when it ran with ``relu`` (its mask applies to ``dout``);
+    ``pool``: as the forward ran (dout and relu_out pooled, the argmax in ``cache``)."""
+    return conv2d_gemm_backward(sys.modules[__name__], dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out,
+                                pool)

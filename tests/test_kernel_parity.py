@@ -154,6 +154,53 @@ def test_conv2d_with_fused_relu_matches_the_reference_conv_then_relu(kernels, sh
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
+POOLED_CONVS = [  # (x shape, filters, kernel, stride, pad)
+    ((3, 2, 7, 6), 5, 3, 1, 1),  # outputs off the pool's multiple: the last row/column is in no window
+    ((2, 2, 7, 7), 6, 3, 2, 1),  # strided: im2col + GEMM, then the pool kernels
+    ((2, 11, 6, 5), 17, 3, 1, 1),  # channel counts off the 8-channel register blocks
+    ((9, 1, 4, 5), 2, 2, 1, 0),  # more images than the weight-gradient chunks
+]
+
+
+@pytest.mark.parametrize("pool, relu", [(2, True), (2, False), (3, True)], ids=["pool2-relu", "pool2", "pool3-relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape, f, k, stride, pad", POOLED_CONVS)
+def test_conv2d_with_fused_pool_matches_the_reference_conv_then_maxpool(kernels, shape, f, k, stride, pad, dtype, pool,
+                                                                        relu):
+    r, x, w, b = _conv_case(shape, f, k, dtype)
+    pre = ref.conv2d(x, w, b, stride, pad, relu=relu)
+    want, want_arg = ref.maxpool2d(pre, pool, pool, pool)
+    cache = {}
+    y = kernels.conv2d(x, w, b, stride, pad, cache=cache, relu=relu, pool=pool)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(cache["argmax"], want_arg)
+    dout = r.standard_normal(y.shape).astype(dtype)
+    dw, db, dw_ref, db_ref = np.empty_like(w), np.empty_like(b), np.empty_like(w), np.empty_like(b)
+    dx = kernels.conv2d_backward(dout, x, w, stride, pad, dw, db, cache=cache, relu_out=y if relu else None,
+                                 pool=pool)
+    dpre = ref.maxpool2d_backward(dout, want_arg, pre.shape, pool, pool, pool)
+    dx_ref = ref.conv2d_backward(dpre * (pre > 0) if relu else dpre, x, w, stride, pad, dw_ref, db_ref)
+    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_conv2d_fused_pool_keeps_nan_at_the_first_nan_of_each_window(kernels):
+    _, x, w, b = _conv_case((2, 2, 6, 6), 3, 3, np.float32)
+    x[0, 0, 2, 2] = np.nan  # reaches conv outputs rows/cols 1..3: pooled cells (0..1, 0..1)
+    cache = {}
+    y = kernels.conv2d(x, w, b, 1, 1, cache=cache, relu=True, pool=2)
+    assert np.isnan(y[0, :, :2, :2]).all() and not np.isnan(y[1]).any()
+    _, want_arg = ref.maxpool2d(ref.conv2d(x, w, b, 1, 1, relu=True), 2, 2, 2)
+    np.testing.assert_array_equal(cache["argmax"], want_arg)
+
+
+def test_conv2d_with_pool_needs_a_cache_for_its_argmax(kernels):
+    _, x, w, b = _conv_case((2, 2, 6, 6), 3, 3, np.float32)
+    with pytest.raises(ValueError, match="pool=2 needs a cache"):
+        kernels.conv2d(x, w, b, 1, 1, pool=2)
+
+
 def test_conv2d_fused_relu_keeps_nan(kernels):
     _, x, w, b = _conv_case((2, 2, 5, 5), 3, 3, np.float32)
     x[0, 0, 2, 2] = np.nan

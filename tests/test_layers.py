@@ -23,6 +23,10 @@ GRADCHECK_CASES = {
     "conv2d_rectangular_kernel": (lambda: [Conv2d(2, (2, 3), pad=1), Linear(3)], (2, 5, 6)),
     "conv2d_fused_relu": (lambda: [Conv2d(3, 3, pad=1, activation="relu"), Linear(3)], (2, 5, 5)),
     "conv2d_fused_relu_stride2": (lambda: [Conv2d(3, 3, stride=2, pad=1, activation="relu"), Linear(3)], (2, 7, 7)),
+    "conv2d_fused_relu_pool": (lambda: [Conv2d(3, 3, pad=1, activation="relu", pool=2), Linear(3)], (2, 6, 6)),
+    "conv2d_fused_pool_odd_size": (lambda: [Conv2d(3, 3, pad=1, pool=2), Linear(3)], (2, 5, 5)),
+    "conv2d_fused_relu_pool_stride2": (lambda: [Conv2d(3, 3, stride=2, pad=1, activation="relu", pool=2), Linear(3)],
+                                       (2, 7, 7)),
     "maxpool2d": (lambda: [Conv2d(2, 3, pad=1), MaxPool2d(2), Linear(3)], (1, 6, 6)),
     "maxpool2d_overlapping": (lambda: [Conv2d(2, 3, pad=1), MaxPool2d(3, stride=2), Linear(3)], (1, 7, 7)),
     "avgpool2d": (lambda: [Conv2d(2, 3, pad=1), AvgPool2d(2), Linear(3)], (1, 6, 6)),
@@ -146,7 +150,8 @@ def test_kernel_larger_than_input_is_rejected_at_build():
 
 
 @pytest.mark.parametrize("make", [lambda: Linear(0), lambda: Conv2d(2, 3, stride=0), lambda: Dropout(1.0),
-                                  lambda: Conv2d(2, 3, pad=-1), lambda: MaxPool2d(0)])
+                                  lambda: Conv2d(2, 3, pad=-1), lambda: MaxPool2d(0), lambda: Conv2d(2, 3, pool=0),
+                                  lambda: Conv2d(2, 3, pool=2.0)])
 def test_bad_layer_arguments_are_rejected(make):
     with pytest.raises(ValueError):
         make()
@@ -168,6 +173,32 @@ def test_conv2d_with_relu_activation_equals_conv2d_then_relu(stride):
     np.testing.assert_allclose(dx_fused, dx_split, rtol=1e-5, atol=1e-6)
     for name in fused.params:
         np.testing.assert_allclose(fused.grads[name], split.grads[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride, relu, pool", [(1, True, 2), (1, False, 2), (1, True, 3), (2, True, 2)])
+def test_conv2d_with_pool_equals_conv2d_then_maxpool(stride, relu, pool):
+    act = "relu" if relu else None
+    fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation=act, pool=pool), Linear(3)], (2, 11, 11), seed=5)
+    split = Sequential([Conv2d(4, 3, stride=stride, pad=1), *([ReLU()] if relu else []), MaxPool2d(pool), Linear(3)],
+                       (2, 11, 11), seed=5)
+    x, t = _batch((2, 11, 11), n=6)
+    y_fused, y_split = (m.forward(m.to_device(x)) for m in (fused, split))
+    np.testing.assert_allclose(y_fused, y_split, rtol=1e-5, atol=1e-6)
+    losses = [float(m.loss(m.to_device(x), t)) for m in (fused, split)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    dx_fused, dx_split = fused.backward(input_grad=True), split.backward(input_grad=True)
+    np.testing.assert_allclose(dx_fused, dx_split, rtol=1e-5, atol=1e-6)
+    for name in fused.params:
+        np.testing.assert_allclose(fused.grads[name], split.grads[name], rtol=1e-5, atol=1e-6)
+
+
+def test_conv2d_pool_larger_than_its_output_is_rejected_at_build():
+    with pytest.raises(ValueError, match="3x3 pool does not fit its 2x2 output"):
+        Sequential([Conv2d(2, 3, pool=3)], (1, 4, 4))
+
+
+def test_conv2d_repr_shows_activation_and_pool():
+    assert "activation='relu', pool=2" in repr(Conv2d(4, 3, activation="relu", pool=2))
 
 
 # -- train / eval ---------------------------------------------------------------------------

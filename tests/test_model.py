@@ -119,7 +119,7 @@ def test_a_layer_cannot_join_two_models():
 
 def test_repr_lists_layers_output_shapes_and_parameter_counts():
     text = repr(simple_convnet())
-    assert "Conv2d(30, kernel_size=5x5" in text and "(30, 24, 24)" in text
+    assert "Conv2d(30, kernel_size=5x5, stride=1, pad=0, activation='relu', pool=2)" in text
     assert "(30, 12, 12)" in text and "432,100" in text and "params=433,890" in text
 
 

@@ -73,14 +73,15 @@ def test_deep_convnet_has_the_books_shapes():
     assert [c.out_channels for c in convs] == [16, 16, 32, 32, 64, 64]
     assert [c.pad for c in convs] == [1, 1, 1, 2, 1, 1]
     assert all(c.activation == "relu" for c in convs)
+    assert [c.pool for c in convs] == [None, 2, None, 2, None, 2]  # a max-pool after each pair
     assert model.layers[-5].in_features == 64 * 4 * 4
     assert model.output_shape == (10,)
 
 
 def test_simple_convnet_has_the_books_shapes():
     model = simple_convnet()
-    assert model.layers[0].activation == "relu"
-    assert model.layers[2].in_features == 30 * 12 * 12 and model.num_params == 433_890
+    assert model.layers[0].activation == "relu" and model.layers[0].pool == 2
+    assert model.layers[1].in_features == 30 * 12 * 12 and model.num_params == 433_890
 
 
 def test_multi_layer_net_picks_he_for_relu_and_xavier_for_sigmoid():
