@@ -33,7 +33,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import simd
-from .simd import vfma, vload, vsplat, vstore, vsum
+from .simd import (vadd, vfma, vgate, vload, vload_first, vload_pairs, vmax_arg, vpick, vsplat, vstore, vstore_first,
+                   vstore_pairs, vsum)
 
 _FLAGS = dict(cache=True, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
@@ -51,15 +52,17 @@ def _padded_channels(n):
 
 
 @njit(inline="always")
-def _pad_image(src, pad, wp, dst, base, psz):
+def _pad_image(src, pad, wp, lanes, dst, base, psz):
     """(C, H, W) image -> zero-padded rows of width wp, channel ch at dst[base + ch*psz:]."""
     c, h, w = src.shape
     dst[base : base + c * psz] = 0
+    zero = vsplat(dst.dtype.type(0))
     for ch in range(c):
         for y in range(h):
             row = base + ch * psz + (y + pad) * wp + pad
-            for x in range(w):
-                dst[row + x] = src[ch, y, x]
+            for x in range(0, w, lanes):
+                n = min(lanes, w - x)
+                vstore_first(dst, row + x, vload_first(src, (ch * h + y) * w + x, n, zero), n)
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
@@ -119,63 +122,61 @@ def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
     for i in prange(n):
         xp = np.empty(c * psz + NV * lanes, x.dtype)  # + 2 vectors: the last block's reads
         xp[c * psz :] = 0
-        _pad_image(x[i], pad, wp, xp, 0, psz)
+        _pad_image(x[i], pad, wp, lanes, xp, 0, psz)
         acc = np.empty(CO_BLOCK * astride, x.dtype)
         for blk in range(fb // CO_BLOCK):
             _correlate(xp, 0, psz, wpk, blk, c, fh, fw, wp, plane, lanes, acc, astride)
             f0 = blk * CO_BLOCK
             for q in range(min(CO_BLOCK, f - f0)):
                 if pool > 1:
-                    _pool_plane(acc, q * astride, wp, b[f0 + q], relu, pool, out[i, f0 + q], argmax[i, f0 + q])
+                    _pool_plane(acc, q * astride, wp, b[f0 + q], relu, pool, lanes, out[i, f0 + q], argmax[i, f0 + q])
                 else:
-                    _store_plane(acc, q * astride, wp, b[f0 + q], relu, out[i, f0 + q])
+                    _store_plane(acc, q * astride, wp, b[f0 + q], relu, lanes, out[i, f0 + q])
 
 
 @njit(inline="always")
-def _store_plane(acc, row0, wp, bias, relu, dst):
-    """Grid sums acc[row0:] -> output plane dst (OH, OW), bias added; with ``relu``, x * (x > 0)
-    as the ReLU layer computes it (NaN stays NaN). Two loops, so each vectorizes."""
+def _store_plane(acc, row0, wp, bias, relu, lanes, dst):
+    """Grid sums acc[row0:] -> output plane dst (OH, OW), ``bias`` added unless it is None (the
+    input gradient: adding 0.0 would turn -0.0 into +0.0); with ``relu``, x * (x > 0) as the
+    ReLU layer computes it (NaN stays NaN). A vector at a time; reads past a row stay in acc."""
     oh, ow = dst.shape
-    if relu:
-        for y in range(oh):
-            for xx in range(ow):
-                v = acc[row0 + y * wp + xx] + bias
-                dst[y, xx] = v * dst.dtype.type(v > 0)
-    else:
-        for y in range(oh):
-            for xx in range(ow):
-                dst[y, xx] = acc[row0 + y * wp + xx] + bias
+    vb = vsplat(dst.dtype.type(0 if bias is None else bias))
+    for y in range(oh):
+        for xx in range(0, ow, lanes):
+            v = vload(acc, row0 + y * wp + xx)
+            if bias is not None:
+                v = _vbiased(v, vb, relu)
+            vstore_first(dst, y * ow + xx, v, min(lanes, ow - xx))
 
 
 @njit(inline="always")
-def _biased(v, bias, relu):
+def _vbiased(v, vb, relu):
     """v + bias, then x * (x > 0) if ``relu`` (the ReLU layer's formula: NaN stays NaN)."""
-    v = v + bias
-    return v * type(v)(v > 0) if relu else v
+    v = vadd(v, vb)
+    return vgate(v, v) if relu else v
 
 
 @njit(inline="always")
-def _pool_plane(acc, row0, wp, bias, relu, k, dst, am):
+def _pool_plane(acc, row0, wp, bias, relu, k, lanes, dst, am):
     """Grid sums acc[row0:] -> bias added, ReLU if ``relu``, then each k x k window's max into
     dst (PH, PW) and its window-local index into am, as MaxPool2d on the stored output would
     (the first maximum, or the first NaN, wins): the full-size output is never written."""
     ph, pw = dst.shape
-    if k == 2:  # the usual pool: the window unrolled into selects, so the loop over px vectorizes
-        one = np.uint64(1)
+    if k == 2:  # the usual pool: LANES windows at a time, even and odd columns split in registers
+        vb = vsplat(dst.dtype.type(bias))
+        zero = vsplat(dst.dtype.type(0))
         for py in range(ph):
             r0 = row0 + 2 * py * wp
-            r1 = r0 + wp
-            for px in range(np.uint64(pw)):
-                m = _biased(acc[r0 + 2 * px], bias, relu)
-                arg = np.uint8(0)
-                for t, v in ((np.uint8(1), acc[r0 + 2 * px + one]), (np.uint8(2), acc[r1 + 2 * px]),
-                             (np.uint8(3), acc[r1 + 2 * px + one])):
-                    v = _biased(v, bias, relu)
-                    take = (m == m) & ((v > m) | (v != v))
-                    m = v if take else m
-                    arg = t if take else arg
-                dst[py, px] = m
-                am[py, px] = arg
+            for px in range(0, pw, lanes):
+                top_l, top_r = vload_pairs(acc, r0 + 2 * px)
+                bot_l, bot_r = vload_pairs(acc, r0 + wp + 2 * px)
+                m = _vbiased(top_l, vb, relu)
+                m, arg = vmax_arg(m, zero, _vbiased(top_r, vb, relu), 1)
+                m, arg = vmax_arg(m, arg, _vbiased(bot_l, vb, relu), 2)
+                m, arg = vmax_arg(m, arg, _vbiased(bot_r, vb, relu), 3)
+                n = min(lanes, pw - px)
+                vstore_first(dst, py * pw + px, m, n)
+                vstore_first(am, py * pw + px, arg, n)
         return
     for py in range(ph):
         for px in range(pw):
@@ -197,48 +198,58 @@ def _pool_plane(acc, row0, wp, bias, relu, k, dst, am):
 
 
 @njit(inline="always")
-def _grid_unpool(d, y, relu, am, k, gm, row0, wp):
+def _grid_unpool(d, y, relu, am, k, lanes, gm, row0, wp):
     """Pooled gradient d (PH, PW) onto the grid at gm[row0:], each value at its window's argmax
     ``am`` and zero elsewhere in the window; with ``relu``, masked by the pooled output y (the
     window's max is its ReLU output, so y > 0 is the ReLU's mask there). Positions outside every
-    window are never written: they keep the grid's zeros."""
+    window are never written: they keep the grid's zeros. Returns the sum (the bias gradient)."""
     ph, pw = d.shape
-    zero = d.dtype.type(0)
+    zero = vsplat(gm.dtype.type(0))
+    total = zero
+    if k == 2:  # LANES windows at a time: their left and right columns interleaved as stored
+        for py in range(ph):
+            r0 = row0 + 2 * py * wp
+            for px in range(0, pw, lanes):
+                n = min(lanes, pw - px)
+                g = vload_first(d, py * pw + px, n, zero)
+                if relu:
+                    g = vgate(g, vload_first(y, py * pw + px, n, zero))
+                a = vload_first(am, py * pw + px, n, zero)
+                vstore_pairs(gm, r0 + 2 * px, vpick(a, 0, g), vpick(a, 1, g), n)
+                vstore_pairs(gm, r0 + wp + 2 * px, vpick(a, 2, g), vpick(a, 3, g), n)
+                total = vadd(total, g)
+        return vsum(total)
+    s = gm.dtype.type(0)
     for py in range(ph):
         for px in range(pw):
             g = d[py, px]
             if relu:
                 g = g * d.dtype.type(y[py, px] > 0)
+            s += g
             a = am[py, px]
             base = row0 + py * k * wp + px * k
             for ky in range(k):
                 for kx in range(k):
-                    gm[base + ky * wp + kx] = g if a == ky * k + kx else zero
+                    gm[base + ky * wp + kx] = g if a == ky * k + kx else gm.dtype.type(0)
+    return s
 
 
 @njit(inline="always")
-def _grid_rows(d, y, relu, gm, row0, wp):
+def _grid_rows(d, y, relu, lanes, gm, row0, wp):
     """Plane d (OH, OW) onto the grid at gm[row0:]; with ``relu``, masked by the fused ReLU's
-    output y (its backward: d * (y > 0)). Two loops, so each vectorizes."""
+    output y (its backward: d * (y > 0)). Returns the sum (the bias gradient)."""
     oh, ow = d.shape
-    if relu:
-        for r in range(oh):
-            for xx in range(ow):
-                gm[row0 + r * wp + xx] = d[r, xx] * d.dtype.type(y[r, xx] > 0)
-    else:
-        for r in range(oh):
-            for xx in range(ow):
-                gm[row0 + r * wp + xx] = d[r, xx]
-
-
-@njit(inline="always")
-def _grid_sum(gm, row0, plane, lanes):
-    """Sum of a grid plane (zero off the outputs), in vectors: the bias gradient."""
-    one = vsplat(gm.dtype.type(1))
-    a = vsplat(gm.dtype.type(0))
-    for j in range(0, plane, lanes):
-        a = vfma(one, vload(gm, row0 + j), a)
-    return vsum(a)
+    zero = vsplat(gm.dtype.type(0))
+    total = zero
+    for r in range(oh):
+        for xx in range(0, ow, lanes):
+            n = min(lanes, ow - xx)
+            g = vload_first(d, r * ow + xx, n, zero)
+            if relu:
+                g = vgate(g, vload_first(y, r * ow + xx, n, zero))
+            vstore_first(gm, row0 + r * wp + xx, g, n)
+            total = vadd(total, g)
+    return vsum(total)
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
@@ -313,15 +324,14 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
             ng = min(group, hi - g0)
             for gi in range(ng):
                 i = g0 + gi
-                _pad_image(x[i], pad, wp, xp, gi * c * psz, psz)
+                _pad_image(x[i], pad, wp, lanes, xp, gi * c * psz, psz)
                 for q in range(f):
                     row0 = gi * fb * gsz + q * gsz + m
                     y = relu_out[i if relu else 0, q if relu else 0]
                     if pool > 1:
-                        _grid_unpool(dout[i, q], y, relu, argmax[i, q], pool, gm, row0, wp)
+                        dbk[q] += _grid_unpool(dout[i, q], y, relu, argmax[i, q], pool, lanes, gm, row0, wp)
                     else:
-                        _grid_rows(dout[i, q], y, relu, gm, row0, wp)
-                    dbk[q] += _grid_sum(gm, row0, plane, lanes)
+                        dbk[q] += _grid_rows(dout[i, q], y, relu, lanes, gm, row0, wp)
             _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
             if not need_dx:
                 continue
@@ -331,11 +341,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
                                acc, astride)
                     c0 = blk * CO_BLOCK
                     for q in range(min(CO_BLOCK, c - c0)):
-                        dst = dx[g0 + gi, c0 + q]
-                        for y in range(h):
-                            row = q * astride + y * wp + pad
-                            for xx in range(wd):
-                                dst[y, xx] = acc[row + xx]
+                        _store_plane(acc, q * astride + pad, wp, None, False, lanes, dx[g0 + gi, c0 + q])
 
 
 def _packed(w):

@@ -10,7 +10,12 @@ CPU they are split into narrower registers, so the results never depend on the m
 
 The functions: ``vload(a, i)`` / ``vstore(a, i, v)`` (LANES elements from flat index i of a
 C-contiguous array, unaligned), ``vsplat(x)`` (x in every lane), ``vfma(a, b, c)`` (a*b + c,
-one rounding), ``vsum(v)`` (the lanes added), ``lanes(dtype)`` (elements per vector).
+one rounding), ``vsum(v)`` (the lanes added), ``lanes(dtype)`` (elements per vector). For
+rows that end inside a vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only
+the first n lanes read or written, converted between a's dtype and the vector's). For pooling:
+``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the odd ones), ``vadd``,
+``vgate(v, y)`` (v * (y > 0): the ReLU and its mask), ``vmax_arg`` (a running max with its
+index, as MaxPool2d takes it) and ``vpick(a, t, v)`` (v where a == t, else 0).
 """
 
 from __future__ import annotations
@@ -57,9 +62,51 @@ def _element_pointer(context, builder, arytype, ary, index, vtype):
     return builder.bitcast(builder.gep(data, [index]), vtype.as_pointer())
 
 
-def _check_array(a):
-    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)):
-        raise TypeError(f"simd: expected a C-contiguous float array, got {a}")
+def _check_array(a, kinds=(types.Float,)):
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, kinds)):
+        raise TypeError(f"simd: expected a C-contiguous {' or '.join(k.__name__.lower() for k in kinds)} array, "
+                        f"got {a}")
+
+
+def _check_vectors(what, *vs):
+    if not (isinstance(vs[0], Vec) and all(v == vs[0] for v in vs)):
+        raise TypeError(f"simd: {what} needs equal vectors, got {', '.join(map(str, vs))}")
+
+
+def _lane_indices(idx):
+    """Constant <len x i32> of the lane indices ``idx`` (a shuffle's mask)."""
+    idx = list(idx)
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), idx)
+
+
+def _splat(builder, vt, x):
+    """LLVM vector of type vt with scalar x in every lane."""
+    one = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), _lane_indices([0] * vt.count))
+
+
+def _first_lanes(context, builder, n, ntype, count):
+    """<count x i1>: lane k is on where k < n."""
+    limit = _splat(builder, ir.VectorType(ir.IntType(32), count), context.cast(builder, n, ntype, types.int32))
+    return builder.icmp_signed("<", _lane_indices(range(count)), limit)
+
+
+def _convert(builder, v, src, dst, to):
+    """LLVM vector v of numba dtype src -> numba dtype dst (LLVM vector type ``to``)."""
+    if src == dst:
+        return v
+    if isinstance(src, types.Float) and isinstance(dst, types.Float):
+        return (builder.fpext if dst.bitwidth > src.bitwidth else builder.fptrunc)(v, to)
+    if isinstance(src, types.Float):
+        return (builder.fptosi if dst.signed else builder.fptoui)(v, to)
+    return (builder.sitofp if src.signed else builder.uitofp)(v, to)
+
+
+def _masked(builder, op, a_dtype, count, fnty, args):
+    """Call llvm.masked.{op} on <count x a_dtype>."""
+    suffix = f"v{count}{'f' if isinstance(a_dtype, types.Float) else 'i'}{a_dtype.bitwidth}"
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.{op}.{suffix}.p0{suffix}")
+    return builder.call(fn, args)
 
 
 @intrinsic
@@ -140,3 +187,149 @@ def vsum(typingctx, v):
         return builder.call(fn, [ir.Constant(t.element, 0.0), args[0]], fastmath=("reassoc",))
 
     return v.dtype(v), codegen
+
+
+@intrinsic
+def vload_pairs(typingctx, a, i):
+    """The 2*LANES elements of ``a`` from flat index ``i`` as (even ones, odd ones): the left and
+    right pixels of consecutive 2-wide windows."""
+    _check_array(a)
+    vt = Vec(a.dtype)
+
+    def codegen(context, builder, sig, args):
+        ll_vt = context.get_value_type(vt)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], ll_vt)
+        lo = builder.load(ptr, align=a.dtype.bitwidth // 8)
+        hi = builder.load(builder.gep(ptr, [ir.Constant(ir.IntType(64), 1)]), align=a.dtype.bitwidth // 8)
+        n = vt.lanes
+        even = builder.shuffle_vector(lo, hi, _lane_indices(range(0, 2 * n, 2)))
+        odd = builder.shuffle_vector(lo, hi, _lane_indices(range(1, 2 * n, 2)))
+        return context.make_tuple(builder, sig.return_type, [even, odd])
+
+    return types.UniTuple(vt, 2)(a, i), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b lane by lane."""
+    _check_vectors("vadd", a, b)
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vgate(typingctx, v, y):
+    """v * (y > 0) lane by lane: with y = v the ReLU layer's formula (NaN stays NaN, negatives
+    become -0.0), with y a ReLU's output its backward."""
+    _check_vectors("vgate", v, y)
+
+    def codegen(context, builder, sig, args):
+        t = args[0].type
+        positive = builder.fcmp_ordered(">", args[1], ir.Constant(t, [0.0] * t.count))
+        return builder.fmul(args[0], builder.uitofp(positive, t))
+
+    return v(v, y), codegen
+
+
+@intrinsic
+def vpick(typingctx, a, t, v):
+    """v where a == t, else 0, lane by lane: a window's gradient at its argmax ``a``."""
+    _check_vectors("vpick", a, v)
+
+    def codegen(context, builder, sig, args):
+        vt = args[0].type
+        hit = builder.fcmp_ordered("==", args[0], _splat(builder, vt, context.cast(builder, args[1], sig.args[1],
+                                                                                    a.dtype)))
+        return builder.select(hit, args[2], ir.Constant(vt, [0.0] * vt.count))
+
+    return v(a, t, v), codegen
+
+
+@intrinsic
+def vmax_arg(typingctx, m, arg, v, t):
+    """One step of a running max over a window, lane by lane: where m is not NaN and v > m or v is
+    NaN, (m, arg) becomes (v, t), so the first maximum, or the first NaN, wins (as MaxPool2d).
+    ``arg`` holds window-local indices as floats; ``t`` is v's index."""
+    _check_vectors("vmax_arg", m, arg, v)
+    if not isinstance(t, (types.Float, types.Integer)):
+        raise TypeError(f"simd: vmax_arg needs a number for the index, got {t}")
+
+    def codegen(context, builder, sig, args):
+        m_, arg_, v_, t_ = args
+        vt = m_.type
+        tvec = _splat(builder, vt, context.cast(builder, t_, sig.args[3], m.dtype))
+        m_ordered = builder.fcmp_ordered("ord", m_, m_)
+        greater_or_nan = builder.fcmp_unordered(">", v_, m_)  # true when v > m or either is NaN
+        take = builder.and_(m_ordered, greater_or_nan)
+        return context.make_tuple(builder, sig.return_type,
+                                  [builder.select(take, v_, m_), builder.select(take, tvec, arg_)])
+
+    return types.UniTuple(m, 2)(m, arg, v, t), codegen
+
+
+@intrinsic
+def vstore_first(typingctx, a, i, v, n):
+    """Store the first ``n`` lanes of ``v`` (0 <= n <= LANES) at flat index ``i`` of C-contiguous
+    ``a``, converted to a's dtype (float, or integer for indices); nothing past them is written."""
+    _check_array(a, (types.Float, types.Integer))
+    if not isinstance(v, Vec):
+        raise TypeError(f"simd: vstore_first needs a vector, got {v}")
+
+    def codegen(context, builder, sig, args):
+        count = args[2].type.count
+        st = ir.VectorType(context.get_value_type(a.dtype), count)
+        mask = _first_lanes(context, builder, args[3], sig.args[3], count)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], st)
+        fnty = ir.FunctionType(ir.VoidType(), [st, st.as_pointer(), ir.IntType(32), mask.type])
+        _masked(builder, "store", a.dtype, count, fnty,
+                [_convert(builder, args[2], v.dtype, a.dtype, st), ptr, ir.Constant(ir.IntType(32), 1), mask])
+        return context.get_dummy_value()
+
+    return types.none(a, i, v, n), codegen
+
+
+@intrinsic
+def vload_first(typingctx, a, i, n, z):
+    """The first ``n`` lanes (0 <= n <= LANES) from flat index ``i`` of C-contiguous ``a``,
+    converted to z's dtype, and z's lanes after them; nothing past them is read."""
+    _check_array(a, (types.Float, types.Integer))
+    if not isinstance(z, Vec):
+        raise TypeError(f"simd: vload_first needs a vector for the lanes past n, got {z}")
+
+    def codegen(context, builder, sig, args):
+        count = args[3].type.count
+        st = ir.VectorType(context.get_value_type(a.dtype), count)
+        mask = _first_lanes(context, builder, args[2], sig.args[2], count)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], st)
+        fnty = ir.FunctionType(st, [st.as_pointer(), ir.IntType(32), mask.type, st])
+        raw = _masked(builder, "load", a.dtype, count, fnty, [ptr, ir.Constant(ir.IntType(32), 1), mask,
+                                                               ir.Constant(st, None)])
+        return builder.select(mask, _convert(builder, raw, a.dtype, z.dtype, args[3].type), args[3])
+
+    return z(a, i, n, z), codegen
+
+
+@intrinsic
+def vstore_pairs(typingctx, a, i, even, odd, n):
+    """Interleave ``even`` and ``odd`` (the inverse of :func:`vload_pairs`) and store the first
+    2*n elements at flat index ``i`` of C-contiguous ``a``; nothing past them is written."""
+    _check_array(a)
+    _check_vectors("vstore_pairs", even, odd)
+    if even.dtype != a.dtype:
+        raise TypeError(f"simd: cannot store {even} into {a}")
+
+    def codegen(context, builder, sig, args):
+        count = args[2].type.count
+        both = builder.shuffle_vector(args[2], args[3], _lane_indices(k // 2 + (k % 2) * count
+                                                                      for k in range(2 * count)))
+        n2 = builder.mul(context.cast(builder, args[4], sig.args[4], types.int32), ir.Constant(ir.IntType(32), 2))
+        mask = _first_lanes(context, builder, n2, types.int32, 2 * count)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], both.type)
+        fnty = ir.FunctionType(ir.VoidType(), [both.type, both.type.as_pointer(), ir.IntType(32), mask.type])
+        _masked(builder, "store", a.dtype, 2 * count, fnty, [both, ptr, ir.Constant(ir.IntType(32), 1), mask])
+        return context.get_dummy_value()
+
+    return types.none(a, i, even, odd, n), codegen

@@ -5,7 +5,8 @@ import pytest
 from numba import njit
 
 from accelnet.kernels import simd
-from accelnet.kernels.simd import vfma, vload, vsplat, vstore, vsum
+from accelnet.kernels.simd import (vadd, vfma, vgate, vload, vload_first, vload_pairs, vmax_arg, vpick, vsplat, vstore,
+                                   vstore_first, vstore_pairs, vsum)
 
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 
@@ -47,3 +48,77 @@ def test_vsum_adds_the_lanes(dtype):
 def test_vload_rejects_a_non_contiguous_array():
     with pytest.raises(Exception, match="C-contiguous float array"):
         _lane_sum(np.zeros((4, 64), np.float32)[:, ::2], 0)
+
+
+@njit
+def _copy_first(src, i, n, fill, dst, j):
+    """dst[j:j+n] = src[i:i+n] through a vector whose other lanes hold ``fill``; returns its sum."""
+    v = vload_first(src, i, n, vsplat(fill))
+    vstore_first(dst, j, v, n)
+    return vsum(v)
+
+
+@DTYPES
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_vload_first_and_vstore_first_touch_only_the_first_n_lanes(dtype, n):
+    lanes = simd.lanes(dtype)
+    src = np.arange(1, 8, dtype=dtype)  # shorter than a vector: a full load would read past it
+    dst = np.full(9, -7.0, dtype)
+    total = _copy_first(src, 2, n, dtype(0.5), dst, 1)
+    np.testing.assert_array_equal(dst[1:1 + n], src[2:2 + n])
+    assert (dst[:1] == -7.0).all() and (dst[1 + n:] == -7.0).all()
+    assert total == pytest.approx(src[2:2 + n].sum() + 0.5 * (lanes - n))
+
+
+@DTYPES
+def test_vload_first_converts_integers_and_vstore_first_converts_back(dtype):
+    idx = np.array([3, 0, 2, 1, 255], np.uint8)
+    out = np.zeros(5, np.uint8)
+    assert _copy_first(idx, 0, 5, dtype(0), out, 0) == pytest.approx(261)
+    np.testing.assert_array_equal(out, idx)
+
+
+@njit
+def _pool_pairs(x, bias):
+    """A 1x2 max-pool of x (2*LANES values) + bias with ReLU, then the window's value put back
+    at its argmax (the pooled backward), through the pooling primitives."""
+    left, right = vload_pairs(x, 0)
+    vb = vsplat(bias)
+    m, arg = vmax_arg(vgate(vadd(left, vb), vadd(left, vb)), vsplat(x.dtype.type(0)), vgate(vadd(right, vb),
+                                                                                          vadd(right, vb)), 1)
+    back = np.full(x.size + 2, -7.0, x.dtype)
+    vstore_pairs(back, 1, vpick(arg, 0, m), vpick(arg, 1, m), x.size // 2 - 1)
+    return m, arg, back
+
+
+@njit
+def _pool_pairs_lanes(x, bias):
+    m, arg, back = _pool_pairs(x, bias)
+    ms, args = np.empty(x.size // 2, x.dtype), np.empty(x.size // 2, x.dtype)
+    vstore(ms, 0, m)
+    vstore(args, 0, arg)
+    return ms, args, back
+
+
+@DTYPES
+def test_pooling_primitives_match_maxpool_semantics(dtype):
+    lanes = simd.lanes(dtype)
+    r = np.random.default_rng(1)
+    x = r.standard_normal(2 * lanes).astype(dtype)
+    x[2:4] = [np.nan, 1.0]  # first of the window NaN: it wins
+    x[4:6] = [1.0, np.nan]  # second NaN: it wins
+    x[6:8] = [2.0, 2.0]  # a tie: the first wins
+    x[8:10] = [-1.0, -2.0]  # both below zero after the ReLU: -0.0 and -0.0, the first wins
+    ms, args, back = _pool_pairs_lanes(x, dtype(0.25))
+    y = x + dtype(0.25)
+    with np.errstate(invalid="ignore"):
+        y = y * (y > 0)
+    left, right = y[0::2], y[1::2]
+    take = (left == left) & ((right > left) | (right != right))
+    np.testing.assert_array_equal(ms, np.where(take, right, left))
+    np.testing.assert_array_equal(args, take.astype(dtype))
+    want = np.full(x.size + 2, -7.0, dtype)
+    k = lanes - 1  # windows stored: the last one is not
+    want[1:1 + 2 * k:2] = np.where(take, 0, ms)[:k]
+    want[2:2 + 2 * k:2] = np.where(take, ms, 0)[:k]
+    np.testing.assert_array_equal(back, want)
