@@ -208,6 +208,20 @@ def test_conv2d_fused_relu_keeps_nan(kernels):
     assert np.isnan(y[0, :, 1:4, 1:4]).all() and not np.isnan(y[1]).any()
 
 
+def test_cpu_conv_weight_gradient_sums_over_several_image_groups_per_chunk():
+    # float64 20x20 images: an 8-channel block of one image's gradient grid fills the L1 budget
+    # (cpu_conv.GROUP_L1_BYTES), so each group is one image and each chunk of 2-3 images sums groups
+    from accelnet.kernels import cpu
+
+    r, x, w, b = _conv_case((17, 1, 20, 20), 2, 3, np.float64)
+    dout = r.standard_normal((17, 2, 20, 20))
+    dw, db, dw_ref, db_ref = np.empty_like(w), np.empty_like(b), np.empty_like(w), np.empty_like(b)
+    dx = cpu.conv2d_backward(dout, x, w, 1, 1, dw, db)
+    dx_ref = ref.conv2d_backward(dout, x, w, 1, 1, dw_ref, db_ref)
+    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_backward_without_dx_writes_the_same_weight_gradients(kernels):
     r, x, w, b = _conv_case((3, 2, 6, 6), 5, 3, np.float64)
     dout = r.standard_normal((3, 5, 6, 6))
