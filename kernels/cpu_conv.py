@@ -69,7 +69,7 @@ def _pad_image(src, pad, wp, lanes, dst, base, psz):
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, acc, astride):
+def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, paired, soff, acc, astride):
     """acc[q*astride + j] = sum over ch, ky, kx of w[blk*8 + q, ch, ky, kx] * src[base + ch*sstride
     + ky*wp + kx + j] for q < 8 and j < plane rounded up to 2 vectors: eight output planes on the
     grid. ``wpk`` holds the weights packed (blocks, k, fh, fw, 8), flat.
@@ -77,11 +77,15 @@ def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, acc, a
     Register-blocked: for each block of 2 vectors of positions the 16 vector sums stay in
     registers over all k*fh*fw taps (per tap: 2 vector loads, 8 broadcasts, 16 FMAs) and are
     stored once. src must be readable 2 vectors past the last position's reads.
+
+    ``paired``: the block's second vector is the same positions of a second image at src offset
+    ``soff`` (its planes go to acc[8*astride:]), so a plane of an odd number of vectors (80
+    positions on 8x8 images: 5) is not rounded up to an even one (6).
     """
-    jb_size = NV * lanes
+    step, s2, a2 = (lanes, soff, CO_BLOCK * astride) if paired else (NV * lanes, lanes, lanes)
     wblk = blk * k * fh * fw * CO_BLOCK
     zero = vsplat(src.dtype.type(0))
-    for j0 in range(0, plane, jb_size):
+    for j0 in range(0, plane, step):
         a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
         a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
         for ch in range(k):
@@ -89,7 +93,7 @@ def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, acc, a
                 s = base + ch * sstride + ky * wp + j0
                 t = wblk + (ch * fh + ky) * fw * CO_BLOCK
                 for kx in range(fw):
-                    s0, s1 = vload(src, s + kx), vload(src, s + kx + lanes)
+                    s0, s1 = vload(src, s + kx), vload(src, s + s2 + kx)
                     w = t + kx * CO_BLOCK
                     w0 = vsplat(wpk[w])
                     a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
@@ -110,7 +114,13 @@ def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, acc, a
         for q, (v0, v1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
                                       (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
             vstore(acc, q * astride + j0, v0)
-            vstore(acc, q * astride + j0 + lanes, v1)
+            vstore(acc, q * astride + j0 + a2, v1)
+
+
+@njit(inline="always")
+def _paired(plane, lanes):
+    """Whether a plane is correlated two images at a time: when it ends in an odd vector."""
+    return -(-plane // lanes) % 2 == 1
 
 
 
@@ -122,19 +132,25 @@ def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
     plane = (hp - fh + 1) * wp
     psz = (hp + 1) * wp  # one row of slack: the garbage columns' reads stay inside
     astride = plane + NV * lanes
-    for i in prange(n):
-        xp = np.empty(c * psz + NV * lanes, x.dtype)  # + 2 vectors: the last block's reads
-        xp[c * psz :] = 0
-        _pad_image(x[i], pad, wp, lanes, xp, 0, psz)
-        acc = np.empty(CO_BLOCK * astride, x.dtype)
+    per = 2 if _paired(plane, lanes) else 1  # images per task
+    for p in prange(-(-n // per)):
+        m = min(per, n - p * per)  # images in this task (the last may have one)
+        xp = np.empty(m * c * psz + NV * lanes, x.dtype)  # + 2 vectors: the last block's reads
+        xp[m * c * psz :] = 0
+        for t in range(m):
+            _pad_image(x[p * per + t], pad, wp, lanes, xp, t * c * psz, psz)
+        acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for blk in range(fb // CO_BLOCK):
-            _correlate(xp, 0, psz, wpk, blk, c, fh, fw, wp, plane, lanes, acc, astride)
+            _correlate(xp, 0, psz, wpk, blk, c, fh, fw, wp, plane, lanes, m == 2, c * psz, acc, astride)
             f0 = blk * CO_BLOCK
-            for q in range(min(CO_BLOCK, f - f0)):
-                if pool > 1:
-                    _pool_plane(acc, q * astride, wp, b[f0 + q], relu, pool, lanes, out[i, f0 + q], argmax[i, f0 + q])
-                else:
-                    _store_plane(acc, q * astride, wp, b[f0 + q], relu, lanes, out[i, f0 + q])
+            for t in range(m):
+                i = p * per + t
+                for q in range(min(CO_BLOCK, f - f0)):
+                    row0 = (t * CO_BLOCK + q) * astride
+                    if pool > 1:
+                        _pool_plane(acc, row0, wp, b[f0 + q], relu, pool, lanes, out[i, f0 + q], argmax[i, f0 + q])
+                    else:
+                        _store_plane(acc, row0, wp, b[f0 + q], relu, lanes, out[i, f0 + q])
 
 
 @njit(inline="always")
@@ -313,6 +329,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
     gsz = m + hp * wp + wp + lanes  # the last vector past a plane reads this channel's zeros
     slack = NV * lanes + fw + 2
     astride = h * wp + NV * lanes
+    per = 2 if _paired(h * wp, lanes) else 1  # images per input-gradient correlation
     group = max(1, GROUP_L1_BYTES // ((CO_BLOCK * gsz + psz) * x.itemsize))  # images padded at a time
     chunks = dw_part.shape[0]
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
@@ -322,7 +339,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
         dbk[:] = 0
         xp = np.zeros(group * c * psz + slack, x.dtype)  # reads past a plane meet zeros (0 * garbage may be NaN)
         gm = np.zeros(group * fb * gsz + slack, x.dtype)  # zero off the outputs and in padded channels
-        acc = np.empty(CO_BLOCK * astride, x.dtype)
+        acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
             for gi in range(ng):
@@ -338,13 +355,16 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
             _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
             if not need_dx:
                 continue
-            for gi in range(ng):
+            for g1 in range(0, ng, per):
+                pair = per == 2 and g1 + 1 < ng  # a group's odd image out runs alone
                 for blk in range(cb // CO_BLOCK):  # only the image's own rows, not the padding's
-                    _correlate(gm, gi * fb * gsz + pad * wp, gsz, wfpk, blk, f, fh, fw, wp, h * wp, lanes,
-                               acc, astride)
+                    _correlate(gm, g1 * fb * gsz + pad * wp, gsz, wfpk, blk, f, fh, fw, wp, h * wp, lanes,
+                               pair, fb * gsz, acc, astride)
                     c0 = blk * CO_BLOCK
-                    for q in range(min(CO_BLOCK, c - c0)):
-                        _store_plane(acc, q * astride + pad, wp, None, False, lanes, dx[g0 + gi, c0 + q])
+                    for gi in range(g1, min(g1 + per, ng)):
+                        for q in range(min(CO_BLOCK, c - c0)):
+                            _store_plane(acc, ((gi - g1) * CO_BLOCK + q) * astride + pad, wp, None, False, lanes,
+                                         dx[g0 + gi, c0 + q])
 
 
 def _packed(w):
