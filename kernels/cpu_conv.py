@@ -11,16 +11,22 @@ channels the 16 vector sums live in registers (``simd.Vec`` values, 512-bit on A
 every input channel and tap, and are stored once: per tap 2 vector loads and 8 broadcasts feed
 16 FMAs. (A multiply-add over whole planes, accumulating in memory, was bound by L1 stores; 4
 channels x 16 positions left a 512-bit block only 4 sums, too few to hide the FMA latency.)
+A plane of an odd number of vectors is run two images at a time, one vector of each per block,
+rather than rounded up (an 8x8 image's 80-position plane: 5 vectors, not 6).
 
 The input gradient is the same correlation run backwards: dout on the grid, shifted by the
 kernel's extent, correlated with the flipped kernels (input and output channels swapped). The
 weight gradient (``_weight_grad``) is one dot product per (output channel, input channel, tap)
 over the grid, 8 channels x 3 taps of a kernel row in 24 vector sums, over a group of images
-padded together, its lanes added once per group; partial sums per chunk of images
-in a fixed split make it deterministic for any thread count.
+padded together (as many as keep an 8-channel block of their gradient grids in L1), its lanes
+added once per group; partial sums per chunk of images in a fixed split make it deterministic
+for any thread count.
 
-A ReLU after the conv can be fused: applied as the sums are stored, and its backward (dout
-masked by the output) applied as dout is laid onto the grid.
+A ReLU after the conv, and a max-pool after that, can be fused: applied as the sums are stored
+(the pool's windows taken from the grid in registers, so the full-size output is never
+written), and their backward (dout masked by the ReLU's output, each window's gradient put at
+its argmax) applied as dout is laid onto the grid. Every pass over a row is explicit vectors,
+with masked loads and stores where a row ends inside one (``simd.vload_first``).
 
 The im2col + GEMM form materializes C*FH*FW values per output position (45 MB for
 deep_convnet's second conv at batch 100) and streams them through memory twice; here only the

@@ -91,6 +91,14 @@ def _first_lanes(context, builder, n, ntype, count):
     return builder.icmp_signed("<", _lane_indices(range(count)), limit)
 
 
+def _first_lanes_at(context, builder, sig, args, dtype, count, n_arg):
+    """For a masked access of ``count`` lanes of array args[0] at flat index args[1], the first
+    args[n_arg] of them: (<count x dtype> type, lane mask, pointer)."""
+    st = ir.VectorType(context.get_value_type(dtype), count)
+    mask = _first_lanes(context, builder, args[n_arg], sig.args[n_arg], count)
+    return st, mask, _element_pointer(context, builder, sig.args[0], args[0], args[1], st)
+
+
 def _convert(builder, v, src, dst, to):
     """LLVM vector v of numba dtype src -> numba dtype dst (LLVM vector type ``to``)."""
     if src == dst:
@@ -280,9 +288,7 @@ def vstore_first(typingctx, a, i, v, n):
 
     def codegen(context, builder, sig, args):
         count = args[2].type.count
-        st = ir.VectorType(context.get_value_type(a.dtype), count)
-        mask = _first_lanes(context, builder, args[3], sig.args[3], count)
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], st)
+        st, mask, ptr = _first_lanes_at(context, builder, sig, args, a.dtype, count, n_arg=3)
         fnty = ir.FunctionType(ir.VoidType(), [st, st.as_pointer(), ir.IntType(32), mask.type])
         _masked(builder, "store", a.dtype, count, fnty,
                 [_convert(builder, args[2], v.dtype, a.dtype, st), ptr, ir.Constant(ir.IntType(32), 1), mask])
@@ -301,9 +307,7 @@ def vload_first(typingctx, a, i, n, z):
 
     def codegen(context, builder, sig, args):
         count = args[3].type.count
-        st = ir.VectorType(context.get_value_type(a.dtype), count)
-        mask = _first_lanes(context, builder, args[2], sig.args[2], count)
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], st)
+        st, mask, ptr = _first_lanes_at(context, builder, sig, args, a.dtype, count, n_arg=2)
         fnty = ir.FunctionType(st, [st.as_pointer(), ir.IntType(32), mask.type, st])
         raw = _masked(builder, "load", a.dtype, count, fnty, [ptr, ir.Constant(ir.IntType(32), 1), mask,
                                                                ir.Constant(st, None)])

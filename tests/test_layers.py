@@ -162,17 +162,22 @@ def test_unknown_conv_activation_is_named():
         Conv2d(2, 3, activation="gelu")
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_conv2d_with_relu_activation_equals_conv2d_then_relu(stride):
-    fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation="relu"), Linear(3)], (2, 9, 9), seed=5)
-    split = Sequential([Conv2d(4, 3, stride=stride, pad=1), ReLU(), Linear(3)], (2, 9, 9), seed=5)
-    x, t = _batch((2, 9, 9), n=6)
+def _assert_same_outputs_loss_and_gradients(fused, split, x, t):
+    """Two models of the same parameters (same seed) agree on outputs, loss, dL/dx and every grad."""
+    np.testing.assert_allclose(*(m.forward(m.to_device(x)) for m in (fused, split)), rtol=1e-5, atol=1e-6)
     losses = [float(m.loss(m.to_device(x), t)) for m in (fused, split)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     dx_fused, dx_split = fused.backward(input_grad=True), split.backward(input_grad=True)
     np.testing.assert_allclose(dx_fused, dx_split, rtol=1e-5, atol=1e-6)
     for name in fused.params:
         np.testing.assert_allclose(fused.grads[name], split.grads[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_with_relu_activation_equals_conv2d_then_relu(stride):
+    fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation="relu"), Linear(3)], (2, 9, 9), seed=5)
+    split = Sequential([Conv2d(4, 3, stride=stride, pad=1), ReLU(), Linear(3)], (2, 9, 9), seed=5)
+    _assert_same_outputs_loss_and_gradients(fused, split, *_batch((2, 9, 9), n=6))
 
 
 @pytest.mark.parametrize("stride, relu, pool", [(1, True, 2), (1, False, 2), (1, True, 3), (2, True, 2)])
@@ -181,15 +186,7 @@ def test_conv2d_with_pool_equals_conv2d_then_maxpool(stride, relu, pool):
     fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation=act, pool=pool), Linear(3)], (2, 11, 11), seed=5)
     split = Sequential([Conv2d(4, 3, stride=stride, pad=1), *([ReLU()] if relu else []), MaxPool2d(pool), Linear(3)],
                        (2, 11, 11), seed=5)
-    x, t = _batch((2, 11, 11), n=6)
-    y_fused, y_split = (m.forward(m.to_device(x)) for m in (fused, split))
-    np.testing.assert_allclose(y_fused, y_split, rtol=1e-5, atol=1e-6)
-    losses = [float(m.loss(m.to_device(x), t)) for m in (fused, split)]
-    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
-    dx_fused, dx_split = fused.backward(input_grad=True), split.backward(input_grad=True)
-    np.testing.assert_allclose(dx_fused, dx_split, rtol=1e-5, atol=1e-6)
-    for name in fused.params:
-        np.testing.assert_allclose(fused.grads[name], split.grads[name], rtol=1e-5, atol=1e-6)
+    _assert_same_outputs_loss_and_gradients(fused, split, *_batch((2, 11, 11), n=6))
 
 
 def test_conv2d_pool_larger_than_its_output_is_rejected_at_build():
