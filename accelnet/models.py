@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .layers import BatchNorm, Conv2d, Dropout, Linear, ReLU, Sigmoid, Tanh
+from .layers import BatchNorm, Conv2d, Dropout, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .model import Sequential
 
 __all__ = ["two_layer_net", "multi_layer_net", "simple_convnet", "deep_convnet", "PRESETS", "get_preset"]
@@ -47,33 +47,36 @@ def multi_layer_net(hidden_sizes=(100, 100, 100, 100, 100), activation: str = "r
     return Sequential(layers, (input_size,), init=_INIT_FOR[activation] if init is None else init, **kw)
 
 
+def _conv_relu(filters, kernel_size, pad, pool, fused):
+    """Conv2d, ReLU and (with ``pool``) a 2x2 max-pool: one layer if ``fused``, else the book's three."""
+    if fused:
+        return [Conv2d(filters, kernel_size, stride=1, pad=pad, activation="relu", pool=pool)]
+    return [Conv2d(filters, kernel_size, stride=1, pad=pad), ReLU(), *([MaxPool2d(pool)] if pool else [])]
+
+
 def simple_convnet(input_shape=(1, 28, 28), filters: int = 30, kernel_size: int = 5, hidden_size: int = 100,
-                   output_size: int = 10, init="he", **kw) -> Sequential:
-    """The book's SimpleConvNet (chapter 7): conv 30@5x5 - ReLU - maxpool 2 - Linear 100 - ReLU - Linear 10
-    (the conv's ReLU and max-pool fused into it: ``Conv2d(activation="relu", pool=2)``).
+                   output_size: int = 10, init="he", fused: bool = True, **kw) -> Sequential:
+    """The book's SimpleConvNet (chapter 7): conv 30@5x5 - ReLU - maxpool 2 - Linear 100 - ReLU - Linear 10.
+    The conv's ReLU and max-pool are fused into it (``Conv2d(activation="relu", pool=2)``);
+    ``fused=False`` builds them as separate layers (the same function, for comparison).
 
     He init (the book's advice for ReLU, chapter 6.2) rather than its script's std 0.01: it
     reaches 97.6% after one epoch with Adam where 0.01 reaches 96.4%; ``init=0.01`` restores it.
     """
-    layers = [
-        Conv2d(filters, kernel_size, stride=1, pad=0, activation="relu", pool=2),
-        Linear(hidden_size),
-        ReLU(),
-        Linear(output_size),
-    ]
+    layers = [*_conv_relu(filters, kernel_size, 0, 2, fused), Linear(hidden_size), ReLU(), Linear(output_size)]
     return Sequential(layers, input_shape, init=init, **kw)
 
 
 def deep_convnet(input_shape=(1, 28, 28), channels=(16, 16, 32, 32, 64, 64), hidden_size: int = 50,
-                 output_size: int = 10, dropout: float = 0.5, init="he", **kw) -> Sequential:
+                 output_size: int = 10, dropout: float = 0.5, init="he", fused: bool = True, **kw) -> Sequential:
     """The book's DeepConvNet (chapter 8): six 3x3 convs with ReLU (pad 1, pad 2 on the fourth),
     a max-pool after each pair, Linear 50 - ReLU - Dropout - Linear 10 - Dropout. Each conv's ReLU,
-    and the pool after each pair, are fused into the conv (``Conv2d(activation="relu", pool=2)``)."""
+    and the pool after each pair, are fused into the conv (``Conv2d(activation="relu", pool=2)``);
+    ``fused=False`` builds them as separate layers."""
     if len(channels) != 6:
         raise ValueError(f"deep_convnet needs 6 conv channel counts, got {channels!r}")
-    layers = []
-    for i, ch in enumerate(channels):
-        layers.append(Conv2d(ch, 3, stride=1, pad=2 if i == 3 else 1, activation="relu", pool=2 if i % 2 else None))
+    layers = [layer for i, ch in enumerate(channels)
+              for layer in _conv_relu(ch, 3, 2 if i == 3 else 1, 2 if i % 2 else None, fused)]
     layers += [Linear(hidden_size), ReLU(), Dropout(dropout), Linear(output_size), Dropout(dropout)]
     return Sequential(layers, input_shape, init=init, **kw)
 

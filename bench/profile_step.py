@@ -1,6 +1,6 @@
 """Where one training step's time goes: per-layer forward and backward, loss and optimizer.
 
-    python bench/profile_step.py deep_convnet [--batch 100] [--steps 30] [--device cpu]
+    python bench/profile_step.py deep_convnet [--batch 100] [--steps 30] [--device cpu] [--unfused]
 
 Each part is timed with the backend's clock (CUDA events on the GPU) over ``--steps`` steps
 after a few warm-up steps, and the medians are printed with their share of the step.
@@ -19,10 +19,12 @@ from accelnet.models import PRESETS, get_preset
 from accelnet.optim import get_optimizer
 
 
-def profile(preset: str, batch: int = 100, steps: int = 30, device: str = "cpu", warmup: int = 5) -> list[tuple]:
-    """Median ms of each part of a step: [(part, forward ms, backward ms)], the loss and Adam last."""
+def profile(preset: str, batch: int = 100, steps: int = 30, device: str = "cpu", warmup: int = 5,
+            fused: bool = True) -> list[tuple]:
+    """Median ms of each part of a step: [(part, forward ms, backward ms)], the loss and Adam last.
+    ``fused=False``: the convnets with separate ReLU and MaxPool2d layers."""
     b = get_backend(device)
-    model = get_preset(preset)(backend=b, seed=0)
+    model = get_preset(preset)(backend=b, seed=0, **({} if fused else {"fused": False}))
     opt = get_optimizer("adam", model)
     r = np.random.default_rng(0)
     x = model.to_device(r.random((batch, *model.input_shape)))
@@ -58,8 +60,11 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--unfused", action="store_true", help="convnets: ReLU and max-pool as separate layers")
     a = p.parse_args(argv)
-    rows = profile(a.preset, a.batch, a.steps, a.device)
+    if a.unfused and not a.preset.endswith("convnet"):
+        p.error(f"--unfused applies to the convnets, not {a.preset}")
+    rows = profile(a.preset, a.batch, a.steps, a.device, fused=not a.unfused)
     total = sum(f + bk for _, f, bk in rows)
     print(f"{a.preset}, batch {a.batch}, {a.device}: {total:.2f} ms per step (sum of the parts' medians)")
     print(f"{'part':<12} {'forward ms':>10} {'backward ms':>11} {'share':>6}")

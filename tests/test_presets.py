@@ -103,3 +103,18 @@ def test_unknown_preset_is_named():
 def test_unknown_activation_is_named():
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         multi_layer_net(activation="gelu")
+
+
+@pytest.mark.parametrize("name", ["simple_convnet", "deep_convnet"])
+def test_convnet_with_fused_layers_equals_the_same_net_with_separate_relu_and_pool(name):
+    fused, split = (REDUCED[name](fused=f, dtype="float64", seed=3) for f in (True, False))
+    assert len(split.layers) > len(fused.layers)
+    x = np.random.default_rng(0).random((4, 1, 8, 8))
+    t = np.array([0, 1, 2, 3]) % fused.output_shape[0]
+    for m in (fused, split):
+        m.eval()  # deep_convnet's dropout draws differ between the two layer lists
+    assert float(fused.loss(x, t)) == pytest.approx(float(split.loss(x, t)), rel=1e-12)
+    fused.backward()
+    split.backward()
+    for pname in fused.params:
+        np.testing.assert_allclose(fused.grads[pname], split.grads[pname], rtol=1e-10, atol=1e-12)
