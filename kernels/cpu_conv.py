@@ -42,7 +42,7 @@ from . import simd
 from .simd import (vadd, vfma, vgate, vload, vload_first, vload_pairs, vmax_arg, vpick, vsplat, vstore, vstore_first,
                    vstore_pairs, vsum)
 
-_FLAGS = dict(cache=True, error_model="numpy")
+_FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
 
 CO_BLOCK = 8  # output channels per register block; weights are zero-padded to a multiple of it

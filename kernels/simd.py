@@ -5,7 +5,7 @@ prefers 256-bit vectors, and it only keeps sums in registers when it can prove t
 simple. A convolution's register block (8 output channels x 2 vectors of positions, summed over
 every tap) needs both: here each sum is a ``Vec`` SSA value, so it lives in a register by
 construction, and a vector is as wide as the host's registers (64 bytes with AVX-512, 32 with
-AVX/AVX2, 16 otherwise). Explicit vector types are legal at any width in LLVM IR: on another
+AVX/AVX2, 16 otherwise; ``ACCELNET_SIMD_BYTES`` forces one, for tests). Explicit vector types are legal at any width in LLVM IR: on another
 CPU they are split into narrower registers, so the results never depend on the machine.
 
 The functions: ``vload(a, i)`` / ``vstore(a, i, v)`` (LANES elements from flat index i of a
@@ -20,6 +20,8 @@ index, as MaxPool2d takes it) and ``vpick(a, t, v)`` (v where a == t, else 0).
 
 from __future__ import annotations
 
+import os
+
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
@@ -29,6 +31,11 @@ from numba.extending import intrinsic, models, register_model
 
 
 def _vector_bytes() -> int:
+    forced = os.environ.get("ACCELNET_SIMD_BYTES")
+    if forced:  # tests run the kernels as an AVX2 (32) or SSE (16) machine would
+        if forced not in ("16", "32", "64"):
+            raise ValueError(f"ACCELNET_SIMD_BYTES must be 16, 32 or 64, got {forced!r}")
+        return int(forced)
     try:
         features = llvm.get_host_cpu_features()
     except RuntimeError:  # not every platform reports its features
@@ -39,6 +46,9 @@ def _vector_bytes() -> int:
 
 
 VECTOR_BYTES = _vector_bytes()
+# Numba's cache keys a kernel by its signature and the CPU, not by this width: kernels built with a
+# forced width must not be cached (nor cached ones loaded) beside the host's.
+CACHEABLE = not os.environ.get("ACCELNET_SIMD_BYTES")
 
 
 class Vec(types.Type):
