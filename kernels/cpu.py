@@ -17,11 +17,12 @@ from numba import njit, prange, uint64
 
 from accelnet.backend import set_blas_threads
 
-from . import cpu_conv, elementwise, reference
+from . import cpu_conv, elementwise, reference, simd
 from .reference import conv_output_size
+from .simd import vload_first, vload_pairs, vmax_arg, vpick, vsplat, vstore_first, vstore_pairs
 
 # error_model='numpy': a division does not check for zero, so loops with one vectorize (3x on Adam).
-_FLAGS = dict(cache=True, error_model="numpy")
+_FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 
 # Below this many elements of work a serial loop wins. Alone, waking the pool costs ~5 us (a serial
 # Adam over 5,000 elements takes 2.5 us, the parallel one 7 us), but inside a training step, right
@@ -262,25 +263,38 @@ def sum_squares(g) -> float:
 
 
 @_loop()
-def _maxpool2d(x, ph, pw, stride, out, argmax):
+def _maxpool2d(x, ph, pw, stride, lanes, out, argmax):
     n, c, oh, ow = out.shape
-    one = uint64(1)
+    h, w = x.shape[2], x.shape[3]
+    zero = vsplat(x.dtype.type(0))
     for p in prange(n * c):
         i = p // c
         ch = p - i * c
         plane = x[i, ch]
-        if ph == 2 and pw == 2 and stride == 2:  # the usual pool: the window unrolled, no branches
+        if ph == 2 and pw == 2 and stride == 2:  # the usual pool: LANES windows at a time
             for oy in range(oh):
-                best, arg = out[i, ch, oy], argmax[i, ch, oy]
-                r0, r1 = plane[2 * oy], plane[2 * oy + 1]
-                for ox in range(uint64(ow)):
-                    m, k = r0[2 * ox], 0
-                    for t, v in ((1, r0[2 * ox + one]), (2, r1[2 * ox]), (3, r1[2 * ox + one])):
+                r0 = p * h * w + 2 * oy * w  # flat index of the window's top row
+                o = p * oh * ow + oy * ow
+                ox = 0
+                while ox < ow and r0 + w + 2 * ox + 2 * lanes <= x.size:  # the vectors' reads stay in x
+                    top_l, top_r = vload_pairs(x, r0 + 2 * ox)
+                    bot_l, bot_r = vload_pairs(x, r0 + w + 2 * ox)
+                    m, arg = vmax_arg(top_l, zero, top_r, 1)
+                    m, arg = vmax_arg(m, arg, bot_l, 2)
+                    m, arg = vmax_arg(m, arg, bot_r, 3)
+                    k = min(lanes, ow - ox)
+                    vstore_first(out, o + ox, m, k)
+                    vstore_first(argmax, o + ox, arg, k)
+                    ox += lanes
+                for ox in range(ox, ow):  # the array's last windows, one at a time
+                    m, k = plane[2 * oy, 2 * ox], 0
+                    for t, v in ((1, plane[2 * oy, 2 * ox + 1]), (2, plane[2 * oy + 1, 2 * ox]),
+                                 (3, plane[2 * oy + 1, 2 * ox + 1])):
                         take = (m == m) & ((v > m) | (v != v))  # the first NaN wins, as below
                         m = v if take else m
                         k = t if take else k
-                    best[ox] = m
-                    arg[ox] = k
+                    out[i, ch, oy, ox] = m
+                    argmax[i, ch, oy, ox] = k
             continue
         for oy in range(oh):
             for ox in range(ow):
@@ -299,25 +313,25 @@ def _maxpool2d(x, ph, pw, stride, out, argmax):
 
 
 @_loop()
-def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
+def _maxpool2d_backward(dout, argmax, ph, pw, stride, lanes, dx):
     n, c, oh, ow = dout.shape
     h, w = dx.shape[2], dx.shape[3]
-    # windows that tile the image exactly (the usual 2x2, stride 2): every pixel is written once,
-    # no zeroing pass over dx first
-    tiled = stride == ph and stride == pw and oh * stride == h and ow * stride == w
+    zero = vsplat(dx.dtype.type(0))
     for p in prange(n * c):
         i = p // c
         ch = p - i * c
         plane = dx[i, ch]
-        if tiled:
+        if stride == 2 and ph == 2 and pw == 2 and oh * 2 == h and ow * 2 == w:
+            # windows that tile the image: every pixel is written once, LANES windows at a time
             for oy in range(oh):
-                for ky in range(ph):
-                    row = plane[oy * stride + ky]
-                    for ox in range(ow):
-                        a = argmax[i, ch, oy, ox] - ky * pw
-                        g = dout[i, ch, oy, ox]
-                        for kx in range(pw):
-                            row[ox * stride + kx] = g if a == kx else 0
+                r0 = p * h * w + 2 * oy * w
+                o = p * oh * ow + oy * ow
+                for ox in range(0, ow, lanes):
+                    k = min(lanes, ow - ox)
+                    g = vload_first(dout, o + ox, k, zero)
+                    a = vload_first(argmax, o + ox, k, zero)
+                    vstore_pairs(dx, r0 + 2 * ox, vpick(a, 0, g), vpick(a, 1, g), k)
+                    vstore_pairs(dx, r0 + w + 2 * ox, vpick(a, 2, g), vpick(a, 3, g), k)
             continue
         plane[:] = 0
         for oy in range(oh):
@@ -378,15 +392,15 @@ def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
     shape = _pool_shape(x.shape, ph, pw, stride)
     out = _checked_out(out, shape, x.dtype)
     argmax = _checked_out(argmax, shape, _argmax_dtype(ph, pw))
-    _maxpool2d(x.size, x, ph, pw, stride, out, argmax)
+    _maxpool2d(x.size, x, ph, pw, stride, simd.lanes(x.dtype), out, argmax)
     return out, argmax
 
 
 def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out=None):
     """Route each window's gradient to its max (summed where windows overlap)."""
-    dout = np.ascontiguousarray(dout)
+    dout, argmax = np.ascontiguousarray(dout), np.ascontiguousarray(argmax)
     dx = _checked_out(out, tuple(x_shape), dout.dtype)
-    _maxpool2d_backward(dx.size, dout, argmax, ph, pw, stride, dx)
+    _maxpool2d_backward(dx.size, dout, argmax, ph, pw, stride, simd.lanes(dx.dtype), dx)
     return dx
 
 

@@ -71,21 +71,24 @@ def test_im2col_and_col2im_match_the_reference(kernels, shape, k, stride, pad):
                                rtol=1e-12)
 
 
-@pytest.mark.parametrize("size, ph, pw, stride", [(6, 2, 2, 2), (5, 2, 2, 2), (5, 3, 3, 2)],
-                         ids=["tiling", "edge-left-over", "overlapping"])
-def test_pooling_kernels_match_the_reference(kernels, size, ph, pw, stride):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size, ph, pw, stride", [(6, 2, 2, 2), (5, 2, 2, 2), (5, 3, 3, 2), (42, 2, 2, 2)],
+                         ids=["tiling", "edge-left-over", "overlapping", "rows-wider-than-a-vector"])
+def test_pooling_kernels_match_the_reference(kernels, size, ph, pw, stride, dtype):
     r = np.random.default_rng(4)
-    x = r.standard_normal((2, 2, size, size))
+    x = r.standard_normal((2, 2, size, size)).astype(dtype)
     out, am = kernels.maxpool2d(x, ph, pw, stride)
     rout, ram = ref.maxpool2d(x, ph, pw, stride)
     np.testing.assert_array_equal(out, rout)
     np.testing.assert_array_equal(am, ram)
-    dout = r.standard_normal(out.shape)
-    np.testing.assert_allclose(kernels.maxpool2d_backward(dout, am, x.shape, ph, pw, stride),
-                               ref.maxpool2d_backward(dout, ram, x.shape, ph, pw, stride), rtol=1e-12)
-    np.testing.assert_allclose(kernels.avgpool2d(x, ph, pw, stride), ref.avgpool2d(x, ph, pw, stride), rtol=1e-12)
+    dout = r.standard_normal(out.shape).astype(dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_array_equal(kernels.maxpool2d_backward(dout, am, x.shape, ph, pw, stride),
+                                  ref.maxpool2d_backward(dout, ram, x.shape, ph, pw, stride))
+    np.testing.assert_allclose(kernels.avgpool2d(x, ph, pw, stride), ref.avgpool2d(x, ph, pw, stride), rtol=tol,
+                               atol=tol)
     np.testing.assert_allclose(kernels.avgpool2d_backward(dout, x.shape, ph, pw, stride),
-                               ref.avgpool2d_backward(dout, x.shape, ph, pw, stride), rtol=1e-12)
+                               ref.avgpool2d_backward(dout, x.shape, ph, pw, stride), rtol=tol, atol=tol)
 
 
 def test_conv_layout_kernels_match_the_reference(kernels):
