@@ -573,7 +573,7 @@ def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache
         raise ValueError(f"conv2d_backward: relu_out must have dout's shape {dout.shape}, got {relu_out.shape}")
     if stride != 1:
         return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out, pool)
-    argmax = reference.argmax_cache(cache, pool)["argmax"] if pool else None
+    argmax = reference.cached_argmax(cache, pool) if pool else None
     return cpu_conv.conv2d_backward(dout, x, w, pad, dw, db, np.empty_like(x) if need_dx else None,
                                     None if relu_out is None else np.ascontiguousarray(relu_out), pool, argmax)
 

@@ -266,6 +266,13 @@ def argmax_cache(cache, pool):
     return cache
 
 
+def cached_argmax(cache, pool):
+    """The argmax a pooled forward pass left in ``cache``, for its backward pass."""
+    if not cache or "argmax" not in cache:
+        raise ValueError(f"conv2d_backward with pool={pool} needs the cache of its forward pass (with the argmax)")
+    return cache["argmax"]
+
+
 def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
                 pool: int | None = None):
     """Convolution as im2col -> one GEMM -> rows to (N, F, OH, OW), with kernel module ``k``'s
@@ -300,7 +307,7 @@ def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = Tru
         # pooled: each window's max is its ReLU output, so (pooled > 0) is the mask at the argmax
         dout = dout * (relu_out > 0)
     if pool:
-        dout = k.maxpool2d_backward(dout, argmax_cache(cache, pool)["argmax"], (n, f, oh, ow), pool, pool, pool)
+        dout = k.maxpool2d_backward(dout, cached_argmax(cache, pool), (n, f, oh, ow), pool, pool, pool)
     col = cache.get("col") if cache else None
     if col is None:
         col = k.im2col(x, fh, fw, stride, pad)

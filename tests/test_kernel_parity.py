@@ -202,6 +202,9 @@ def test_conv2d_with_pool_needs_a_cache_for_its_argmax(kernels):
     _, x, w, b = _conv_case((2, 2, 6, 6), 3, 3, np.float32)
     with pytest.raises(ValueError, match="pool=2 needs a cache"):
         kernels.conv2d(x, w, b, 1, 1, pool=2)
+    dout = np.ones((2, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="pool=2 needs the cache of its forward pass"):
+        kernels.conv2d_backward(dout, x, w, 1, 1, np.empty_like(w), np.empty_like(b), cache={}, pool=2)
 
 
 def test_conv2d_fused_relu_keeps_nan(kernels):
