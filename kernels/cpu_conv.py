@@ -332,7 +332,11 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
     # dout on the grid, shifted right by the kernel's extent m: the input gradient at padded
     # position q is sum over taps of wflip * gm[q + ky*wp + kx], the forward correlation again
     m = (fh - 1) * wp + (fw - 1)
-    gsz = m + hp * wp + wp + lanes  # the last vector past a plane reads this channel's zeros
+    # Each plane starts at a whole vector (``mv`` >= m zeros before it, planes a whole number of
+    # vectors apart, the buffer's start aligned below), so the weight gradient's 8 dout loads per
+    # step never straddle two cache lines.
+    mv = -(-m // lanes) * lanes
+    gsz = -(-(mv + hp * wp + wp + lanes) // lanes) * lanes  # the last vector past a plane reads zeros
     slack = NV * lanes + fw + 2
     astride = h * wp + NV * lanes
     per = 2 if _paired(h * wp, lanes) else 1  # images per input-gradient correlation
@@ -344,7 +348,8 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
         dwk[:] = 0
         dbk[:] = 0
         xp = np.zeros(group * c * psz + slack, x.dtype)  # reads past a plane meet zeros (0 * garbage may be NaN)
-        gm = np.zeros(group * fb * gsz + slack, x.dtype)  # zero off the outputs and in padded channels
+        gbuf = np.zeros(group * fb * gsz + slack + lanes, x.dtype)  # zero off the outputs, in padded channels
+        gm = gbuf[(-gbuf.ctypes.data) % (lanes * x.itemsize) // x.itemsize :]  # from a vector-aligned address
         acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
@@ -352,19 +357,19 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
                 i = g0 + gi
                 _pad_image(x[i], pad, wp, lanes, xp, gi * c * psz, psz)
                 for q in range(f):
-                    row0 = gi * fb * gsz + q * gsz + m
+                    row0 = gi * fb * gsz + q * gsz + mv
                     y = relu_out[i if relu else 0, q if relu else 0]
                     if pool > 1:
                         dbk[q] += _grid_unpool(dout[i, q], y, relu, argmax[i, q], pool, lanes, gm, row0, wp)
                     else:
                         dbk[q] += _grid_rows(dout[i, q], y, relu, lanes, gm, row0, wp)
-            _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
+            _weight_grad(gm, gsz, mv, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
             if not need_dx:
                 continue
             for g1 in range(0, ng, per):
                 pair = per == 2 and g1 + 1 < ng  # a group's odd image out runs alone
                 for blk in range(cb // CO_BLOCK):  # only the image's own rows, not the padding's
-                    _correlate(gm, g1 * fb * gsz + pad * wp, gsz, wfpk, blk, f, fh, fw, wp, h * wp, lanes,
+                    _correlate(gm, g1 * fb * gsz + mv - m + pad * wp, gsz, wfpk, blk, f, fh, fw, wp, h * wp, lanes,
                                pair, fb * gsz, acc, astride)
                     c0 = blk * CO_BLOCK
                     for gi in range(g1, min(g1 + per, ng)):
