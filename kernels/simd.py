@@ -5,8 +5,10 @@ prefers 256-bit vectors, and it only keeps sums in registers when it can prove t
 simple. A convolution's register block (8 output channels x 2 vectors of positions, summed over
 every tap) needs both: here each sum is a ``Vec`` SSA value, so it lives in a register by
 construction, and a vector is as wide as the host's registers (64 bytes with AVX-512, 32 with
-AVX/AVX2, 16 otherwise; ``ACCELNET_SIMD_BYTES`` forces one, for tests). Explicit vector types are legal at any width in LLVM IR: on another
-CPU they are split into narrower registers, so the results never depend on the machine.
+AVX/AVX2, 16 otherwise; ``ACCELNET_SIMD_BYTES`` forces one, for tests). Explicit vector types
+are legal at any width in LLVM IR (a wider one is split into the registers there are), so any
+width runs anywhere; the width sets the lane count, and with it the order in which the kernels'
+float sums are added, so float32 results differ between widths in the last bits.
 
 The functions: ``vload(a, i)`` / ``vstore(a, i, v)`` (LANES elements from flat index i of a
 C-contiguous array, unaligned), ``vsplat(x)`` (x in every lane), ``vfma(a, b, c)`` (a*b + c,
