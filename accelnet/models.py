@@ -48,7 +48,7 @@ def multi_layer_net(hidden_sizes=(100, 100, 100, 100, 100), activation: str = "r
 
 
 def _conv_relu(filters, kernel_size, pad, pool, fused):
-    """Conv2d, ReLU and (with ``pool``) a 2x2 max-pool: one layer if ``fused``, else the book's three."""
+    """Conv2d, ReLU and (with ``pool``) a pool x pool max-pool: one layer if ``fused``, else the book's three."""
     if fused:
         return [Conv2d(filters, kernel_size, stride=1, pad=pad, activation="relu", pool=pool)]
     return [Conv2d(filters, kernel_size, stride=1, pad=pad), ReLU(), *([MaxPool2d(pool)] if pool else [])]

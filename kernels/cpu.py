@@ -19,7 +19,8 @@ from accelnet.backend import set_blas_threads
 
 from . import cpu_conv, elementwise, reference, simd
 from .reference import conv_output_size
-from .simd import vload_first, vload_pairs, vmax_arg, vpick, vsplat, vstore_first, vstore_pairs
+from .cpu_pool import max_windows, scatter_windows
+from .simd import vload_first, vsplat
 
 # error_model='numpy': a division does not check for zero, so loops with one vectorize (3x on Adam).
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
@@ -266,7 +267,6 @@ def sum_squares(g) -> float:
 def _maxpool2d(x, ph, pw, stride, lanes, out, argmax):
     n, c, oh, ow = out.shape
     h, w = x.shape[2], x.shape[3]
-    zero = vsplat(x.dtype.type(0))
     for p in prange(n * c):
         i = p // c
         ch = p - i * c
@@ -277,14 +277,7 @@ def _maxpool2d(x, ph, pw, stride, lanes, out, argmax):
                 o = p * oh * ow + oy * ow
                 ox = 0
                 while ox < ow and r0 + w + 2 * ox + 2 * lanes <= x.size:  # the vectors' reads stay in x
-                    top_l, top_r = vload_pairs(x, r0 + 2 * ox)
-                    bot_l, bot_r = vload_pairs(x, r0 + w + 2 * ox)
-                    m, arg = vmax_arg(top_l, zero, top_r, 1)
-                    m, arg = vmax_arg(m, arg, bot_l, 2)
-                    m, arg = vmax_arg(m, arg, bot_r, 3)
-                    k = min(lanes, ow - ox)
-                    vstore_first(out, o + ox, m, k)
-                    vstore_first(argmax, o + ox, arg, k)
+                    max_windows(x, r0 + 2 * ox, w, None, False, min(lanes, ow - ox), out, argmax, o + ox)
                     ox += lanes
                 for ox in range(ox, ow):  # the array's last windows, one at a time
                     m, k = plane[2 * oy, 2 * ox], 0
@@ -328,10 +321,8 @@ def _maxpool2d_backward(dout, argmax, ph, pw, stride, lanes, dx):
                 o = p * oh * ow + oy * ow
                 for ox in range(0, ow, lanes):
                     k = min(lanes, ow - ox)
-                    g = vload_first(dout, o + ox, k, zero)
-                    a = vload_first(argmax, o + ox, k, zero)
-                    vstore_pairs(dx, r0 + 2 * ox, vpick(a, 0, g), vpick(a, 1, g), k)
-                    vstore_pairs(dx, r0 + w + 2 * ox, vpick(a, 2, g), vpick(a, 3, g), k)
+                    scatter_windows(vload_first(dout, o + ox, k, zero), vload_first(argmax, o + ox, k, zero),
+                                    r0 + 2 * ox, w, k, dx)
             continue
         plane[:] = 0
         for oy in range(oh):

@@ -39,8 +39,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import simd
-from .simd import (vadd, vfma, vgate, vload, vload_first, vload_pairs, vmax_arg, vpick, vsplat, vstore, vstore_first,
-                   vstore_pairs, vsum)
+from .cpu_pool import biased, max_windows, scatter_windows
+from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
@@ -170,15 +170,8 @@ def _store_plane(acc, row0, wp, bias, relu, lanes, dst):
         for xx in range(0, ow, lanes):
             v = vload(acc, row0 + y * wp + xx)
             if bias is not None:
-                v = _vbiased(v, vb, relu)
+                v = biased(v, vb, relu)
             vstore_first(dst, y * ow + xx, v, min(lanes, ow - xx))
-
-
-@njit(inline="always")
-def _vbiased(v, vb, relu):
-    """v + bias, then x * (x > 0) if ``relu`` (the ReLU layer's formula: NaN stays NaN)."""
-    v = vadd(v, vb)
-    return vgate(v, v) if relu else v
 
 
 @njit(inline="always")
@@ -189,19 +182,10 @@ def _pool_plane(acc, row0, wp, bias, relu, k, lanes, dst, am):
     ph, pw = dst.shape
     if k == 2:  # the usual pool: LANES windows at a time, even and odd columns split in registers
         vb = vsplat(dst.dtype.type(bias))
-        zero = vsplat(dst.dtype.type(0))
         for py in range(ph):
-            r0 = row0 + 2 * py * wp
             for px in range(0, pw, lanes):
-                top_l, top_r = vload_pairs(acc, r0 + 2 * px)
-                bot_l, bot_r = vload_pairs(acc, r0 + wp + 2 * px)
-                m = _vbiased(top_l, vb, relu)
-                m, arg = vmax_arg(m, zero, _vbiased(top_r, vb, relu), 1)
-                m, arg = vmax_arg(m, arg, _vbiased(bot_l, vb, relu), 2)
-                m, arg = vmax_arg(m, arg, _vbiased(bot_r, vb, relu), 3)
-                n = min(lanes, pw - px)
-                vstore_first(dst, py * pw + px, m, n)
-                vstore_first(am, py * pw + px, arg, n)
+                max_windows(acc, row0 + 2 * py * wp + 2 * px, wp, vb, relu, min(lanes, pw - px), dst, am,
+                            py * pw + px)
         return
     for py in range(ph):
         for px in range(pw):
@@ -239,9 +223,7 @@ def _grid_unpool(d, y, relu, am, k, lanes, gm, row0, wp):
                 g = vload_first(d, py * pw + px, n, zero)
                 if relu:
                     g = vgate(g, vload_first(y, py * pw + px, n, zero))
-                a = vload_first(am, py * pw + px, n, zero)
-                vstore_pairs(gm, r0 + 2 * px, vpick(a, 0, g), vpick(a, 1, g), n)
-                vstore_pairs(gm, r0 + wp + 2 * px, vpick(a, 2, g), vpick(a, 3, g), n)
+                scatter_windows(g, vload_first(am, py * pw + px, n, zero), r0 + 2 * px, wp, n, gm)
                 total = vadd(total, g)
         return vsum(total)
     s = gm.dtype.type(0)
