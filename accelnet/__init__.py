@@ -1,15 +1,10 @@
 """accelnet: the layers and optimizers of *Deep Learning from Scratch*, fast on CPU
 (NumPy + Numba) and one flag away from an NVIDIA GPU (CuPy + numba.cuda)."""
 
-import os as _os
-import sys as _sys
+# Before NumPy loads OpenBLAS (the `accelnet` CLI always imports accelnet first): see cpu_runtime.
+from . import cpu_runtime as _cpu_runtime
 
-# OpenBLAS workers spin ~0.1 s after each matrix product and starve the Numba kernel that
-# follows (20-40x slower optimizer steps on 2 cores). The timeout is read when NumPy loads
-# OpenBLAS, so it can only be set here when accelnet is imported first (the `accelnet` CLI
-# always is); a value the user set wins. See accelnet.backend for the Numba side.
-if "numpy" not in _sys.modules:
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+_cpu_runtime.preset_openblas_timeout()
 
 from .backend import Backend, BackendUnavailable, get_backend
 from .gradcheck import check_gradients, numerical_gradient

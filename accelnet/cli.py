@@ -29,12 +29,10 @@ def _versions() -> list[tuple[str, str]]:
 def _threading_layer() -> str:
     """Numba's threading layer, known only after a parallel kernel has run: run a tiny one."""
     import numba
-    import numpy as np
 
     from accelnet.kernels import cpu
 
-    a = np.zeros(4, np.float32)
-    cpu._triad.parallel(a, a, a, np.float32(1))  # the parallel variant: small work runs serially
+    cpu.start_thread_pool()
     try:
         return f"{numba.threading_layer()} ({numba.get_num_threads()} threads)"
     except ValueError as exc:

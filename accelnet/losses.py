@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_namespace
+from .cpu_runtime import flushes_denormals
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MeanSquaredError", "get_loss"]
 
@@ -48,6 +49,7 @@ class Loss:
 class SoftmaxCrossEntropy(Loss):
     """Softmax followed by cross-entropy, mean over the batch, via a stable log-sum-exp."""
 
+    @flushes_denormals
     def forward(self, y, t):
         xp = array_namespace(y)
         idx, onehot = self._labels(xp, y, t)
@@ -64,6 +66,7 @@ class SoftmaxCrossEntropy(Loss):
         self._idx, self._onehot, self._n = idx, onehot, n
         return loss
 
+    @flushes_denormals
     def backward(self, dout=1.0):
         xp = array_namespace(self._p)
         dx = self._p.copy()
@@ -87,6 +90,7 @@ class MeanSquaredError(Loss):
     Class-index labels are one-hot encoded first.
     """
 
+    @flushes_denormals
     def forward(self, y, t):
         xp = array_namespace(y)
         idx, onehot = self._labels(xp, y, t)
@@ -97,6 +101,7 @@ class MeanSquaredError(Loss):
         self._n = y.shape[0]
         return 0.5 * (self._diff * self._diff).sum() / self._n
 
+    @flushes_denormals
     def backward(self, dout=1.0):
         return self._diff * (self._diff.dtype.type(dout) / self._n)
 

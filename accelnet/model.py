@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 
 from .backend import Backend, as_dtype, get_backend, host_rng
+from .cpu_runtime import flushes_denormals
 from .layers import BuildContext, Layer
 from .losses import get_loss
 from .params import ParamArena
@@ -78,12 +79,14 @@ class Sequential:
         """``x`` as an array of this model's backend and dtype."""
         return self.backend.to_device(x, self.dtype)
 
+    @flushes_denormals
     def forward(self, x):
         """Scores for a batch ``x`` (N, *input_shape) already on the device, in the model's dtype."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
+    @flushes_denormals
     def backward(self, dout=None, input_grad: bool = False):
         """Backpropagate ``dout`` (default: the loss's gradient); grads land in ``arena.grad``.
 

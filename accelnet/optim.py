@@ -14,11 +14,13 @@ per step or per epoch. ``state_dict()`` / ``load_state_dict()`` round-trip exact
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from .backend import backend_of
+from .cpu_runtime import flushes_denormals
 from .schedules import CosineDecay, ExponentialDecay, Schedule, StepDecay, Warmup, get_schedule
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS",
@@ -35,15 +37,45 @@ def _number(name: str, v, low: float = 0.0, low_open: bool = True, high: float |
     return float(v)
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+
+
+def _book_positional(init):
+    """Wrap an optimizer's ``__init__(self, model=None, lr, ...)`` so that a number first means the
+    book's ``(lr, ...)``: ``Momentum(0.1, 0.9)`` is ``Momentum(None, 0.1, 0.9)``."""
+
+    @functools.wraps(init)
+    def book_init(self, *args, **kw):
+        if args and _is_number(args[0]):
+            args = (None, *args)
+        init(self, *args, **kw)
+
+    return book_init
+
+
 class Optimizer:
-    """Base class: counters, clipping, schedules, both interfaces and (de)serialization."""
+    """Base class: counters, clipping, schedules, both interfaces and (de)serialization.
+
+    Each optimizer also reads like the book's class: ``Adam(0.001)`` takes ``lr`` first (the
+    book's positional order), ``opt.lr = 0.05`` between updates is honoured by the next one,
+    and the book's state attributes (``v``, ``h``, ``m``, ``iter``) read accelnet's state.
+    """
 
     state_names: tuple[str, ...] = ()  # per-element state buffers, e.g. ("m", "v")
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = _book_positional(init)
+        for name in cls.state_names:  # the book's attribute for each state buffer
+            if name not in cls.__dict__:
+                setattr(cls, name, property(functools.partial(Optimizer._state_views, name=name),
+                                            doc=f"The book's ``{name}``: {{key: state view}}, None before the first update."))
+
     def __init__(self, model=None, lr: float = 0.01, *, weight_decay: float = 0.0, clip_norm: float | None = None,
                  schedule=None, schedule_unit: str = "step", kernels=None):
-        if isinstance(model, (int, float)) and not isinstance(model, bool):
-            raise ValueError(f"{type(self).__name__}: pass lr by keyword (lr={model}); the first argument is the model")
         self.arena = None if model is None else getattr(model, "arena", model)
         if self.arena is not None and not hasattr(self.arena, "grad"):
             raise ValueError(f"{type(self).__name__}: expected a Sequential or a ParamArena, got {type(model).__name__}")
@@ -60,6 +92,7 @@ class Optimizer:
         self.last_grad_norm: float | None = None  # the global norm before clipping, when clipping
         self._flat_state: dict | None = None
         self._key_state: dict = {}
+        self._key_shapes: dict = {}
 
     # -- the update rule (subclasses) ---------------------------------------------------
     def _apply(self, kernels, p, g, state: dict, lr: float, gscale: float) -> None:
@@ -71,9 +104,29 @@ class Optimizer:
     # -- schedule --------------------------------------------------------------------------
     @property
     def lr(self) -> float:
-        """The learning rate the next step uses."""
+        """The learning rate the next step uses; setting it (the book's ``opt.lr = ...``) sets the
+        base rate that a schedule, if any, scales."""
         k = self.t if self.schedule_unit == "step" else self.epoch
         return self.base_lr * self.schedule(k)
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self.base_lr = _number("lr", value)
+
+    @property
+    def iter(self) -> int:
+        """The book's name (Adam's ``iter``) for the number of updates taken, ``t``."""
+        return self.t
+
+    def _state_views(self, name: str):
+        """{key: the ``name`` state shaped like its parameter}: views of the book interface's
+        state after ``update``, or of the flat state by parameter name after ``step``."""
+        if self._flat_state is not None:
+            return self.arena.named(self._flat_state[name])
+        if not self._key_state:
+            return None
+        return {key: st[name].reshape(self._key_shapes.get(key, st[name].shape))
+                for key, st in self._key_state.items()}
 
     def epoch_end(self) -> None:
         """Advance the epoch counter (for schedules per epoch)."""
@@ -88,6 +141,7 @@ class Optimizer:
         return min(1.0, self.clip_norm / (norm + 1e-6)) if math.isfinite(norm) else 1.0
 
     # -- interface 1: the model's flat arena --------------------------------------------------
+    @flushes_denormals
     def step(self) -> None:
         """One fused update of every parameter from the gradients backward() wrote."""
         if self.arena is None:
@@ -104,6 +158,7 @@ class Optimizer:
         self._apply(kernels, p, g, self._flat_state, lr, gscale)
 
     # -- interface 2: the book's update(params, grads) ------------------------------------------
+    @flushes_denormals
     def update(self, params: dict, grads: dict) -> None:
         """The book's interface: update each ``params[key]`` from ``grads[key]`` (arrays in place,
         Python floats by rebinding the dict entry)."""
@@ -121,6 +176,7 @@ class Optimizer:
             gscale = self._clip_scale(sum(self._kernels_for(g).sum_squares(g) for _, _, _, g, _ in items))
         self.t += 1
         for key, value, p, g, writeback in items:
+            self._key_shapes[key] = np.shape(value)
             b = backend_of(p)
             state = self._key_state.get(key)
             if state is None:
@@ -128,32 +184,46 @@ class Optimizer:
             elif not all(b.is_array(a) for a in state.values()):  # loaded from a checkpoint on the host
                 state = self._key_state[key] = {name: b.to_device(a, p.dtype).copy() for name, a in state.items()}
             self._apply(self._kernels_for(p), p, g, state, lr, gscale)
-            if writeback:
+            if writeback == "number":
                 params[key] = type(value)(p[0])
+            elif writeback == "copy":
+                value[...] = p.reshape(value.shape)
 
     def _kernels_for(self, a):
         return self.kernels or backend_of(a).kernels
 
     def _as_flat(self, key, value):
-        """(flat view of the parameter, whether it must be written back into the dict)."""
-        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-            return np.array([value], dtype=np.float64), True
-        if not hasattr(value, "dtype") or value.dtype.kind != "f":
-            raise ValueError(f"{type(self).__name__}.update: params[{key!r}] must be a float array or number, "
-                             f"got {type(value).__name__} {getattr(value, 'dtype', '')}")
-        if not value.flags.c_contiguous:
-            raise ValueError(f"{type(self).__name__}.update: params[{key!r}] must be C-contiguous to update in place")
-        return value.reshape(-1), False
+        """(flat parameter to update, how the result goes back: None (a view of ``value``),
+        "number" (rebind the dict entry) or "copy" (copy into a non-contiguous ``value``))."""
+        if _is_number(value):
+            return np.array([value], dtype=np.float64), "number"
+        where = f"{type(self).__name__}.update: params[{key!r}]"
+        if not hasattr(value, "dtype") or not hasattr(value, "reshape"):
+            raise ValueError(f"{where} must be a float array or a number, got {type(value).__name__}")
+        if value.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{where} must be float32 or float64, got {value.dtype}")
+        if not value.flags.writeable:
+            raise ValueError(f"{where} is read-only: the update writes into it")
+        if not value.flags.c_contiguous:  # a transposed or strided view: update a copy, write it back
+            return backend_of(value).xp.ascontiguousarray(value).reshape(-1), "copy"
+        return value.reshape(-1), None
 
     def _grad_for(self, key, p, g):
+        where = f"{type(self).__name__}.update: grads[{key!r}]"
         if not hasattr(g, "dtype"):
+            if not _is_number(g):
+                raise ValueError(f"{where} must be an array or a number, got {type(g).__name__}")
             g = np.asarray(g, dtype=p.dtype)
+        if backend_of(g) is not backend_of(p):
+            raise ValueError(f"{where} is on the {backend_of(g).name} but params[{key!r}] is on the "
+                             f"{backend_of(p).name}: move one of them")
         g = g.reshape(-1)
         if g.shape != p.shape:
-            raise ValueError(f"{type(self).__name__}.update: grads[{key!r}] has {g.size} elements, "
-                             f"params[{key!r}] has {p.size}")
+            raise ValueError(f"{where} has {g.size} elements, params[{key!r}] has {p.size}")
         if g.dtype != p.dtype:
-            raise ValueError(f"{type(self).__name__}.update: grads[{key!r}] is {g.dtype}, params[{key!r}] is {p.dtype}")
+            raise ValueError(f"{where} is {g.dtype} but params[{key!r}] is {p.dtype}: pass gradients of the "
+                             f"parameters' dtype, e.g. grads[{key!r}].astype({p.dtype.name!r}) or the "
+                             f"parameters as {g.dtype}")
         return g if g.flags.c_contiguous else g.copy()
 
     # -- serialization ------------------------------------------------------------------
@@ -172,6 +242,7 @@ class Optimizer:
             "hyperparameters": self.hyperparameters(),
             "flat_state": None if self._flat_state is None else host(self._flat_state),
             "key_state": {key: host(st) for key, st in self._key_state.items()},
+            "key_shapes": {key: list(shape) for key, shape in self._key_shapes.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -192,6 +263,7 @@ class Optimizer:
         else:
             self._flat_state = None
         self._key_state = {key: {k: np.array(a) for k, a in st.items()} for key, st in state["key_state"].items()}
+        self._key_shapes = {key: tuple(shape) for key, shape in state.get("key_shapes", {}).items()}
         self.t, self.epoch = int(state["t"]), int(state["epoch"])
         self.base_lr = float(state["lr"])
         self.weight_decay = float(state["weight_decay"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .cpu_runtime import FLUSHED
 from .data import BatchIterator, Dataset
 
 __all__ = ["Trainer", "Diverged"]
@@ -108,7 +109,7 @@ class Trainer:
 
         # The divergence guard reports a NaN/Inf loss itself; NumPy's overflow warnings would only
         # bury its message.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), FLUSHED:
             return self._fit(meta)
 
     def _fit(self, meta):

@@ -16,3 +16,10 @@ def test_profile_step_unfused_shows_the_relu_and_pool_layers_the_fused_net_folds
     assert not any(p.startswith("maxpool") for p in fused)
     assert sum(p.startswith("maxpool") for p in split) == 3 and sum(p.startswith("relu") for p in split) == 7
     assert fused[-2:] == split[-2:] == ["loss", "adam"]
+
+
+def test_profile_subnormals_times_both_settings():
+    import profile_subnormals
+
+    res = profile_subnormals.profile("two_layer_net", rounds=1, steps=1)
+    assert set(res) == {"scoped", "thread-wide"} and all(v > 0 for v in res.values())

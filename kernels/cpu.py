@@ -15,7 +15,7 @@ import types
 import numpy as np
 from numba import njit, prange, uint64
 
-from accelnet.backend import set_blas_threads
+from accelnet.cpu_runtime import FLUSHED, flushes_denormals, set_blas_threads
 
 from . import cpu_conv, elementwise, reference, simd
 from .reference import conv_output_size
@@ -44,7 +44,8 @@ class _Loop:
         self.serial = njit(parallel=False, **_FLAGS, **flags)(serial)
 
     def __call__(self, work: int, *args):
-        return (self.parallel if work >= PARALLEL_MIN else self.serial)(*args)
+        with FLUSHED:  # the calling thread computes like Numba's workers (accelnet.cpu_runtime)
+            return (self.parallel if work >= PARALLEL_MIN else self.serial)(*args)
 
 
 def _loop(**flags):
@@ -228,7 +229,7 @@ def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
 
 
 def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
-    """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g."""
+    """The book's Nesterov: p += mu*mu*v - (1 + mu)*lr*g with the previous v; then v = mu*v - lr*g."""
     s = _check_flat(p, g, v)
     _nesterov(p.size, p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale), elementwise.tiny(p.dtype))
 
@@ -417,6 +418,12 @@ def _triad(a, b, c, s):
         a[i] = b[i] + s * c[i]
 
 
+def start_thread_pool() -> None:
+    """Run a parallel kernel once, so Numba's worker threads exist from here on."""
+    a = np.zeros(4, np.float32)
+    _triad.parallel(a, a, a, np.float32(1))
+
+
 def triad(a, b, c, s):
     """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
     t = _check_flat(a, b, c)
@@ -424,7 +431,7 @@ def triad(a, b, c, s):
 
 
 # Products below this many flops run on one OpenBLAS thread: waking a second costs more than it
-# saves (accelnet.backend.set_blas_threads). 30 MFLOP: (100 x 784) @ (784 x 100) takes 0.13 ms
+# saves (accelnet.cpu_runtime.set_blas_threads). 30 MFLOP: (100 x 784) @ (784 x 100) takes 0.13 ms
 # on one thread and gains nothing from two; at 150 MFLOP two threads save ~0.5 ms.
 SMALL_PRODUCT_FLOPS = 30e6
 
@@ -531,6 +538,7 @@ def nchw_to_rows(x, out=None):
 # 17.7), the columns' 15 MB of memory traffic against cache-resident images (bench/profile_step.py).
 
 
+@flushes_denormals
 def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
            pool: int | None = None):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``, then ReLU if
@@ -550,6 +558,7 @@ def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: b
     return cpu_conv.conv2d(x, w, b, pad, out, relu, pool, argmax)
 
 
+@flushes_denormals
 def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
                     pool: int | None = None):
     """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``).

@@ -160,7 +160,7 @@ def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
 
 
 def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
-    """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g."""
+    """The book's Nesterov: p += mu*mu*v - (1 + mu)*lr*g with the previous v; then v = mu*v - lr*g."""
     s = _check_flat(p, g, v)
     _launch(_nesterov, p.size)(p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale),
                                 elementwise.tiny(p.dtype))

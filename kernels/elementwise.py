@@ -34,12 +34,15 @@ def momentum(p, g, v, lr, mu, wd, gscale, tiny):
 
 
 def nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale, tiny):
+    # The book's order (common/optimizer.py): p moves with the previous v, then v is updated.
+    # At a constant lr this is PyTorch's SGD(nesterov=True) with v = -lr * momentum_buffer.
     gi = g * gscale + wd * p
+    p = p + mu2 * v
+    p = p - lr_1mu * gi
     v = v * mu
     v = v - lr * gi
     v = v if abs(v) >= tiny else v - v
-    p = p + mu2 * v
-    return p - lr_1mu * gi, v
+    return p, v
 
 
 def adagrad(p, g, h, lr, eps, wd, gscale):

@@ -93,13 +93,13 @@ def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
 
 
 def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
-    """The book's Nesterov: v = mu*v - lr*g; p += mu*mu*v - (1 + mu)*lr*g (two roundings on p)."""
+    """The book's Nesterov: p += mu*mu*v - (1 + mu)*lr*g with the previous v; then v = mu*v - lr*g."""
     g = _grad(p, g, wd, gscale)
+    p += (mu * mu) * v
+    p -= ((1 + mu) * lr) * g
     v *= mu
     v -= lr * g
     _flush(v)
-    p += (mu * mu) * v
-    p -= ((1 + mu) * lr) * g
 
 
 def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):

@@ -33,10 +33,10 @@ class Nesterov:
         if self.v is None:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
         for key in params.keys():
-            self.v[key] *= self.momentum
-            self.v[key] -= self.lr * grads[key]
             params[key] += self.momentum * self.momentum * self.v[key]
             params[key] -= (1 + self.momentum) * self.lr * grads[key]
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
 
 
 class AdaGrad:

@@ -59,7 +59,7 @@ def test_package_exports_version():
 
 
 def test_blas_threads_can_be_set_per_product_and_restored():
-    from accelnet.backend import set_blas_threads
+    from accelnet.cpu_runtime import set_blas_threads
 
     if set_blas_threads.threads() is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS found in /proc/self/maps")
@@ -74,7 +74,7 @@ def test_blas_threads_can_be_set_per_product_and_restored():
 
 
 def test_small_products_run_on_one_blas_thread_and_large_ones_on_all():
-    from accelnet.backend import set_blas_threads
+    from accelnet.cpu_runtime import set_blas_threads
     from accelnet.kernels import cpu
 
     if set_blas_threads.threads() is None or set_blas_threads.default < 2:
@@ -88,56 +88,16 @@ def test_small_products_run_on_one_blas_thread_and_large_ones_on_all():
 
 
 def test_freed_activation_memory_is_kept_unless_the_user_opts_out(monkeypatch):
-    from accelnet import backend
+    from accelnet import cpu_runtime
 
     monkeypatch.setenv("ACCELNET_KEEP_FREED_MEMORY", "0")
-    assert backend._keep_freed_memory() is False
+    assert cpu_runtime.keep_freed_memory() is False
     monkeypatch.delenv("ACCELNET_KEEP_FREED_MEMORY")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000")  # the user's own glibc tuning wins
-    assert backend._keep_freed_memory() is False
+    assert cpu_runtime.keep_freed_memory() is False
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     import ctypes
 
     if not hasattr(ctypes.CDLL(None), "mallopt"):
         pytest.skip("not glibc")
-    assert backend._keep_freed_memory() is True
-
-
-_SUBNORMAL_CHECK = """
-import numpy as np
-from accelnet import get_backend
-from accelnet.kernels import cpu
-get_backend("cpu")
-tiny = np.finfo(np.float32).tiny
-main = float(np.float32(tiny) * np.float32(0.5))  # subnormal, or 0 with flush-to-zero
-x = np.full(cpu.PARALLEL_MIN * 2, tiny * 0.5, np.float32)  # subnormal inputs, on Numba's pool
-mask = np.empty(x.shape, bool)
-pool = int(cpu.relu(x, mask).astype(bool).sum())  # denormals-are-zero: read as 0, so ReLU gives 0
-print(main, pool)
-"""
-
-
-def _subnormals_in_a_fresh_process(**env):
-    import os
-    import platform
-    import subprocess
-    import sys
-
-    if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
-        pytest.skip("flush-to-zero is set on x86-64 Linux only")
-    res = subprocess.run([sys.executable, "-c", _SUBNORMAL_CHECK], capture_output=True, text=True,
-                         env={**os.environ, **env}, timeout=300)
-    assert res.returncode == 0, res.stderr
-    main, pool = res.stdout.split()
-    return float(main), int(pool)
-
-
-def test_cpu_backend_flushes_subnormals_on_the_main_thread_and_numba_workers():
-    assert _subnormals_in_a_fresh_process() == (0.0, 0)
-
-
-def test_flushing_subnormals_can_be_turned_off():
-    from accelnet.kernels import cpu
-
-    main, pool = _subnormals_in_a_fresh_process(ACCELNET_FLUSH_DENORMALS="0")
-    assert main > 0 and pool == 2 * cpu.PARALLEL_MIN
+    assert cpu_runtime.keep_freed_memory() is True

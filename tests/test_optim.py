@@ -269,9 +269,9 @@ def test_bad_learning_rate_is_named(lr):
         SGD(lr=lr)
 
 
-def test_positional_lr_is_caught():
-    with pytest.raises(ValueError, match="pass lr by keyword"):
-        SGD(0.1)
+def test_a_bad_positional_lr_is_named_like_a_keyword_one():
+    with pytest.raises(ValueError, match="lr must be"):
+        SGD(-0.1)
 
 
 def test_unknown_optimizer_is_named():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from accelnet.optim import SGD, AdaGrad, Adam, AdamW, Momentum, RMSprop
+from accelnet.optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'accelnet[peer]')")
 
@@ -13,6 +13,11 @@ CASES = {
     "sgd_weight_decay": (lambda: SGD(lr=0.1, weight_decay=0.01),
                          lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=0.01)),
     "momentum": (lambda: Momentum(lr=0.05, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+    # The book's Nesterov is torch's nesterov=True at a constant lr (its v is -lr times torch's buffer).
+    "nesterov": (lambda: Nesterov(lr=0.05, momentum=0.9),
+                 lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True)),
+    "nesterov_weight_decay": (lambda: Nesterov(lr=0.05, momentum=0.9, weight_decay=0.01),
+                              lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
     "adagrad": (lambda: AdaGrad(lr=0.1, eps=1e-10), lambda p: torch.optim.Adagrad(p, lr=0.1, eps=1e-10)),
     "rmsprop": (lambda: RMSprop(lr=0.01, decay_rate=0.99, eps=1e-8),
                 lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.99, eps=1e-8)),
