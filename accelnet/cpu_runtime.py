@@ -11,13 +11,14 @@ Each was measured inside whole training steps on 2 cores (README, "Thread pools"
   (``kernels/cpu.py`` ``matmul``), its start-up count for the rest.
 * glibc ``mallopt``: freed blocks up to 32 MB stay in the heap for the next step's
   activations. Opt out: ``ACCELNET_KEEP_FREED_MEMORY=0`` or your own ``MALLOC_*_`` variables.
-* Flush-to-zero and denormals-are-zero (x86-64 SSE control register): set for good in Numba's
-  worker threads, which accelnet starts, and in the calling thread only for the duration of
-  an accelnet call (:class:`denormals_flushed`): the caller's own NumPy keeps IEEE gradual
-  underflow. Opt out: ``ACCELNET_FLUSH_DENORMALS=0``. (:func:`flush_denormals_in_this_thread`
-  sets them in a thread for good, for a program that owns its process.)
+* Flush-to-zero and denormals-are-zero (the x86-64 SSE control register, MXCSR): set for good
+  in Numba's worker threads, which accelnet starts, and in the calling thread only for the
+  duration of an accelnet call (:class:`denormals_flushed`, switched by ``kernels/mxcsr.py``):
+  the caller's own NumPy keeps IEEE gradual underflow. x86-64 only. Opt out:
+  ``ACCELNET_FLUSH_DENORMALS=0``. (:func:`flush_denormals_in_this_thread` sets them in a
+  thread for good, for a program that owns its process.)
 
-A leaf module (no accelnet imports), so the kernels may use it.
+A leaf module (no accelnet imports at import time), so the kernels may use it.
 """
 
 from __future__ import annotations
@@ -44,51 +45,29 @@ def preset_openblas_timeout() -> None:
 # handles in microcode at ~100x the cost, and they flow through the whole backward pass.
 
 _FTZ_DAZ = 0x8000 | 0x0040  # MXCSR bits: flush-to-zero, denormals-are-zero
-_MXCSR = slice(28, 32)  # glibc's x86-64 fenv_t: 28 bytes of x87 state, then MXCSR
-
-
-def _fenv():
-    """(fegetenv, fesetenv) where the MXCSR can be set this way (x86-64 Linux, glibc), else None."""
-    if os.environ.get("ACCELNET_FLUSH_DENORMALS", "1") == "0":
-        return None
-    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        return libc.fegetenv, libc.fesetenv
-    except (OSError, AttributeError):
-        return None
-
-
-_FENV = _fenv()
+_ENABLED = platform.machine().lower() in ("x86_64", "amd64") and os.environ.get("ACCELNET_FLUSH_DENORMALS",
+                                                                                  "1") != "0"
+_swap = None  # kernels/mxcsr.py's swap, imported on first use (Numba loads NumPy: not at import time)
 
 
 class _ThreadState(threading.local):
     depth = 0  # nesting of denormals_flushed scopes in this thread
     restore = None  # the caller's FTZ/DAZ bits, when the outermost scope changed them
 
-    def __init__(self):
-        self.env = (ctypes.c_uint8 * 32)()
-
 
 _THREAD = _ThreadState()
 
 
 def _swap_bits(bits: int) -> int | None:
-    """Set this thread's FTZ/DAZ bits to ``bits``; returns the previous bits, None if unchanged
-    (or where the register cannot be set)."""
-    if _FENV is None:
+    """Set this thread's FTZ/DAZ bits to ``bits``; returns the previous bits, None if they were
+    already so (or where accelnet does not set them)."""
+    global _swap
+    if not _ENABLED:
         return None
-    get, set_ = _FENV
-    env = _THREAD.env
-    if get(env) != 0:
-        return None
-    mxcsr = int.from_bytes(bytes(env[_MXCSR]), "little")
-    old = mxcsr & _FTZ_DAZ
-    if old == bits:
-        return None
-    env[_MXCSR] = ((mxcsr & ~_FTZ_DAZ) | bits).to_bytes(4, "little")
-    return old if set_(env) == 0 else None
+    if _swap is None:
+        from accelnet.kernels.mxcsr import swap as _swap
+    old = int(_swap(_FTZ_DAZ, bits)) & _FTZ_DAZ
+    return None if old == bits else old
 
 
 class denormals_flushed:
@@ -135,16 +114,17 @@ def flush_denormals_in_this_thread(on: bool = True) -> bool:
 
 
 def flush_to_zero_available() -> bool:
-    """Whether accelnet can set flush-to-zero here (x86-64 Linux with glibc, not opted out)."""
-    return _FENV is not None
+    """Whether accelnet sets flush-to-zero here (an x86-64 CPU, not opted out)."""
+    return _ENABLED
 
 
 def _current_bits() -> int:
-    if _FENV is None:
+    """This thread's FTZ/DAZ bits (read by setting them to 0 and back)."""
+    old = _swap_bits(0)
+    if old is None:
         return 0
-    env = _THREAD.env
-    _FENV[0](env)
-    return int.from_bytes(bytes(env[_MXCSR]), "little") & _FTZ_DAZ
+    _swap_bits(old)
+    return old
 
 
 # -- OpenBLAS threads ------------------------------------------------------------------------------
