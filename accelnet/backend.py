@@ -1,13 +1,17 @@
 """The one place that knows NumPy (CPU) from CuPy (NVIDIA GPU).
 
-Everything else receives a :class:`Backend` and uses ``backend.xp`` as its array
-namespace and ``backend.kernels`` for the Numba kernels, so layers and
-optimizers are written once.
+A :class:`Backend` is an array namespace (``xp``), its kernel module and the host/device
+transfers. Models and layers are built for one and use ``backend.xp`` and
+``backend.kernels``, so they are written once; code that holds only arrays (losses,
+gradient checks, the book's ``update(params, grads)``) finds theirs with :func:`backend_of`
+or ``accelnet.xp.array_namespace``. CPU process tuning lives in ``cpu_runtime``.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -16,6 +20,7 @@ from types import ModuleType
 import numpy as np
 
 from . import cpu_runtime
+from .xp import array_namespace
 
 __all__ = [
     "Backend",
@@ -26,7 +31,6 @@ __all__ = [
     "backend_of",
     "get_backend",
     "gpu_status",
-    "cpu_settings",
     "host_rng",
 ]
 
@@ -48,14 +52,6 @@ def as_dtype(dtype) -> np.dtype:
     if dt.name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dt.name!r}")
     return dt
-
-
-def array_namespace(a) -> ModuleType:
-    """The array module that owns ``a``: numpy, or cupy for a CuPy array (found without importing it)."""
-    if isinstance(a, np.ndarray):
-        return np
-    mod = sys.modules.get(type(a).__module__.split(".")[0])
-    return mod if mod is not None and hasattr(mod, "ndarray") and isinstance(a, mod.ndarray) else np
 
 
 def host_rng(seed: int | None) -> np.random.Generator:
@@ -110,6 +106,25 @@ class Backend:
         fn()
         return time.perf_counter() - t0
 
+    def describe(self) -> dict[str, str]:
+        """What this backend runs on, for ``accelnet info``: the device, and on the CPU Numba's
+        threading layer and the runtime settings (``cpu_runtime``)."""
+        if self.name == "gpu":
+            dev = self.xp.cuda.Device()
+            props = self.xp.cuda.runtime.getDeviceProperties(dev.id)
+            name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            free, total = dev.mem_info
+            return {"gpu": f"{name} (device {dev.id}, compute capability {dev.compute_capability}, "
+                           f"{total / 2**30:.0f} GiB, {free / 2**30:.0f} GiB free)"}
+        import numba
+
+        try:
+            threading = f"{numba.threading_layer()} ({numba.get_num_threads()} threads)"
+        except ValueError as exc:  # no parallel kernel has run yet
+            threading = f"unknown ({exc})"
+        return {"cpu": f"{platform.machine()}, {os.cpu_count()} cores", "threading": threading,
+                "cpu settings": cpu_runtime.settings()}
+
     def is_array(self, a) -> bool:
         """Whether ``a`` lives in this backend's memory."""
         return isinstance(a, self.xp.ndarray)
@@ -119,11 +134,6 @@ class Backend:
 
 
 _CACHE: dict[str, Backend] = {}
-
-
-def cpu_settings() -> str:
-    """What the CPU backend set up for speed, in one line (``accelnet info`` prints it)."""
-    return cpu_runtime.settings()
 
 
 def _cpu() -> Backend:

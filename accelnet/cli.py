@@ -26,38 +26,16 @@ def _versions() -> list[tuple[str, str]]:
     return rows
 
 
-def _threading_layer() -> str:
-    """Numba's threading layer, known only after a parallel kernel has run: run a tiny one."""
-    import numba
-
-    from accelnet.kernels import cpu
-
-    cpu.start_thread_pool()
-    try:
-        return f"{numba.threading_layer()} ({numba.get_num_threads()} threads)"
-    except ValueError as exc:
-        return f"unknown ({exc})"
-
-
 def cmd_info(args) -> int:
-    from accelnet.backend import cpu_settings, get_backend, gpu_status
-
-    get_backend("cpu")  # before any Numba kernel: its thread pool must start after the CPU set-up
+    from accelnet.backend import get_backend, gpu_status
 
     for name, version in _versions():
         print(f"{name:<12} {version}")
-    print(f"{'cpu':<12} available")
+    rows = get_backend("cpu").describe()
     ok, reason = gpu_status()
-    if ok:
-        import cupy
-
-        props = cupy.cuda.runtime.getDeviceProperties(0)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        print(f"{'gpu':<12} available: {name}")
-    else:
-        print(f"{'gpu':<12} unavailable: {reason}")
-    print(f"{'threading':<12} {_threading_layer()}")
-    print(f"{'cpu settings':<12} {cpu_settings()}")
+    rows.update(get_backend("gpu").describe() if ok else {"gpu": f"unavailable: {reason}"})
+    for name, value in rows.items():
+        print(f"{name:<12} {value}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .backend import array_namespace
+from .xp import array_namespace
 
 __all__ = ["numerical_gradient", "relative_error", "check_gradients"]
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .backend import Backend
 from .init import get_initializer
+from .kernels.contracts import output_size
 from .params import ParamArena
 
 __all__ = [
@@ -377,8 +378,7 @@ class Conv2d(Layer):
 
     ``activation="relu"`` is Conv2d followed by ReLU in one layer: the kernel applies the ReLU as
     it stores the sums and masks the incoming gradient as it reads it, which saves the separate
-    layer's two passes over the activations (deep_convnet's six ReLU layers took 6.1 ms of a
-    65.7 ms CPU step, bench/profile_step.py).
+    layer's two passes over the activations (README, "Training-step throughput").
 
     ``pool=k`` then max-pools in k x k windows with stride k, as a following ``MaxPool2d(k)``
     would (same outputs, same gradient routing): on the CPU the windows are taken as the sums
@@ -413,8 +413,7 @@ class Conv2d(Layer):
             raise ValueError(f"{self._label()}: in_channels={self.in_channels} but its input has {c} channels")
         self.in_channels = c
         fh, fw = self.kernel_size
-        oh = (h + 2 * self.pad - fh) // self.stride + 1
-        ow = (w + 2 * self.pad - fw) // self.stride + 1
+        oh, ow = output_size(h, fh, self.stride, self.pad), output_size(w, fw, self.stride, self.pad)
         if oh < 1 or ow < 1:
             raise ValueError(
                 f"{self._label()}: a {fh}x{fw} kernel with pad {self.pad} does not fit input {_shape_str(in_shape)}"
@@ -429,25 +428,16 @@ class Conv2d(Layer):
         return (self.out_channels, oh, ow)
 
     def _forward(self, x):
-        n = x.shape[0]
-        self._x = x
-        self._cache = {}  # what the kernels keep for the backward pass (im2col's columns, the pool's argmax)
-        out = self.xp.empty((n, *self.out_shape), dtype=self.dtype)
-        relu = self.activation == "relu"
-        self._relu_out = out if relu else None  # its mask is the ReLU's backward
-        return self.kernels.conv2d(x, self.params["W"], self.params["b"], self.stride, self.pad, out=out,
-                                   cache=self._cache, relu=relu, pool=self.pool)
+        out = self.xp.empty((x.shape[0], *self.out_shape), dtype=self.dtype)
+        out, self._ctx = self.kernels.conv2d(x, self.params["W"], self.params["b"], self.stride, self.pad,
+                                             relu=self.activation == "relu", pool=self.pool, out=out)
+        return out
 
     def _param_grads(self, dout):
-        self._conv_backward(dout, need_dx=False)
+        self.kernels.conv2d_backward(dout, self._ctx, self.grads["W"], self.grads["b"], need_dx=False)
 
     def _backward(self, dout):
-        return self._conv_backward(dout, need_dx=True)
-
-    def _conv_backward(self, dout, need_dx):
-        return self.kernels.conv2d_backward(dout, self._x, self.params["W"], self.stride, self.pad,
-                                            self.grads["W"], self.grads["b"], need_dx, cache=self._cache,
-                                            relu_out=self._relu_out, pool=self.pool)
+        return self.kernels.conv2d_backward(dout, self._ctx, self.grads["W"], self.grads["b"], need_dx=True)
 
     def _repr_args(self):
         fh, fw = self.kernel_size
@@ -468,7 +458,7 @@ class _Pool2d(Layer):
         self._require_rank(in_shape, (4,), "(N, C, H, W)")
         c, h, w = in_shape
         ph, pw = self.kernel_size
-        oh, ow = (h - ph) // self.stride + 1, (w - pw) // self.stride + 1
+        oh, ow = output_size(h, ph, self.stride, 0), output_size(w, pw, self.stride, 0)
         if oh < 1 or ow < 1:
             raise ValueError(f"{self._label()}: a {ph}x{pw} window does not fit input {_shape_str(in_shape)}")
         return (c, oh, ow)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_namespace
+from .xp import array_namespace
 from .cpu_runtime import flushes_denormals
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MeanSquaredError", "get_loss"]

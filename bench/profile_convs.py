@@ -41,20 +41,18 @@ def profile(batch: int = 100, reps: int = 25) -> list[dict]:
         x = r.standard_normal((batch, c, h, h), dtype=np.float32)
         w = r.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(np.sqrt(2 / (9 * c)))
         b = np.zeros(f, np.float32)
-        cache = {}
-        y = cpu.conv2d(x, w, b, 1, pad, cache=cache, relu=True, pool=pool)
+        y, ctx = cpu.conv2d(x, w, b, 1, pad, relu=True, pool=pool)
         dout = r.standard_normal(y.shape, dtype=np.float32)
         dw, db = np.empty_like(w), np.empty_like(b)
         oh = h + 2 * pad - 2
         row = {"conv": f"{c}->{f} {h}x{h} pad {pad}" + (f" pool {pool}" if pool else ""),
                "gflop": 2 * batch * f * c * 9 * oh * oh / 1e9}
-        row["forward_ms"] = _median_ms(lambda: cpu.conv2d(x, w, b, 1, pad, cache=cache, relu=True, pool=pool), reps)
+        row["forward_ms"] = _median_ms(lambda: cpu.conv2d(x, w, b, 1, pad, relu=True, pool=pool, out=y), reps)
         for key, need_dx in (("weight_grad_ms", False), ("backward_ms", True)):
             if need_dx and c == 1:  # the first layer: no dL/dx for the data
                 row[key] = row["weight_grad_ms"]
                 continue
-            row[key] = _median_ms(lambda: cpu.conv2d_backward(dout, x, w, 1, pad, dw, db, need_dx, cache=cache,
-                                                              relu_out=y, pool=pool), reps)
+            row[key] = _median_ms(lambda: cpu.conv2d_backward(dout, ctx, dw, db, need_dx), reps)
         rows.append(row)
     return rows
 

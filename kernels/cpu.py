@@ -17,8 +17,8 @@ from numba import njit, prange, uint64
 
 from accelnet.cpu_runtime import FLUSHED, flushes_denormals, set_blas_threads
 
-from . import cpu_conv, elementwise, reference, simd
-from .reference import conv_output_size
+from . import conv_gemm, cpu_conv, elementwise, simd
+from .contracts import ConvContext, argmax_dtype, checked_out, conv_shapes, output_size, pool_shape
 from .cpu_pool import max_windows, scatter_windows
 from .simd import vload_first, vsplat
 
@@ -120,18 +120,14 @@ def _col2im(col, fh, fw, stride, pad, oh, ow, out):
 
 
 def _checked_out(out, shape, dtype):
-    if out is None:
-        return np.empty(shape, dtype=dtype)
-    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous with shape {tuple(shape)} and dtype {dtype}, got {out.shape} {out.dtype}")
-    return out
+    return checked_out(np, out, shape, dtype)
 
 
 def im2col(x, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
     """(N, C, H, W) -> (N*OH*OW, C*FH*FW): one row per output position (the book's layout)."""
     x = np.ascontiguousarray(x)
     n, c, h, w = x.shape
-    oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
+    oh, ow = output_size(h, fh, stride, pad), output_size(w, fw, stride, pad)
     col = _checked_out(out, (n * oh * ow, c * fh * fw), x.dtype)
     _im2col(col.size, x, fh, fw, stride, pad, oh, ow, col)
     return col
@@ -140,7 +136,7 @@ def im2col(x, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
 def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
     """The adjoint of :func:`im2col`: race-free and deterministic (each thread owns whole images)."""
     n, c, h, w = x_shape
-    oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
+    oh, ow = output_size(h, fh, stride, pad), output_size(w, fw, stride, pad)
     if col.shape != (n * oh * ow, c * fh * fw):
         raise ValueError(f"col2im: col must have shape {(n * oh * ow, c * fh * fw)}, got {col.shape}")
     col = np.ascontiguousarray(col)
@@ -367,23 +363,13 @@ def _avgpool2d_backward(dout, ph, pw, stride, dx):
                         plane[oy * stride + ky, ox * stride + kx] += g
 
 
-def _pool_shape(x_shape, ph, pw, stride):
-    n, c, h, w = x_shape
-    return (n, c, conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0))
-
-
-def _argmax_dtype(ph, pw):
-    """One byte per window-local argmax where the window has at most 256 pixels: less traffic."""
-    return np.uint8 if ph * pw <= 256 else np.intp
-
-
 def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
     """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max,
-    one byte per output where the window has at most 256 pixels: less memory traffic)."""
+    dtype ``argmax_dtype(ph, pw)``)."""
     x = np.ascontiguousarray(x)
-    shape = _pool_shape(x.shape, ph, pw, stride)
+    shape = pool_shape(x.shape, ph, pw, stride)
     out = _checked_out(out, shape, x.dtype)
-    argmax = _checked_out(argmax, shape, _argmax_dtype(ph, pw))
+    argmax = _checked_out(argmax, shape, argmax_dtype(ph, pw))
     _maxpool2d(x.size, x, ph, pw, stride, simd.lanes(x.dtype), out, argmax)
     return out, argmax
 
@@ -399,7 +385,7 @@ def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out
 def avgpool2d(x, ph: int, pw: int, stride: int, out=None):
     """Mean over each window."""
     x = np.ascontiguousarray(x)
-    out = _checked_out(out, _pool_shape(x.shape, ph, pw, stride), x.dtype)
+    out = _checked_out(out, pool_shape(x.shape, ph, pw, stride), x.dtype)
     _avgpool2d(x.size, x, ph, pw, stride, out)
     return out
 
@@ -510,8 +496,8 @@ def _nchw_to_rows(x, out):
                 blk[j, c] = src[j]
 
 
-def rows_to_nchw(rows, bias, out=None):
-    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> an (N, F, OH, OW) image batch (``out``'s shape)."""
+def rows_to_nchw(rows, bias, out):
+    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> the (N, F, OH, OW) batch ``out``."""
     rows = np.ascontiguousarray(rows)
     n, f, oh, ow = out.shape
     if rows.shape != (n * oh * ow, f) or bias.shape != (f,):
@@ -539,43 +525,34 @@ def nchw_to_rows(x, out=None):
 
 
 @flushes_denormals
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
-           pool: int | None = None):
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, relu: bool = False, pool: int | None = None, out=None):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``, then ReLU if
-    ``relu``, then a pool x pool max-pool if ``pool`` (its argmax kept in ``cache``): at stride 1
+    ``relu``, then a pool x pool max-pool if ``pool``; returns (output, ConvContext). At stride 1
     directly on each image in cache (``cpu_conv``, the ReLU and the pool applied as the sums are
-    stored), otherwise by im2col + GEMM (the columns kept in ``cache`` for the backward)."""
+    stored), otherwise by im2col + GEMM (``conv_gemm``)."""
     x = np.ascontiguousarray(x)
-    n, f, fh, fw, oh, ow = reference.conv_shapes(x, w, stride, pad)
+    n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
     if stride != 1:
-        return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache, relu, pool)
-    if not pool:
-        return cpu_conv.conv2d(x, w, b, pad, _checked_out(out, (n, f, oh, ow), x.dtype), relu)
-    shape = _pool_shape((n, f, oh, ow), pool, pool, pool)
+        return conv_gemm.conv2d(_self, x, w, b, stride, pad, relu, pool, out)
+    shape = pool_shape((n, f, oh, ow), pool, pool, pool) if pool else (n, f, oh, ow)
     out = _checked_out(out, shape, x.dtype)
-    argmax = np.empty(shape, _argmax_dtype(pool, pool))
-    reference.argmax_cache(cache, pool)["argmax"] = argmax
-    return cpu_conv.conv2d(x, w, b, pad, out, relu, pool, argmax)
+    argmax = np.empty(shape, argmax_dtype(pool, pool)) if pool else None
+    cpu_conv.conv2d(x, w, b, pad, out, relu, pool, argmax)
+    return out, ConvContext(x, w, stride, pad, relu, pool, out, argmax)
 
 
 @flushes_denormals
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
-                    pool: int | None = None):
+def conv2d_backward(dout, ctx: ConvContext, dw, db, need_dx: bool = True):
     """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``).
-    ``relu_out``: the output of a forward pass with ``relu``; its mask is applied to ``dout`` as
-    it is read. ``pool``: as the forward ran (dout and relu_out pooled, the argmax in ``cache``)."""
-    x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
-    n, f, fh, fw, oh, ow = reference.conv_shapes(x, w, stride, pad)
-    shape = _pool_shape((n, f, oh, ow), pool, pool, pool) if pool else (n, f, oh, ow)
-    if dout.shape != shape:
-        raise ValueError(f"conv2d_backward: dout must have shape {shape}, got {dout.shape}")
-    if relu_out is not None and relu_out.shape != dout.shape:
-        raise ValueError(f"conv2d_backward: relu_out must have dout's shape {dout.shape}, got {relu_out.shape}")
-    if stride != 1:
-        return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out, pool)
-    argmax = reference.cached_argmax(cache, pool) if pool else None
-    return cpu_conv.conv2d_backward(dout, x, w, pad, dw, db, np.empty_like(x) if need_dx else None,
-                                    None if relu_out is None else np.ascontiguousarray(relu_out), pool, argmax)
+    With ``relu`` the output's mask is applied to ``dout`` as it is read; with ``pool`` each
+    window's gradient goes to its argmax."""
+    if ctx.stride != 1:
+        return conv_gemm.conv2d_backward(_self, dout, ctx, dw, db, need_dx)
+    dout = np.ascontiguousarray(dout)
+    ctx.check_dout(dout)
+    x = ctx.x
+    return cpu_conv.conv2d_backward(dout, x, ctx.w, ctx.pad, dw, db, np.empty_like(x) if need_dx else None,
+                                    ctx.out if ctx.relu else None, ctx.pool, ctx.argmax)
 
 
 _self = sys.modules[__name__]

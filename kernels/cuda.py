@@ -16,8 +16,10 @@ import sys
 import numpy as np
 from numba import cuda, float64
 
-from . import elementwise, reference
-from .reference import conv_output_size
+from accelnet.xp import array_namespace
+
+from . import conv_gemm, elementwise
+from .contracts import ConvContext, argmax_dtype, checked_out, output_size, pool_shape
 
 THREADS = 256
 MAX_BLOCKS = 4096  # grid-stride loops cover the rest; enough blocks to fill any current GPU
@@ -56,19 +58,10 @@ def _launch(kernel, n: int):
     return lambda *args: configured(*(_dev(a) for a in args))
 
 
-def _xp(a):
-    from accelnet.backend import array_namespace
-
-    return array_namespace(a)
+_xp = array_namespace
 
 
-def _checked_out(xp, out, shape, dtype):
-    if out is None:
-        return xp.empty(shape, dtype=dtype)
-    if tuple(out.shape) != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous with shape {tuple(shape)} and dtype {dtype}, "
-                         f"got {out.shape} {out.dtype}")
-    return out
+_checked_out = checked_out
 
 
 def _check_flat(p, *others):
@@ -271,7 +264,7 @@ def im2col(x, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
     xp = _xp(x)
     x = xp.ascontiguousarray(x)
     n, c, h, w = x.shape
-    oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
+    oh, ow = output_size(h, fh, stride, pad), output_size(w, fw, stride, pad)
     col = _checked_out(xp, out, (n * oh * ow, c * fh * fw), x.dtype)
     _launch(_im2col, col.size)(x, fh, fw, stride, pad, oh, ow, col)
     return col
@@ -281,7 +274,7 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
     """The adjoint of :func:`im2col`, as a gather: race-free and deterministic."""
     xp = _xp(col)
     n, c, h, w = x_shape
-    oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
+    oh, ow = output_size(h, fh, stride, pad), output_size(w, fw, stride, pad)
     if tuple(col.shape) != (n * oh * ow, c * fh * fw):
         raise ValueError(f"col2im: col must have shape {(n * oh * ow, c * fh * fw)}, got {col.shape}")
     col = xp.ascontiguousarray(col)
@@ -361,18 +354,14 @@ def _avgpool2d_backward(dout, ph, pw, stride, cnt, dx):
         dx[i, ch, y, x] = s
 
 
-def _pool_shape(x_shape, ph, pw, stride):
-    n, c, h, w = x_shape
-    return (n, c, conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0))
-
-
 def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
-    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max)."""
+    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max,
+    dtype ``argmax_dtype(ph, pw)``)."""
     xp = _xp(x)
     x = xp.ascontiguousarray(x)
-    shape = _pool_shape(x.shape, ph, pw, stride)
+    shape = pool_shape(x.shape, ph, pw, stride)
     out = _checked_out(xp, out, shape, x.dtype)
-    argmax = _checked_out(xp, argmax, shape, np.intp)
+    argmax = _checked_out(xp, argmax, shape, argmax_dtype(ph, pw))
     _launch(_maxpool2d, out.size)(x, ph, pw, stride, out, argmax)
     return out, argmax
 
@@ -390,7 +379,7 @@ def avgpool2d(x, ph: int, pw: int, stride: int, out=None):
     """Mean over each window."""
     xp = _xp(x)
     x = xp.ascontiguousarray(x)
-    out = _checked_out(xp, out, _pool_shape(x.shape, ph, pw, stride), x.dtype)
+    out = _checked_out(xp, out, pool_shape(x.shape, ph, pw, stride), x.dtype)
     _launch(_avgpool2d, out.size)(x, ph, pw, stride, np.dtype(x.dtype).type(ph * pw), out)
     return out
 
@@ -474,8 +463,8 @@ def _nchw_to_rows(x, out):
         out[row, c] = x[i, c, j // ow, j % ow]
 
 
-def rows_to_nchw(rows, bias, out=None):
-    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> an (N, F, OH, OW) image batch (``out``'s shape)."""
+def rows_to_nchw(rows, bias, out):
+    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> the (N, F, OH, OW) batch ``out``."""
     xp = _xp(rows)
     rows = xp.ascontiguousarray(rows)
     n, f, oh, ow = out.shape
@@ -498,20 +487,15 @@ def nchw_to_rows(x, out=None):
 # -- convolution: im2col + cuBLAS GEMM, the form GPUs run well ---------------------------------------
 
 
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
-           pool: int | None = None):
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, relu: bool = False, pool: int | None = None, out=None):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b``, as im2col + GEMM
-    (the columns kept in ``cache`` for the backward pass), then ReLU if ``relu``, then max-pooled
-    if ``pool`` (the argmax kept in ``cache``)."""
-    return reference.conv2d_gemm(_self, x, w, b, stride, pad, out, cache, relu, pool)
+    (``conv_gemm``), then ReLU if ``relu``, then max-pooled if ``pool``; returns (output, ConvContext)."""
+    return conv_gemm.conv2d(_self, _xp(x).ascontiguousarray(x), w, b, stride, pad, relu, pool, out)
 
 
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
-                    pool: int | None = None):
-    """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``);
-    ``relu_out`` is the output of a forward pass with ``relu``, ``pool`` as the forward ran."""
-    return reference.conv2d_gemm_backward(_self, dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out,
-                                          pool)
+def conv2d_backward(dout, ctx: ConvContext, dw, db, need_dx: bool = True):
+    """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, returns dL/dx (None unless ``need_dx``)."""
+    return conv_gemm.conv2d_backward(_self, dout, ctx, dw, db, need_dx)
 
 
 _self = sys.modules[__name__]

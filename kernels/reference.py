@@ -1,20 +1,15 @@
 """Reference kernels: the textbook formulas in plain ``xp`` (NumPy or CuPy).
 
-They are the oracle of the parity tests and the fallback where no fused kernel
-exists. Every kernel here has the same signature as its twins in ``cpu.py`` and
-``cuda.py``.
+The oracle of the parity tests: each kernel here has the signature of its twins in ``cpu.py``
+and ``cuda.py`` and shares with them only the contract (``contracts.py``: shapes, the argmax
+dtype, the conv context), none of their code.
 """
 
 from __future__ import annotations
 
-import sys
+from accelnet.xp import array_namespace
 
-from accelnet.backend import array_namespace
-
-
-def conv_output_size(size: int, k: int, stride: int, pad: int) -> int:
-    """Output length of a window of ``k`` sliding by ``stride`` over ``size + 2*pad``."""
-    return (size + 2 * pad - k) // stride + 1
+from .contracts import ConvContext, argmax_dtype, conv_shapes, output_size, pool_shape
 
 
 def _out(xp, out, shape, dtype):
@@ -29,7 +24,7 @@ def im2col(x, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
     """(N, C, H, W) -> (N*OH*OW, C*FH*FW): one row per output position (the book's layout)."""
     xp = array_namespace(x)
     n, c, h, w = x.shape
-    oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
+    oh, ow = output_size(h, fh, stride, pad), output_size(w, fw, stride, pad)
     img = xp.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="constant") if pad else x
     col = xp.empty((n, c, fh, fw, oh, ow), dtype=x.dtype)
     for y in range(fh):
@@ -46,7 +41,7 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
     """The adjoint of :func:`im2col`: sums each column entry back onto its input pixel."""
     xp = array_namespace(col)
     n, c, h, w = x_shape
-    oh, ow = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
+    oh, ow = output_size(h, fh, stride, pad), output_size(w, fw, stride, pad)
     if col.shape != (n * oh * ow, c * fh * fw):
         raise ValueError(f"col2im: col must have shape {(n * oh * ow, c * fh * fw)}, got {col.shape}")
     col6 = col.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
@@ -150,24 +145,23 @@ def _pool_windows(x, ph, pw, stride):
 
 
 def _pool_image(rows, x_shape, ph, pw, stride):
-    n, c, h, w = x_shape
-    oh, ow = conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0)
+    n, c, oh, ow = pool_shape(x_shape, ph, pw, stride)
     return rows.reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
 
 
 def _pool_back(dwin, x_shape, ph, pw, stride, out):
-    n, c, h, w = x_shape
-    oh, ow = conv_output_size(h, ph, stride, 0), conv_output_size(w, pw, stride, 0)
+    n, c, oh, ow = pool_shape(x_shape, ph, pw, stride)
     return col2im(dwin.reshape(n * oh * ow, c * ph * pw), x_shape, ph, pw, stride, 0, out=out)
 
 
 def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
-    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max)."""
+    """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max,
+    dtype ``argmax_dtype(ph, pw)``)."""
     xp = array_namespace(x)
     win = _pool_windows(x, ph, pw, stride)
     idx = win.argmax(axis=1)
     res = _pool_image(win[xp.arange(idx.size), idx], x.shape, ph, pw, stride)
-    am = _pool_image(idx, x.shape, ph, pw, stride)
+    am = _pool_image(idx.astype(argmax_dtype(ph, pw)), x.shape, ph, pw, stride)
     res = _copy_into(xp, out, res)
     return res, _copy_into(xp, argmax, am)
 
@@ -232,8 +226,8 @@ def relu_backward(dout, mask, out=None):
 # -- conv layout changes ----------------------------------------------------------------------------
 
 
-def rows_to_nchw(rows, bias, out=None):
-    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> an (N, F, OH, OW) image batch (``out``'s shape)."""
+def rows_to_nchw(rows, bias, out):
+    """GEMM rows (N*OH*OW, F) plus a per-channel bias -> the (N, F, OH, OW) batch ``out``."""
     n, f, oh, ow = out.shape
     out[...] = rows.reshape(n, oh, ow, f).transpose(0, 3, 1, 2) + bias.reshape(1, f, 1, 1)
     return out
@@ -247,90 +241,38 @@ def nchw_to_rows(x, out=None):
     return _copy_into(xp, out, res)
 
 
-# -- convolution ------------------------------------------------------------------------------------
+# -- convolution (the book's Convolution layer: im2col, one product, reshape) --------------------------
 
 
-def conv_shapes(x, w, stride, pad):
-    """(N, F, FH, FW, OH, OW) of a convolution, checking that x and w agree on the channels."""
-    n, c, h, wd = x.shape
-    f, wc, fh, fw = w.shape
-    if wc != c:
-        raise ValueError(f"conv2d: weights {tuple(w.shape)} expect {wc} input channels, x {tuple(x.shape)} has {c}")
-    return n, f, fh, fw, conv_output_size(h, fh, stride, pad), conv_output_size(wd, fw, stride, pad)
-
-
-def argmax_cache(cache, pool):
-    """The ``cache`` dict a pooled convolution keeps its argmax in (its backward pass reads it)."""
-    if cache is None:
-        raise ValueError(f"conv2d with pool={pool} needs a cache dict: the backward pass reads the argmax from it")
-    return cache
-
-
-def cached_argmax(cache, pool):
-    """The argmax a pooled forward pass left in ``cache``, for its backward pass."""
-    if not cache or "argmax" not in cache:
-        raise ValueError(f"conv2d_backward with pool={pool} needs the cache of its forward pass (with the argmax)")
-    return cache["argmax"]
-
-
-def conv2d_gemm(k, x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
-                pool: int | None = None):
-    """Convolution as im2col -> one GEMM -> rows to (N, F, OH, OW), with kernel module ``k``'s
-    im2col and layout kernels (the GPU's form, and the CPU's for strided convolutions).
-    A ``cache`` dict keeps the columns for the backward pass; ``relu`` applies ReLU to the output;
-    ``pool`` then max-pools it in pool x pool windows (``k.maxpool2d``, its argmax kept in ``cache``)."""
+def conv2d(x, w, b, stride: int = 1, pad: int = 0, relu: bool = False, pool: int | None = None, out=None):
+    """Convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b`` (F,),
+    then ReLU if ``relu``, then a pool x pool max-pool (stride pool) if ``pool``.
+    Returns (output, ConvContext): the context is what :func:`conv2d_backward` reads."""
     xp = array_namespace(x)
     n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
-    if pool:
-        full = conv2d_gemm(k, x, w, b, stride, pad, None, argmax_cache(cache, pool), relu)
-        res, cache["argmax"] = k.maxpool2d(full, pool, pool, pool, out=out)
-        return res
-    col = k.im2col(x, fh, fw, stride, pad)
-    if cache is not None:
-        cache["col"] = col
-    rows = xp.matmul(col, w.reshape(f, -1).T)
-    out = k.rows_to_nchw(rows, b, out=_out(xp, out, (n, f, oh, ow), x.dtype))
+    col = im2col(x, fh, fw, stride, pad)
+    y = (col @ w.reshape(f, -1).T + b).reshape(n, oh, ow, f).transpose(0, 3, 1, 2)
     if relu:
-        xp.multiply(out, out > 0, out=out)  # x * (x > 0), as the ReLU layer: NaN stays NaN
-    return out
-
-
-def conv2d_gemm_backward(k, dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
-                         pool: int | None = None):
-    """Gradients of :func:`conv2d_gemm`: writes ``dw`` and ``db`` in place and returns dL/dx (None
-    unless ``need_dx``). The columns come from the forward pass's ``cache``, else from ``x``.
-    ``relu_out``: the output of a forward pass with ``relu``, whose mask dout goes through first.
-    With ``pool``, dout and relu_out are pooled and the argmax comes from ``cache``."""
-    xp = array_namespace(x)
-    n, f, fh, fw, oh, ow = conv_shapes(x, w, stride, pad)
-    if relu_out is not None:
-        # pooled: each window's max is its ReLU output, so (pooled > 0) is the mask at the argmax
-        dout = dout * (relu_out > 0)
+        y = y * (y > 0)
+    argmax = None
     if pool:
-        dout = k.maxpool2d_backward(dout, cached_argmax(cache, pool), (n, f, oh, ow), pool, pool, pool)
-    col = cache.get("col") if cache else None
-    if col is None:
-        col = k.im2col(x, fh, fw, stride, pad)
-    drows = k.nchw_to_rows(dout)
-    xp.sum(dout, axis=(0, 2, 3), out=db)
-    xp.matmul(drows.T, col, out=dw.reshape(f, -1))
+        y, argmax = maxpool2d(y, pool, pool, pool)
+    y = _copy_into(xp, out, y)
+    return y, ConvContext(x, w, stride, pad, relu, pool, y, argmax, col)
+
+
+def conv2d_backward(dout, ctx: ConvContext, dw, db, need_dx: bool = True):
+    """Gradients of :func:`conv2d`: writes ``dw`` (F, C, FH, FW) and ``db`` (F,), returns dL/dx
+    (None unless ``need_dx``)."""
+    ctx.check_dout(dout)
+    n, f, fh, fw, oh, ow = conv_shapes(ctx.x, ctx.w, ctx.stride, ctx.pad)
+    if ctx.relu:
+        dout = dout * (ctx.out > 0)  # pooled: the mask at each window's max
+    if ctx.pool:
+        dout = maxpool2d_backward(dout, ctx.argmax, (n, f, oh, ow), ctx.pool, ctx.pool, ctx.pool)
+    drows = dout.transpose(0, 2, 3, 1).reshape(-1, f)
+    db[...] = drows.sum(axis=0)
+    dw[...] = (drows.T @ ctx.col).reshape(dw.shape)
     if not need_dx:
         return None
-    return k.col2im(drows @ w.reshape(f, -1), x.shape, fh, fw, stride, pad)
-
-
-def conv2d(x, w, b, stride: int = 1, pad: int = 0, out=None, cache=None, relu: bool = False,
-           pool: int | None = None):
-    """Convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (F, C, FH, FW), plus ``b`` (F,),
-    then ReLU if ``relu``, then a pool x pool max-pool (stride pool) if ``pool``. ``cache``: a dict
-    the kernels keep intermediates in for the backward (required with ``pool``: the argmax)."""
-    return conv2d_gemm(sys.modules[__name__], x, w, b, stride, pad, out, cache, relu, pool)
-
-
-def conv2d_backward(dout, x, w, stride, pad, dw, db, need_dx: bool = True, cache=None, relu_out=None,
-                    pool: int | None = None):
-    """Gradients of :func:`conv2d`: writes ``dw`` (F, C, FH, FW) and ``db`` (F,), returns dL/dx or None.
-    ``relu_out``: the forward output when it ran with ``relu`` (its mask applies to ``dout``);
-    ``pool``: as the forward ran (dout and relu_out pooled, the argmax in ``cache``)."""
-    return conv2d_gemm_backward(sys.modules[__name__], dout, x, w, stride, pad, dw, db, need_dx, cache, relu_out,
-                                pool)
+    return col2im(drows @ ctx.w.reshape(f, -1), ctx.x.shape, fh, fw, ctx.stride, ctx.pad)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 import accelnet
-from accelnet.backend import BackendUnavailable, array_namespace, as_dtype, get_backend, gpu_status, host_rng
+from accelnet.backend import BackendUnavailable, as_dtype, get_backend, gpu_status, host_rng
+from accelnet.xp import array_namespace
 
 
 def test_cpu_backend_uses_numpy_and_numba_kernels():

@@ -4,11 +4,13 @@ runs this file that way in a process of its own). Sizes are small enough for the
 
 import importlib
 import os
+import re
 
 import numpy as np
 import pytest
 
 from accelnet.kernels import reference as ref
+from accelnet.kernels.contracts import argmax_dtype
 
 MODULES = ["cpu"] + (["cuda"] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else [])
 
@@ -115,6 +117,7 @@ def test_pooling_kernels_match_the_reference(kernels, size, ph, pw, stride, dtyp
     rout, ram = ref.maxpool2d(x, ph, pw, stride)
     np.testing.assert_array_equal(out, rout)
     np.testing.assert_array_equal(am, ram)
+    assert am.dtype == ram.dtype == argmax_dtype(ph, pw)  # one contract in every module
     dout = r.standard_normal(out.shape).astype(dtype)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_array_equal(kernels.maxpool2d_backward(dout, am, x.shape, ph, pw, stride),
@@ -152,12 +155,19 @@ def _conv_case(shape, f, k, dtype, seed=3):
     return r, x, w, b
 
 
+def _grads_of(k, dout, ctx, w, b, need_dx=True):
+    """(dx, dw, db) from kernel module ``k``'s conv2d_backward."""
+    dw, db = np.empty_like(w), np.empty_like(b)
+    dx = k.conv2d_backward(dout, ctx, dw, db, need_dx)
+    return dx, dw, db
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("shape, f, k, stride, pad", CONVS)
 def test_conv2d_forward_matches_the_reference(kernels, shape, f, k, stride, pad, dtype):
     _, x, w, b = _conv_case(shape, f, k, dtype)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(kernels.conv2d(x, w, b, stride, pad), ref.conv2d(x, w, b, stride, pad),
+    np.testing.assert_allclose(kernels.conv2d(x, w, b, stride, pad)[0], ref.conv2d(x, w, b, stride, pad)[0],
                                rtol=tol, atol=tol)
 
 
@@ -165,29 +175,40 @@ def test_conv2d_forward_matches_the_reference(kernels, shape, f, k, stride, pad,
 @pytest.mark.parametrize("shape, f, k, stride, pad", CONVS)
 def test_conv2d_backward_matches_the_reference(kernels, shape, f, k, stride, pad, dtype):
     r, x, w, b = _conv_case(shape, f, k, dtype)
-    dout = r.standard_normal(ref.conv2d(x, w, b, stride, pad).shape).astype(dtype)
-    dw, db, dw_ref, db_ref = np.empty_like(w), np.empty_like(b), np.empty_like(w), np.empty_like(b)
-    dx = kernels.conv2d_backward(dout, x, w, stride, pad, dw, db)
-    dx_ref = ref.conv2d_backward(dout, x, w, stride, pad, dw_ref, db_ref)
+    y, ctx = kernels.conv2d(x, w, b, stride, pad)
+    y_ref, ctx_ref = ref.conv2d(x, w, b, stride, pad)
+    dout = r.standard_normal(y.shape).astype(dtype)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+    for got, want in zip(_grads_of(kernels, dout, ctx, w, b), _grads_of(ref, dout, ctx_ref, w, b)):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def _ref_conv_then(x, w, b, stride, pad, relu, pool):
+    """The reference conv, then the reference ReLU and max-pool as separate steps:
+    (y, pre-pool output, argmax, backward(dout) -> (dx, dw, db))."""
+    pre, ctx = ref.conv2d(x, w, b, stride, pad)
+    act = ref.relu(pre, np.empty(pre.shape, bool)) if relu else pre
+    y, am = ref.maxpool2d(act, pool, pool, pool) if pool else (act, None)
+
+    def backward(dout):
+        d = ref.maxpool2d_backward(dout, am, act.shape, pool, pool, pool) if pool else dout
+        return _grads_of(ref, d * (pre > 0) if relu else d, ctx, w, b)
+
+    return y, am, backward
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("shape, f, k, stride, pad", CONVS)
-def test_conv2d_with_fused_relu_matches_the_reference_conv_then_relu(kernels, shape, f, k, stride, pad, dtype):
+@pytest.mark.parametrize("module", ["reference"] + MODULES)
+def test_conv2d_with_fused_relu_matches_the_reference_conv_then_relu(module, shape, f, k, stride, pad, dtype):
+    kernels = importlib.import_module(f"accelnet.kernels.{module}")
     r, x, w, b = _conv_case(shape, f, k, dtype)
-    pre = ref.conv2d(x, w, b, stride, pad)
-    want = ref.relu(pre, np.empty(pre.shape, bool))
-    y = kernels.conv2d(x, w, b, stride, pad, relu=True)
+    want, _, backward = _ref_conv_then(x, w, b, stride, pad, relu=True, pool=None)
+    y, ctx = kernels.conv2d(x, w, b, stride, pad, relu=True)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
-    dout = r.standard_normal(pre.shape).astype(dtype)
-    dw, db, dw_ref, db_ref = np.empty_like(w), np.empty_like(b), np.empty_like(w), np.empty_like(b)
-    dx = kernels.conv2d_backward(dout, x, w, stride, pad, dw, db, relu_out=y)
-    dx_ref = ref.conv2d_backward(dout * (pre > 0), x, w, stride, pad, dw_ref, db_ref)
-    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+    dout = r.standard_normal(y.shape).astype(dtype)
+    for got, want in zip(_grads_of(kernels, dout, ctx, w, b), backward(dout)):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
@@ -202,49 +223,44 @@ POOLED_CONVS = [  # (x shape, filters, kernel, stride, pad)
 @pytest.mark.parametrize("pool, relu", [(2, True), (2, False), (3, True)], ids=["pool2-relu", "pool2", "pool3-relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("shape, f, k, stride, pad", POOLED_CONVS)
-def test_conv2d_with_fused_pool_matches_the_reference_conv_then_maxpool(kernels, shape, f, k, stride, pad, dtype, pool,
+@pytest.mark.parametrize("module", ["reference"] + MODULES)
+def test_conv2d_with_fused_pool_matches_the_reference_conv_then_maxpool(module, shape, f, k, stride, pad, dtype, pool,
                                                                         relu):
+    kernels = importlib.import_module(f"accelnet.kernels.{module}")
     r, x, w, b = _conv_case(shape, f, k, dtype)
-    pre = ref.conv2d(x, w, b, stride, pad, relu=relu)
-    want, want_arg = ref.maxpool2d(pre, pool, pool, pool)
-    cache = {}
-    y = kernels.conv2d(x, w, b, stride, pad, cache=cache, relu=relu, pool=pool)
+    want, want_arg, backward = _ref_conv_then(x, w, b, stride, pad, relu, pool)
+    y, ctx = kernels.conv2d(x, w, b, stride, pad, relu=relu, pool=pool)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
-    np.testing.assert_array_equal(cache["argmax"], want_arg)
+    np.testing.assert_array_equal(ctx.argmax, want_arg)
+    assert ctx.argmax.dtype == argmax_dtype(pool, pool)
     dout = r.standard_normal(y.shape).astype(dtype)
-    dw, db, dw_ref, db_ref = np.empty_like(w), np.empty_like(b), np.empty_like(w), np.empty_like(b)
-    dx = kernels.conv2d_backward(dout, x, w, stride, pad, dw, db, cache=cache, relu_out=y if relu else None,
-                                 pool=pool)
-    dpre = ref.maxpool2d_backward(dout, want_arg, pre.shape, pool, pool, pool)
-    dx_ref = ref.conv2d_backward(dpre * (pre > 0) if relu else dpre, x, w, stride, pad, dw_ref, db_ref)
-    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+    for got, want in zip(_grads_of(kernels, dout, ctx, w, b), backward(dout)):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
 def test_conv2d_fused_pool_keeps_nan_at_the_first_nan_of_each_window(kernels):
     _, x, w, b = _conv_case((2, 2, 6, 6), 3, 3, np.float32)
     x[0, 0, 2, 2] = np.nan  # reaches conv outputs rows/cols 1..3: pooled cells (0..1, 0..1)
-    cache = {}
-    y = kernels.conv2d(x, w, b, 1, 1, cache=cache, relu=True, pool=2)
+    y, ctx = kernels.conv2d(x, w, b, 1, 1, relu=True, pool=2)
     assert np.isnan(y[0, :, :2, :2]).all() and not np.isnan(y[1]).any()
-    _, want_arg = ref.maxpool2d(ref.conv2d(x, w, b, 1, 1, relu=True), 2, 2, 2)
-    np.testing.assert_array_equal(cache["argmax"], want_arg)
+    _, want_arg = ref.maxpool2d(ref.conv2d(x, w, b, 1, 1, relu=True)[0], 2, 2, 2)
+    np.testing.assert_array_equal(ctx.argmax, want_arg)
 
 
-def test_conv2d_with_pool_needs_a_cache_for_its_argmax(kernels):
+@pytest.mark.parametrize("pool", [None, 2])
+def test_conv2d_backward_names_a_dout_that_is_not_the_forward_outputs_shape(kernels, pool):
     _, x, w, b = _conv_case((2, 2, 6, 6), 3, 3, np.float32)
-    with pytest.raises(ValueError, match="pool=2 needs a cache"):
-        kernels.conv2d(x, w, b, 1, 1, pool=2)
-    dout = np.ones((2, 3, 3, 3), np.float32)
-    with pytest.raises(ValueError, match="pool=2 needs the cache of its forward pass"):
-        kernels.conv2d_backward(dout, x, w, 1, 1, np.empty_like(w), np.empty_like(b), cache={}, pool=2)
+    y, ctx = kernels.conv2d(x, w, b, 1, 1, pool=pool)
+    dout = np.ones((2, 3, 6, 6) if pool else (2, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=rf"dout must have shape {re.escape(str(y.shape))}"):
+        kernels.conv2d_backward(dout, ctx, np.empty_like(w), np.empty_like(b))
 
 
 def test_conv2d_fused_relu_keeps_nan(kernels):
     _, x, w, b = _conv_case((2, 2, 5, 5), 3, 3, np.float32)
     x[0, 0, 2, 2] = np.nan
-    y = kernels.conv2d(x, w, b, 1, 1, relu=True)
+    y, _ = kernels.conv2d(x, w, b, 1, 1, relu=True)
     assert np.isnan(y[0, :, 1:4, 1:4]).all() and not np.isnan(y[1]).any()
 
 
@@ -255,19 +271,18 @@ def test_cpu_conv_weight_gradient_sums_over_several_image_groups_per_chunk():
 
     r, x, w, b = _conv_case((17, 1, 20, 20), 2, 3, np.float64)
     dout = r.standard_normal((17, 2, 20, 20))
-    dw, db, dw_ref, db_ref = np.empty_like(w), np.empty_like(b), np.empty_like(w), np.empty_like(b)
-    dx = cpu.conv2d_backward(dout, x, w, 1, 1, dw, db)
-    dx_ref = ref.conv2d_backward(dout, x, w, 1, 1, dw_ref, db_ref)
-    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+    got = _grads_of(cpu, dout, cpu.conv2d(x, w, b, 1, 1)[1], w, b)
+    for got, want in zip(got, _grads_of(ref, dout, ref.conv2d(x, w, b, 1, 1)[1], w, b)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_backward_without_dx_writes_the_same_weight_gradients(kernels):
     r, x, w, b = _conv_case((3, 2, 6, 6), 5, 3, np.float64)
     dout = r.standard_normal((3, 5, 6, 6))
-    dw1, db1, dw2, db2 = (np.empty_like(a) for a in (w, b, w, b))
-    kernels.conv2d_backward(dout, x, w, 1, 1, dw1, db1, need_dx=True)
-    assert kernels.conv2d_backward(dout, x, w, 1, 1, dw2, db2, need_dx=False) is None
+    _, ctx = kernels.conv2d(x, w, b, 1, 1)
+    _, dw1, db1 = _grads_of(kernels, dout, ctx, w, b, need_dx=True)
+    dx2, dw2, db2 = _grads_of(kernels, dout, ctx, w, b, need_dx=False)
+    assert dx2 is None
     np.testing.assert_array_equal(dw1, dw2)
     np.testing.assert_array_equal(db1, db2)
 
@@ -277,9 +292,8 @@ def test_conv2d_is_deterministic(kernels):
     dout = r.standard_normal((9, 5, 6, 6)).astype(np.float32)
     runs = []
     for _ in range(2):
-        dw, db = np.empty_like(w), np.empty_like(b)
-        dx = kernels.conv2d_backward(dout, x, w, 1, 1, dw, db)
-        runs.append((kernels.conv2d(x, w, b, 1, 1), dx, dw, db))
+        y, ctx = kernels.conv2d(x, w, b, 1, 1)
+        runs.append((y.copy(), *_grads_of(kernels, dout, ctx, w, b)))
     for a, b2 in zip(*runs):
         np.testing.assert_array_equal(a, b2)
 
