@@ -18,13 +18,13 @@ import numpy as np
 
 from .backend import Backend, get_backend
 from .kernels import reference
-from .optim import get_optimizer
+from .optim import OPTIMIZERS, get_optimizer
 
 __all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
            "peer_train_step", "peer_step_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
-OPTIMIZER_STREAMS = {"sgd": 3, "momentum": 5, "nesterov": 5, "adagrad": 5, "rmsprop": 5, "adam": 7, "adamw": 7}
+OPTIMIZER_STREAMS = {name: 3 + 2 * len(cls.state_names) for name, cls in OPTIMIZERS.items()}
 
 # (name, input shape, kernel, stride, pad): the first conv of simple_convnet and each conv input of deep_convnet.
 CONV_SHAPES = [

@@ -7,6 +7,12 @@ Two interfaces over the same kernels:
 * ``Adam(lr=...)`` then ``update(params, grads)``: the book's interface on any dicts of
   arrays (or Python floats, as in its chapter 6 scripts), one kernel call per entry.
 
+Each optimizer is declared once: its per-element formula and state buffers in
+``kernels/elementwise.py``, its class here (hyperparameters, and ``scalars(lr)``: the host-side
+numbers the formula takes, such as 1 - beta1 and Adam's bias correction). ``kernels.update``
+runs it: one fused loop on the CPU, one launch on the GPU; ``kernels/reference.py`` holds the
+textbook formulas the tests check them against.
+
 Weight decay is L2 added to the gradient (the book's chapter 6.4), decoupled on AdamW;
 ``clip_norm`` rescales the gradient to that global norm; ``schedule`` scales ``lr``
 per step or per epoch. ``state_dict()`` / ``load_state_dict()`` round-trip exactly.
@@ -20,6 +26,7 @@ import math
 import numpy as np
 
 from .backend import backend_of
+from .kernels import elementwise
 from .cpu_runtime import flushes_denormals
 from .schedules import CosineDecay, ExponentialDecay, Schedule, StepDecay, Warmup, get_schedule
 
@@ -62,10 +69,12 @@ class Optimizer:
     and the book's state attributes (``v``, ``h``, ``m``, ``iter``) read accelnet's state.
     """
 
-    state_names: tuple[str, ...] = ()  # per-element state buffers, e.g. ("m", "v")
+    rule: str = ""  # the update formula in kernels/elementwise.py
+    state_names: tuple[str, ...] = ()  # its state buffers, e.g. ("m", "v"), as elementwise.py declares them
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
+        cls.state_names = elementwise.UPDATES[cls.rule][1]
         init = cls.__dict__.get("__init__")
         if init is not None:
             cls.__init__ = _book_positional(init)
@@ -95,8 +104,13 @@ class Optimizer:
         self._key_shapes: dict = {}
 
     # -- the update rule (subclasses) ---------------------------------------------------
-    def _apply(self, kernels, p, g, state: dict, lr: float, gscale: float) -> None:
+    def scalars(self, lr: float) -> tuple:
+        """The host-side scalars ``rule`` takes after its state (Python floats; the kernels cast
+        them to the parameters' dtype), for the update about to be step ``self.t``."""
         raise NotImplementedError
+
+    def _apply(self, kernels, p, g, state: dict, lr: float, gscale: float) -> None:
+        kernels.update(self.rule, p, g, tuple(state[name] for name in self.state_names), self.scalars(lr), gscale)
 
     def hyperparameters(self) -> dict:
         return {}
@@ -281,17 +295,19 @@ class Optimizer:
 class SGD(Optimizer):
     """p -= lr * g."""
 
+    rule = "sgd"
+
     def __init__(self, model=None, lr: float = 0.01, **kw):
         super().__init__(model, lr, **kw)
 
-    def _apply(self, k, p, g, state, lr, gscale):
-        k.sgd(p, g, lr, self.weight_decay, gscale)
+    def scalars(self, lr):
+        return (lr, self.weight_decay)
 
 
 class Momentum(Optimizer):
     """v = momentum * v - lr * g; p += v."""
 
-    state_names = ("v",)
+    rule = "momentum"
 
     def __init__(self, model=None, lr: float = 0.01, momentum: float = 0.9, **kw):
         super().__init__(model, lr, **kw)
@@ -300,21 +316,24 @@ class Momentum(Optimizer):
     def hyperparameters(self):
         return {"momentum": self.momentum}
 
-    def _apply(self, k, p, g, state, lr, gscale):
-        k.momentum(p, g, state["v"], lr, self.momentum, self.weight_decay, gscale)
+    def scalars(self, lr):
+        return (lr, self.momentum, self.weight_decay)
 
 
 class Nesterov(Momentum):
     """Nesterov's accelerated gradient in the book's form (common/optimizer.py)."""
 
-    def _apply(self, k, p, g, state, lr, gscale):
-        k.nesterov(p, g, state["v"], lr, self.momentum, self.weight_decay, gscale)
+    rule = "nesterov"
+
+    def scalars(self, lr):
+        mu = self.momentum
+        return (lr, mu, mu * mu, (1 + mu) * lr, self.weight_decay)
 
 
 class AdaGrad(Optimizer):
     """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
 
-    state_names = ("h",)
+    rule = "adagrad"
 
     def __init__(self, model=None, lr: float = 0.01, eps: float = 1e-7, **kw):
         super().__init__(model, lr, **kw)
@@ -323,14 +342,14 @@ class AdaGrad(Optimizer):
     def hyperparameters(self):
         return {"eps": self.eps}
 
-    def _apply(self, k, p, g, state, lr, gscale):
-        k.adagrad(p, g, state["h"], lr, self.eps, self.weight_decay, gscale)
+    def scalars(self, lr):
+        return (lr, self.eps, self.weight_decay)
 
 
 class RMSprop(Optimizer):
     """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
 
-    state_names = ("h",)
+    rule = "rmsprop"
 
     def __init__(self, model=None, lr: float = 0.01, decay_rate: float = 0.99, eps: float = 1e-7, **kw):
         super().__init__(model, lr, **kw)
@@ -340,14 +359,14 @@ class RMSprop(Optimizer):
     def hyperparameters(self):
         return {"decay_rate": self.decay_rate, "eps": self.eps}
 
-    def _apply(self, k, p, g, state, lr, gscale):
-        k.rmsprop(p, g, state["h"], lr, self.decay_rate, self.eps, self.weight_decay, gscale)
+    def scalars(self, lr):
+        return (lr, self.decay_rate, 1 - self.decay_rate, self.eps, self.weight_decay)
 
 
 class Adam(Optimizer):
     """Adam with the book's bias correction folded into lr_t = lr * sqrt(1-b2^t) / (1-b1^t)."""
 
-    state_names = ("m", "v")
+    rule = "adam"
     decoupled = False
 
     def __init__(self, model=None, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
@@ -360,11 +379,11 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
-    def _apply(self, k, p, g, state, lr, gscale):
+    def scalars(self, lr):
         t = self.t
         lr_t = lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)  # a Python float: no float64 promotion
         wd, wd_decoupled = (0.0, lr * self.weight_decay) if self.decoupled else (self.weight_decay, 0.0)
-        k.adam(p, g, state["m"], state["v"], lr_t, self.beta1, self.beta2, self.eps, wd, wd_decoupled, gscale)
+        return (lr_t, 1 - self.beta1, 1 - self.beta2, self.eps, wd, wd_decoupled)
 
 
 class AdamW(Adam):

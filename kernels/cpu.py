@@ -17,7 +17,7 @@ from numba import njit, prange, uint64
 
 from accelnet.cpu_runtime import FLUSHED, flushes_denormals, set_blas_threads
 
-from . import conv_gemm, cpu_conv, elementwise, simd
+from . import conv_gemm, cpu_conv, elementwise, simd, update_loops
 from .contracts import ConvContext, argmax_dtype, checked_out, conv_shapes, output_size, pool_shape
 from .cpu_pool import max_windows, scatter_windows
 from .simd import vload_first, vsplat
@@ -146,49 +146,11 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
 
 
 # -- optimizer updates -----------------------------------------------------------------------
+# One loop per elementwise.py formula; LLVM inlines the formula and the loop still vectorizes.
 
-
-_e = {name: njit(**_FLAGS)(getattr(elementwise, name))  # LLVM inlines them; the loops still vectorize
-      for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")}
-_sgd_e, _momentum_e, _nesterov_e = _e["sgd"], _e["momentum"], _e["nesterov"]
-_adagrad_e, _rmsprop_e, _adam_e = _e["adagrad"], _e["rmsprop"], _e["adam"]
-
-
-@_loop()
-def _sgd(p, g, lr, wd, gscale):
-    for i in prange(p.size):
-        p[i] = _sgd_e(p[i], g[i], lr, wd, gscale)
-
-
-@_loop()
-def _momentum(p, g, v, lr, mu, wd, gscale, tiny):
-    for i in prange(p.size):
-        p[i], v[i] = _momentum_e(p[i], g[i], v[i], lr, mu, wd, gscale, tiny)
-
-
-@_loop()
-def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale, tiny):
-    for i in prange(p.size):
-        p[i], v[i] = _nesterov_e(p[i], g[i], v[i], lr, mu, mu2, lr_1mu, wd, gscale, tiny)
-
-
-@_loop()
-def _adagrad(p, g, h, lr, eps, wd, gscale):
-    for i in prange(p.size):
-        p[i], h[i] = _adagrad_e(p[i], g[i], h[i], lr, eps, wd, gscale)
-
-
-@_loop()
-def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale, tiny):
-    for i in prange(p.size):
-        p[i], h[i] = _rmsprop_e(p[i], g[i], h[i], lr, decay, one_minus_decay, eps, wd, gscale, tiny)
-
-
-@_loop()
-def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale, tiny):
-    for i in prange(p.size):
-        p[i], m[i], v[i] = _adam_e(p[i], g[i], m[i], v[i], lr_t, one_minus_b1, one_minus_b2, eps, wd,
-                                   wd_decoupled, gscale, tiny)
+_UPDATES = {name: _Loop(update_loops.loop_function(f"cpu_update_{name}", formula, njit(**_FLAGS)(formula), state,
+                                                   "prange(p.size)", {"prange": prange}), {})
+            for name, (formula, state) in elementwise.UPDATES.items()}
 
 
 # A sum may be reassociated (that is what lets it vectorize); no nnan/ninf, so NaN still propagates.
@@ -212,41 +174,12 @@ def _check_flat(p, *others):
     return p.dtype.type
 
 
-def sgd(p, g, lr, wd=0.0, gscale=1.0):
-    """p -= lr * g."""
-    s = _check_flat(p, g)
-    _sgd(p.size, p, g, s(lr), s(wd), s(gscale))
-
-
-def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
-    """v = mu * v - lr * g; p += v."""
-    s = _check_flat(p, g, v)
-    _momentum(p.size, p, g, v, s(lr), s(mu), s(wd), s(gscale), elementwise.tiny(p.dtype))
-
-
-def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
-    """The book's Nesterov: p += mu*mu*v - (1 + mu)*lr*g with the previous v; then v = mu*v - lr*g."""
-    s = _check_flat(p, g, v)
-    _nesterov(p.size, p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale), elementwise.tiny(p.dtype))
-
-
-def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
-    """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
-    s = _check_flat(p, g, h)
-    _adagrad(p.size, p, g, h, s(lr), s(eps), s(wd), s(gscale))
-
-
-def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
-    """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
-    s = _check_flat(p, g, h)
-    _rmsprop(p.size, p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale), elementwise.tiny(p.dtype))
-
-
-def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
-    """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps)."""
-    s = _check_flat(p, g, m, v)
-    _adam(p.size, p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled), s(gscale),
-          elementwise.tiny(p.dtype))
+def update(rule: str, p, g, state: tuple, scalars: tuple, gscale: float = 1.0) -> None:
+    """One pass of ``elementwise.<rule>`` over flat p, g and the ``state`` buffers, in place, with
+    the optimizer's ``scalars`` and the clipping factor ``gscale``."""
+    elementwise.check_update(rule, state)
+    s = _check_flat(p, g, *state)
+    _UPDATES[rule](p.size, p, g, *state, *(s(a) for a in scalars), s(gscale), elementwise.tiny(p.dtype))
 
 
 def sum_squares(g) -> float:

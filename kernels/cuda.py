@@ -18,7 +18,7 @@ from numba import cuda, float64
 
 from accelnet.xp import array_namespace
 
-from . import conv_gemm, elementwise
+from . import conv_gemm, elementwise, update_loops
 from .contracts import ConvContext, argmax_dtype, checked_out, output_size, pool_shape
 
 THREADS = 256
@@ -75,47 +75,10 @@ def _check_flat(p, *others):
 
 # -- optimizer updates: elementwise.py's formulas, one grid-stride launch over the flat buffers -------
 
-_d = {name: cuda.jit(device=True, cache=True)(getattr(elementwise, name))
-      for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")}
-_sgd_d, _momentum_d, _nesterov_d = _d["sgd"], _d["momentum"], _d["nesterov"]
-_adagrad_d, _rmsprop_d, _adam_d = _d["adagrad"], _d["rmsprop"], _d["adam"]
-
-
-@cuda.jit(cache=True)
-def _sgd(p, g, lr, wd, gscale):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i] = _sgd_d(p[i], g[i], lr, wd, gscale)
-
-
-@cuda.jit(cache=True)
-def _momentum(p, g, v, lr, mu, wd, gscale, tiny):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], v[i] = _momentum_d(p[i], g[i], v[i], lr, mu, wd, gscale, tiny)
-
-
-@cuda.jit(cache=True)
-def _nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale, tiny):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], v[i] = _nesterov_d(p[i], g[i], v[i], lr, mu, mu2, lr_1mu, wd, gscale, tiny)
-
-
-@cuda.jit(cache=True)
-def _adagrad(p, g, h, lr, eps, wd, gscale):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], h[i] = _adagrad_d(p[i], g[i], h[i], lr, eps, wd, gscale)
-
-
-@cuda.jit(cache=True)
-def _rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale, tiny):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], h[i] = _rmsprop_d(p[i], g[i], h[i], lr, decay, one_minus_decay, eps, wd, gscale, tiny)
-
-
-@cuda.jit(cache=True)
-def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale, tiny):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], m[i], v[i] = _adam_d(p[i], g[i], m[i], v[i], lr_t, one_minus_b1, one_minus_b2, eps, wd,
-                                   wd_decoupled, gscale, tiny)
+_UPDATES = {name: cuda.jit(cache=True)(update_loops.loop_function(
+    f"cuda_update_{name}", formula, cuda.jit(device=True, cache=True)(formula), state,
+    "range(cuda.grid(1), p.size, cuda.gridsize(1))", {"cuda": cuda}))
+    for name, (formula, state) in elementwise.UPDATES.items()}
 
 
 @cuda.jit(cache=True)
@@ -140,43 +103,12 @@ def _sum_squares_partial(g, partial):
         partial[cuda.blockIdx.x] = buf[0]
 
 
-def sgd(p, g, lr, wd=0.0, gscale=1.0):
-    """p -= lr * g."""
-    s = _check_flat(p, g)
-    _launch(_sgd, p.size)(p, g, s(lr), s(wd), s(gscale))
-
-
-def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
-    """v = mu * v - lr * g; p += v."""
-    s = _check_flat(p, g, v)
-    _launch(_momentum, p.size)(p, g, v, s(lr), s(mu), s(wd), s(gscale), elementwise.tiny(p.dtype))
-
-
-def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
-    """The book's Nesterov: p += mu*mu*v - (1 + mu)*lr*g with the previous v; then v = mu*v - lr*g."""
-    s = _check_flat(p, g, v)
-    _launch(_nesterov, p.size)(p, g, v, s(lr), s(mu), s(mu * mu), s((1 + mu) * lr), s(wd), s(gscale),
-                                elementwise.tiny(p.dtype))
-
-
-def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
-    """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
-    s = _check_flat(p, g, h)
-    _launch(_adagrad, p.size)(p, g, h, s(lr), s(eps), s(wd), s(gscale))
-
-
-def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
-    """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
-    s = _check_flat(p, g, h)
-    _launch(_rmsprop, p.size)(p, g, h, s(lr), s(decay), s(1 - decay), s(eps), s(wd), s(gscale),
-                               elementwise.tiny(p.dtype))
-
-
-def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
-    """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps)."""
-    s = _check_flat(p, g, m, v)
-    _launch(_adam, p.size)(p, g, m, v, s(lr_t), s(1 - beta1), s(1 - beta2), s(eps), s(wd), s(wd_decoupled),
-                            s(gscale), elementwise.tiny(p.dtype))
+def update(rule: str, p, g, state: tuple, scalars: tuple, gscale: float = 1.0) -> None:
+    """One launch of ``elementwise.<rule>`` over flat p, g and the ``state`` buffers, in place, with
+    the optimizer's ``scalars`` and the clipping factor ``gscale``."""
+    elementwise.check_update(rule, state)
+    s = _check_flat(p, g, *state)
+    _launch(_UPDATES[rule], p.size)(p, g, *state, *(s(a) for a in scalars), s(gscale), elementwise.tiny(p.dtype))
 
 
 def sum_squares(g) -> float:

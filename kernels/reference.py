@@ -57,11 +57,11 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
 
 
 # -- optimizer updates ------------------------------------------------------------------------
-# One signature per update, shared with cpu.py and cuda.py. Arrays are flat and updated in
-# place; ``gscale`` is the gradient-clipping factor and ``wd`` the L2 weight decay, both folded
-# into the gradient first (g' = g * gscale + wd * p), so clipping and decay cost no extra pass.
-# The formulas are the book's (common/optimizer.py), operation for operation, so that in float64
-# they reproduce its trajectories exactly and the fused kernels can match them bit for bit.
+# The book's formulas (common/optimizer.py), operation for operation, so that in float64 they
+# reproduce its trajectories exactly. Arrays are flat and updated in place. Each takes the
+# scalars its optimizer computes on the host (``Optimizer.scalars``): ``wd`` is the L2 weight
+# decay and ``gscale`` the gradient-clipping factor, both folded into the gradient first
+# (g' = g * gscale + wd * p), so clipping and decay cost no extra pass.
 
 
 def _grad(p, g, wd, gscale):
@@ -74,12 +74,12 @@ def _flush(a):
     a[xp.abs(a) < xp.finfo(a.dtype).tiny] = 0
 
 
-def sgd(p, g, lr, wd=0.0, gscale=1.0):
+def sgd(p, g, lr, wd, gscale):
     """p -= lr * g."""
     p -= lr * _grad(p, g, wd, gscale)
 
 
-def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
+def momentum(p, g, v, lr, mu, wd, gscale):
     """v = mu * v - lr * g; p += v."""
     g = _grad(p, g, wd, gscale)
     v[...] = mu * v - lr * g
@@ -87,17 +87,18 @@ def momentum(p, g, v, lr, mu, wd=0.0, gscale=1.0):
     p += v
 
 
-def nesterov(p, g, v, lr, mu, wd=0.0, gscale=1.0):
-    """The book's Nesterov: p += mu*mu*v - (1 + mu)*lr*g with the previous v; then v = mu*v - lr*g."""
+def nesterov(p, g, v, lr, mu, mu2, lr_1mu, wd, gscale):
+    """The book's Nesterov: p += mu*mu*v - (1 + mu)*lr*g with the previous v; then v = mu*v - lr*g
+    (``mu2`` = mu*mu, ``lr_1mu`` = (1 + mu)*lr)."""
     g = _grad(p, g, wd, gscale)
-    p += (mu * mu) * v
-    p -= ((1 + mu) * lr) * g
+    p += mu2 * v
+    p -= lr_1mu * g
     v *= mu
     v -= lr * g
     _flush(v)
 
 
-def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
+def adagrad(p, g, h, lr, eps, wd, gscale):
     """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
     xp = array_namespace(p)
     g = _grad(p, g, wd, gscale)
@@ -105,17 +106,17 @@ def adagrad(p, g, h, lr, eps, wd=0.0, gscale=1.0):
     p -= lr * g / (xp.sqrt(h) + eps)
 
 
-def rmsprop(p, g, h, lr, decay, eps, wd=0.0, gscale=1.0):
+def rmsprop(p, g, h, lr, decay, one_minus_decay, eps, wd, gscale):
     """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + eps)."""
     xp = array_namespace(p)
     g = _grad(p, g, wd, gscale)
     h *= decay
-    h += (1 - decay) * g * g
+    h += one_minus_decay * g * g
     _flush(h)
     p -= lr * g / (xp.sqrt(h) + eps)
 
 
-def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1.0):
+def adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps, wd, wd_decoupled, gscale):
     """m += (1-b1)(g-m); v += (1-b2)(g*g-v); p -= wd_decoupled*p; p -= lr_t*m/(sqrt(v)+eps).
 
     ``lr_t`` carries the bias correction (lr * sqrt(1-b2^t) / (1-b1^t)); ``wd_decoupled``
@@ -123,12 +124,22 @@ def adam(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, wd_decoupled=0.0, gscale=1
     """
     xp = array_namespace(p)
     g = _grad(p, g, wd, gscale)
-    m += (1 - beta1) * (g - m)
-    v += (1 - beta2) * (g * g - v)
+    m += one_minus_b1 * (g - m)
+    v += one_minus_b2 * (g * g - v)
     _flush(m)
     _flush(v)
     p -= wd_decoupled * p
     p -= lr_t * m / (xp.sqrt(v) + eps)
+
+
+_FORMULAS = {f.__name__: f for f in (sgd, momentum, nesterov, adagrad, rmsprop, adam)}
+
+
+def update(rule: str, p, g, state: tuple, scalars: tuple, gscale: float = 1.0) -> None:
+    """The textbook formula ``rule`` over p, g and the ``state`` buffers, in place."""
+    if rule not in _FORMULAS:
+        raise ValueError(f"no reference formula for update {rule!r}: expected one of {sorted(_FORMULAS)}")
+    _FORMULAS[rule](p, g, *state, *scalars, gscale)
 
 
 def sum_squares(g) -> float:

@@ -11,6 +11,7 @@ import pytest
 
 from accelnet.kernels import reference as ref
 from accelnet.kernels.contracts import argmax_dtype
+from accelnet.optim import Nesterov, get_optimizer
 
 MODULES = ["cpu"] + (["cuda"] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else [])
 
@@ -20,69 +21,58 @@ def kernels(request):
     """The kernel module under test."""
     return importlib.import_module(f"accelnet.kernels.{request.param}")
 
+# (optimizer, its settings): every declared update, with weight decay and clipping folded in
 UPDATES = {
-    "sgd": (lambda k, p, g, s: k.sgd(p, g, 0.1, 0.01, 0.5), 0),
-    "momentum": (lambda k, p, g, s: k.momentum(p, g, s[0], 0.1, 0.9, 0.01, 0.5), 1),
-    "nesterov": (lambda k, p, g, s: k.nesterov(p, g, s[0], 0.1, 0.9, 0.01, 0.5), 1),
-    "adagrad": (lambda k, p, g, s: k.adagrad(p, g, s[0], 0.1, 1e-7, 0.01, 0.5), 1),
-    "rmsprop": (lambda k, p, g, s: k.rmsprop(p, g, s[0], 0.01, 0.99, 1e-7, 0.01, 0.5), 1),
-    "adam": (lambda k, p, g, s: k.adam(p, g, s[0], s[1], 0.01, 0.9, 0.999, 1e-7, 0.01, 0.0, 0.5), 2),
-    "adamw": (lambda k, p, g, s: k.adam(p, g, s[0], s[1], 0.01, 0.9, 0.999, 1e-7, 0.0, 0.001, 1.0), 2),
+    "sgd": ("sgd", {"weight_decay": 0.01}),
+    "momentum": ("momentum", {"momentum": 0.9, "weight_decay": 0.01}),
+    "nesterov": ("nesterov", {"momentum": 0.9, "weight_decay": 0.01}),
+    "adagrad": ("adagrad", {"weight_decay": 0.01}),
+    "rmsprop": ("rmsprop", {"weight_decay": 0.01}),
+    "adam": ("adam", {"weight_decay": 0.01}),
+    "adamw": ("adamw", {"weight_decay": 0.1}),
 }
 
 
+def _run_update(k, opt, p, g, state, gscale):
+    """One update through kernel module ``k``, with the scalars ``opt`` computes for its next step."""
+    opt.t += 1
+    k.update(opt.rule, p, g, tuple(state), opt.scalars(opt.lr), gscale)
+
+
+def test_every_declared_update_has_a_parity_case_and_a_reference_formula():
+    from accelnet.kernels import elementwise
+
+    assert {get_optimizer(n).rule for n, _ in UPDATES.values()} == set(elementwise.UPDATES)
+    assert set(ref._FORMULAS) == set(elementwise.UPDATES)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("name", sorted(UPDATES))
-def test_update_kernel_matches_the_reference_over_5_steps(kernels, name, dtype):
-    fn, nstate = UPDATES[name]
+@pytest.mark.parametrize("case", sorted(UPDATES))
+def test_update_kernel_matches_the_reference_over_5_steps(kernels, case, dtype):
+    name, settings = UPDATES[case]
+    ours, theirs = get_optimizer(name, lr=0.01, **settings), get_optimizer(name, lr=0.01, **settings)
     r = np.random.default_rng(0)
     n = 300  # more than one block of 256 threads: the grid-stride loop is exercised
     p1 = r.standard_normal(n).astype(dtype)
     p2 = p1.copy()
-    s1 = [np.zeros(n, dtype) for _ in range(nstate)]
-    s2 = [np.zeros(n, dtype) for _ in range(nstate)]
+    s1 = [np.zeros(n, dtype) for _ in ours.state_names]
+    s2 = [np.zeros(n, dtype) for _ in ours.state_names]
     for _ in range(5):
         g = r.standard_normal(n).astype(dtype)
-        fn(kernels, p1, g, s1)
-        fn(ref, p2, g, s2)
+        _run_update(kernels, ours, p1, g, s1, 0.5)
+        _run_update(ref, theirs, p2, g, s2, 0.5)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(p1, p2, rtol=tol, atol=tol)
     for a, b in zip(s1, s2):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
-def _books_nesterov(p, g, v, lr, mu, wd, gscale):
-    """The book's common/optimizer.py Nesterov, written out (p moves with the previous v)."""
-    g = g * gscale + wd * p
-    p += mu * mu * v
-    p -= (1 + mu) * lr * g
-    v *= mu
-    v -= lr * g
-
-
-@pytest.mark.parametrize("module", ["reference"] + MODULES)
-def test_nesterov_is_the_books_formula_over_a_random_gradient_stream(module):
-    k = importlib.import_module(f"accelnet.kernels.{module}")
-    r = np.random.default_rng(3)
-    p1 = r.standard_normal(300)
-    p2, v1, v2 = p1.copy(), np.zeros(300), np.zeros(300)
-    for step in range(30):
-        g = r.standard_normal(300)
-        lr, mu, wd, gscale = 0.05, 0.9, (0.01 if step % 2 else 0.0), (0.5 if step % 3 else 1.0)
-        k.nesterov(p1, g, v1, lr, mu, wd, gscale)
-        _books_nesterov(p2, g, v2, lr, mu, wd, gscale)
-    np.testing.assert_allclose(p1, p2, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(v1, v2, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("module", ["reference"] + MODULES)
-def test_nesterov_first_steps_on_a_constant_gradient_are_the_books(module):
-    k = importlib.import_module(f"accelnet.kernels.{module}")
-    p, v, seen = np.ones(1), np.zeros(1), []
-    for _ in range(3):
-        k.nesterov(p, np.ones(1), v, 0.1, 0.9)
-        seen.append(float(p[0]))
-    np.testing.assert_allclose(seen, [0.81, 0.539, 0.1951], rtol=1e-12)
+def test_an_unknown_update_or_a_wrong_state_count_is_named(kernels):
+    p = np.zeros(3)
+    with pytest.raises(ValueError, match="unknown update 'lamb'"):
+        kernels.update("lamb", p, p.copy(), (), ())
+    with pytest.raises(ValueError, match=r"update 'adam' takes 2 state buffers \('m', 'v'\), got 1"):
+        kernels.update("adam", p, p.copy(), (p.copy(),), (0.1, 0.1, 0.1, 1e-7, 0.0, 0.0))
 
 
 def test_sum_squares_matches_the_reference(kernels):
@@ -322,27 +312,22 @@ def test_relu_keeps_nan_so_divergence_reaches_the_loss(kernels):
     assert np.isnan(out[0]) and out[1] == 0 and out[2] == 2
 
 
-DECAYING = {  # no weight decay and a zero gradient: the state only decays
-    "momentum": (lambda k, p, g, s: k.momentum(p, g, s[0], 0.1, 0.9), 1),
-    "nesterov": (lambda k, p, g, s: k.nesterov(p, g, s[0], 0.1, 0.9), 1),
-    "rmsprop": (lambda k, p, g, s: k.rmsprop(p, g, s[0], 0.01, 0.99, 1e-7), 1),
-    "adam": (lambda k, p, g, s: k.adam(p, g, s[0], s[1], 0.01, 0.9, 0.999, 1e-7), 2),
-}
+DECAYING = ["momentum", "nesterov", "rmsprop", "adam"]  # no weight decay, a zero gradient: the state only decays
 
 
 @pytest.mark.parametrize("name", sorted(DECAYING))
 def test_decaying_state_is_flushed_to_zero_not_left_subnormal(kernels, name):
     # a unit whose gradient stays 0 (a dead ReLU): its state decays geometrically; subnormal
     # floats would make every later update of it ~100x slower on x86
-    fn, nstate = DECAYING[name]
     tiny = np.finfo(np.float32).tiny
     g = np.zeros(4, np.float32)
     for module in (kernels, ref):
+        opt = get_optimizer(name, lr=0.01)
         p = np.ones(4, np.float32)
         # just above tiny: one step of decay (x0.9 to x0.999) takes every state below it
-        state = [np.full(4, np.float32(tiny) * np.float32(1.0005), np.float32) for _ in range(nstate)]
+        state = [np.full(4, np.float32(tiny) * np.float32(1.0005), np.float32) for _ in opt.state_names]
         for _ in range(3):
-            fn(module, p, g, state)
+            _run_update(module, opt, p, g, state, 1.0)
             for s in state:
                 assert not ((s != 0) & (np.abs(s) < tiny)).any(), f"{module.__name__}: subnormal state {s}"
     # (Under the CPU backend's flush-to-zero the decrement itself flushes and the state stays at
