@@ -11,7 +11,7 @@ from .gradcheck import check_gradients, numerical_gradient
 from .layers import AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .model import Sequential
-from .models import deep_convnet, multi_layer_net, simple_convnet, two_layer_net
+from .presets import deep_convnet, multi_layer_net, simple_convnet, two_layer_net
 
 __version__ = "0.1.0"
 

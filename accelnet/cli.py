@@ -43,16 +43,16 @@ BENCH_GROUPS = ("optimizers", "im2col", "steps")
 
 
 def _bench_optimizers(args, out):
-    from accelnet import bench
+    from accelnet import workloads
 
     rows = []
     sizes = args.sizes or ([10**7, 10**8] if args.device == "gpu" else [10**5, 10**6, 10**7])
     for n in sizes:
-        tri = bench.measure(bench.triad(n, args.device), min_time=args.min_time)
-        tri_in = bench.measure(bench.triad(n, args.device, inplace=True), min_time=args.min_time)
-        cp = bench.measure(bench.copy(n, args.device), min_time=args.min_time)
+        tri = workloads.measure(workloads.triad(n, args.device), min_time=args.min_time)
+        tri_in = workloads.measure(workloads.triad(n, args.device, inplace=True), min_time=args.min_time)
+        cp = workloads.measure(workloads.copy(n, args.device), min_time=args.min_time)
         for name in args.optimizers:
-            t = {(layout, impl): bench.measure(bench.optimizer_update(name, n, layout, impl, backend=args.device),
+            t = {(layout, impl): workloads.measure(workloads.optimizer_update(name, n, layout, impl, backend=args.device),
                                                min_time=args.min_time)
                  for layout in ("flat", "tensors") for impl in ("fused", "reference")}
             fused = t["flat", "fused"]
@@ -77,31 +77,31 @@ def _bench_optimizers(args, out):
     print("Optimizer updates (fused: one flat buffer, one kernel; ref: the textbook xp formulas; "
           "x ref 20 tensors: fused flat vs the reference over 20 tensors; triad: STREAM a = b + s*c, "
           "in-place triad: a = a + s*c)", file=out)
-    print(bench.format_table(rows, cols), file=out)
+    print(workloads.format_table(rows, cols), file=out)
 
 
 def _bench_im2col(args, out):
-    from accelnet import bench
+    from accelnet import workloads
 
     rows = []
-    for case, shape, k, stride, pad in bench.CONV_SHAPES:
+    for case, shape, k, stride, pad in workloads.CONV_SHAPES:
         row = {"case": case, "input": "x".join(map(str, shape)), "kernel": f"{k}x{k} s{stride} p{pad}"}
         for kernel in ("im2col", "col2im"):
-            make = getattr(bench, kernel)
-            fused = bench.measure(make(case, "fused", args.device), min_time=args.min_time)
-            ref = bench.measure(make(case, "reference", args.device), min_time=args.min_time)
+            make = getattr(workloads, kernel)
+            fused = workloads.measure(make(case, "fused", args.device), min_time=args.min_time)
+            ref = workloads.measure(make(case, "reference", args.device), min_time=args.min_time)
             row |= {f"{kernel} ms": fused.median * 1e3, f"{kernel} GB/s": fused.gbps,
                     f"{kernel} x ref": ref.median / fused.median}
         rows.append(row)
     cols = ["case", "input", "kernel", "im2col ms", "im2col GB/s", "im2col x ref", "col2im ms", "col2im GB/s",
             "col2im x ref"]
     print("im2col / col2im (x ref: speed-up over the reference xp kernels)", file=out)
-    print(bench.format_table(rows, cols), file=out)
+    print(workloads.format_table(rows, cols), file=out)
 
 
 def _bench_steps(args, out):
-    from accelnet import bench
-    from accelnet.models import PRESETS
+    from accelnet import workloads
+    from accelnet.presets import PRESETS
 
     rows, peer = [], args.device == "cpu"
     batches = args.batches or ([100, 1000] if args.device == "gpu" else [100])
@@ -109,11 +109,11 @@ def _bench_steps(args, out):
         for batch in batches:
             # whole steps: a longer warm-up and window than the kernels (per-step times vary more)
             step_time = max(args.min_time, 1.0)
-            ours = bench.measure(bench.train_step(preset, batch, backend=args.device), min_time=step_time,
+            ours = workloads.measure(workloads.train_step(preset, batch, backend=args.device), min_time=step_time,
                                  warmup=1.0)
             row = {"model": preset, "batch": batch, "accelnet ms": ours.median * 1e3,
                    "samples/s": batch / ours.median}
-            theirs = bench.peer_step_time_in_subprocess(preset, batch, step_time) if peer else None
+            theirs = workloads.peer_step_time_in_subprocess(preset, batch, step_time) if peer else None
             if theirs is None:
                 peer = False
             else:
@@ -123,7 +123,7 @@ def _bench_steps(args, out):
     note = "" if peer else " (no PyTorch peer: not installed, or not on this device)"
     print(f"Training step: forward, backward, Adam ({args.device}; PyTorch eager measured in its own "
           f"process){note}", file=out)
-    print(bench.format_table(rows, cols), file=out)
+    print(workloads.format_table(rows, cols), file=out)
 
 
 def cmd_bench(args) -> int:
@@ -171,15 +171,15 @@ def _float_arg(name, allow_zero=False):
     return parse
 
 
-def _positive_int(name):
+def _positive_int_arg(name):
+    """argparse type: a positive integer, with an error that names the flag."""
     def parse(text):
+        from accelnet.validate import positive_int
+
         try:
-            v = int(text)
+            return positive_int(int(text), name)
         except ValueError:
-            v = 0
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}")
-        return v
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
     return parse
 
 
@@ -240,7 +240,7 @@ def _train_config(args) -> tuple[dict, dict | None]:
 
 def cmd_train(args) -> int:
     from accelnet.data import load
-    from accelnet.models import get_preset
+    from accelnet.presets import get_preset
     from accelnet.optim import get_optimizer
     from accelnet.train import Trainer
 
@@ -342,34 +342,34 @@ def _add_compare(sub) -> None:
     t = what.add_parser("trajectories", help="optimizers' paths on f(x, y) from (-7, 2) over its contour plot")
     t.add_argument("--function", default="x**2 / 20 + y**2", help="f(x, y) as a NumPy expression")
     t.add_argument("--start", type=_point, default=(-7.0, 2.0), metavar="X,Y")
-    t.add_argument("--steps", type=_positive_int("--steps"), default=30)
+    t.add_argument("--steps", type=_positive_int_arg("--steps"), default=30)
     t.add_argument("--optimizers", type=_optimizer_lrs(TRAJECTORY_DEFAULTS), metavar="NAME=LR,...",
                    help="default sgd=0.95,momentum=0.1,adagrad=1.5,rmsprop=0.1,adam=0.3")
     common(t, data=False)
     o = what.add_parser("optimizers", help="SGD/Momentum/AdaGrad/RMSprop/Adam loss curves on MNIST")
     o.add_argument("--optimizers", type=_optimizer_lrs(MNIST_OPTIMIZER_DEFAULTS), metavar="NAME=LR,...",
                    help="default sgd=0.01,momentum=0.01,adagrad=0.01,rmsprop=0.01,adam=0.001")
-    o.add_argument("--iterations", type=_positive_int("--iterations"), default=2000)
-    o.add_argument("--batch-size", type=_positive_int("--batch-size"), default=128)
+    o.add_argument("--iterations", type=_positive_int_arg("--iterations"), default=2000)
+    o.add_argument("--batch-size", type=_positive_int_arg("--batch-size"), default=128)
     common(o)
     i = what.add_parser("init", help="std 0.01 vs Xavier vs He: loss curves and activation histograms")
-    i.add_argument("--iterations", type=_positive_int("--iterations"), default=2000)
-    i.add_argument("--batch-size", type=_positive_int("--batch-size"), default=128)
+    i.add_argument("--iterations", type=_positive_int_arg("--iterations"), default=2000)
+    i.add_argument("--batch-size", type=_positive_int_arg("--batch-size"), default=128)
     common(i)
     b = what.add_parser("batchnorm", help="with vs without batch norm across initial weight scales")
-    b.add_argument("--epochs", type=_positive_int("--epochs"), default=20)
-    b.add_argument("--train-size", type=_positive_int("--train-size"), default=1000)
-    b.add_argument("--scales", type=_positive_int("--scales"), default=16, help="weight stds from 1 to 1e-4")
+    b.add_argument("--epochs", type=_positive_int_arg("--epochs"), default=20)
+    b.add_argument("--train-size", type=_positive_int_arg("--train-size"), default=1000)
+    b.add_argument("--scales", type=_positive_int_arg("--scales"), default=16, help="weight stds from 1 to 1e-4")
     common(b)
     r = what.add_parser("regularization", help="overfitting: none vs weight decay 0.1 vs dropout 0.15")
-    r.add_argument("--epochs", type=_positive_int("--epochs"), default=201)
-    r.add_argument("--train-size", type=_positive_int("--train-size"), default=300)
+    r.add_argument("--epochs", type=_positive_int_arg("--epochs"), default=201)
+    r.add_argument("--train-size", type=_positive_int_arg("--train-size"), default=300)
     common(r)
 
     tu = sub.add_parser("tune", help="random search of lr and weight decay on a validation split")
-    tu.add_argument("--trials", type=_positive_int("--trials"), default=100)
-    tu.add_argument("--epochs", type=_positive_int("--epochs"), default=50)
-    tu.add_argument("--train-size", type=_positive_int("--train-size"), default=500)
+    tu.add_argument("--trials", type=_positive_int_arg("--trials"), default=100)
+    tu.add_argument("--epochs", type=_positive_int_arg("--epochs"), default=50)
+    tu.add_argument("--train-size", type=_positive_int_arg("--train-size"), default=500)
     common(tu)
 
 
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     from accelnet.data import DATASETS
-    from accelnet.models import PRESETS
+    from accelnet.presets import PRESETS
     from accelnet.optim import OPTIMIZERS
 
     t = sub.add_parser("train", help="train a preset on MNIST, Fashion-MNIST or synthetic data",
@@ -387,9 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=sorted(PRESETS), help="default simple_convnet")
     t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adam")
     t.add_argument("--lr", type=_float_arg("--lr"), help="learning rate (default: the optimizer's, as the book)")
-    t.add_argument("--batch-size", type=_positive_int("--batch-size"), help="default 100")
-    t.add_argument("--epochs", type=_positive_int("--epochs"), help="total epochs (default 20)")
-    t.add_argument("--iterations", type=_positive_int("--iterations"), help="stop after this many steps instead")
+    t.add_argument("--batch-size", type=_positive_int_arg("--batch-size"), help="default 100")
+    t.add_argument("--epochs", type=_positive_int_arg("--epochs"), help="total epochs (default 20)")
+    t.add_argument("--iterations", type=_positive_int_arg("--iterations"), help="stop after this many steps instead")
     t.add_argument("--weight-decay", type=_float_arg("--weight-decay", allow_zero=True), help="L2 (decoupled for adamw)")
     t.add_argument("--clip-norm", type=_float_arg("--clip-norm"), help="clip gradients to this global norm")
     t.add_argument("--dropout", type=_float_arg("--dropout", allow_zero=True), help="dropout ratio (multi_layer_net, deep_convnet)")

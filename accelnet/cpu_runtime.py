@@ -133,8 +133,8 @@ def _current_bits() -> int:
 class _OpenBLASThreads:
     """Sets how many threads NumPy's OpenBLAS uses for the next products, through its C API.
 
-    Waking a sleeping worker cost ~50 us per product here: more than a second thread saves on a
-    small one. A no-op where NumPy's BLAS is not OpenBLAS or the library is not found.
+    Waking a sleeping worker costs more than a second thread saves on a small product. A no-op
+    where NumPy's BLAS is not OpenBLAS or the library is not found.
     """
 
     _SYMBOLS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")

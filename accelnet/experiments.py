@@ -15,7 +15,7 @@ from .data import BatchIterator, Dataset, validation_split
 from .gradcheck import numerical_gradient
 from .layers import Linear, ReLU, Sigmoid
 from .model import Sequential
-from .models import multi_layer_net
+from .presets import multi_layer_net
 from .optim import get_optimizer
 
 __all__ = ["TRAJECTORY_DEFAULTS", "MNIST_OPTIMIZER_DEFAULTS", "trajectories", "parse_function", "smooth_curve", "compare_optimizers",

@@ -18,6 +18,7 @@ from .backend import Backend
 from .init import get_initializer
 from .kernels.contracts import output_size
 from .params import ParamArena
+from .validate import positive_int, positive_pair
 
 __all__ = [
     "BuildContext",
@@ -44,19 +45,6 @@ class BuildContext:
     rng: np.random.Generator  # the model's host RNG (initial weights, dropout masks)
     init: object  # the model's default weight initializer (name, float std or callable)
     arena: ParamArena
-
-
-def _pair(v, what: str) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and p > 0 for p in pair):
-        raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _positive_int(v, what: str) -> int:
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    return int(v)
 
 
 def _shape_str(shape) -> str:
@@ -206,8 +194,8 @@ class Linear(Layer):
 
     def __init__(self, out_features: int, in_features: int | None = None, init=None, name=None):
         super().__init__(name)
-        self.out_features = _positive_int(out_features, "Linear out_features")
-        self.in_features = None if in_features is None else _positive_int(in_features, "Linear in_features")
+        self.out_features = positive_int(out_features, "Linear out_features")
+        self.in_features = None if in_features is None else positive_int(in_features, "Linear in_features")
         self.init = init
 
     def _build(self, in_shape, ctx):
@@ -394,12 +382,12 @@ class Conv2d(Layer):
         if activation not in self.ACTIVATIONS:
             raise ValueError(f"Conv2d activation must be one of {self.ACTIVATIONS}, got {activation!r}")
         self.activation = activation
-        self.pool = None if pool is None else _positive_int(pool, "Conv2d pool")
+        self.pool = None if pool is None else positive_int(pool, "Conv2d pool")
         if self.pool == 1:  # a 1x1 max-pool is the identity
             self.pool = None
-        self.out_channels = _positive_int(out_channels, "Conv2d out_channels")
-        self.kernel_size = _pair(kernel_size, "Conv2d kernel_size")
-        self.stride = _positive_int(stride, "Conv2d stride")
+        self.out_channels = positive_int(out_channels, "Conv2d out_channels")
+        self.kernel_size = positive_pair(kernel_size, "Conv2d kernel_size")
+        self.stride = positive_int(stride, "Conv2d stride")
         if not isinstance(pad, (int, np.integer)) or pad < 0:
             raise ValueError(f"Conv2d pad must be a non-negative int, got {pad!r}")
         self.pad = int(pad)
@@ -451,8 +439,8 @@ class _Pool2d(Layer):
 
     def __init__(self, kernel_size=2, stride: int | None = None, name=None):
         super().__init__(name)
-        self.kernel_size = _pair(kernel_size, f"{type(self).__name__} kernel_size")
-        self.stride = self.kernel_size[0] if stride is None else _positive_int(stride, f"{type(self).__name__} stride")
+        self.kernel_size = positive_pair(kernel_size, f"{type(self).__name__} kernel_size")
+        self.stride = self.kernel_size[0] if stride is None else positive_int(stride, f"{type(self).__name__} stride")
 
     def _build(self, in_shape, ctx):
         self._require_rank(in_shape, (4,), "(N, C, H, W)")

@@ -27,25 +27,12 @@ import numpy as np
 
 from .backend import backend_of
 from .kernels import elementwise
+from .validate import is_number, number
 from .cpu_runtime import flushes_denormals
 from .schedules import CosineDecay, ExponentialDecay, Schedule, StepDecay, Warmup, get_schedule
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS",
            "get_optimizer", "Schedule", "StepDecay", "ExponentialDecay", "CosineDecay", "Warmup"]
-
-
-def _number(name: str, v, low: float = 0.0, low_open: bool = True, high: float | None = None) -> float:
-    ok = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and math.isfinite(v)
-    if ok:
-        ok = (v > low if low_open else v >= low) and (high is None or v < high)
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
-        raise ValueError(f"{name} must be a finite number {bound}, got {v!r}")
-    return float(v)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
 
 
 def _book_positional(init):
@@ -54,7 +41,7 @@ def _book_positional(init):
 
     @functools.wraps(init)
     def book_init(self, *args, **kw):
-        if args and _is_number(args[0]):
+        if args and is_number(args[0]):
             args = (None, *args)
         init(self, *args, **kw)
 
@@ -88,9 +75,9 @@ class Optimizer:
         self.arena = None if model is None else getattr(model, "arena", model)
         if self.arena is not None and not hasattr(self.arena, "grad"):
             raise ValueError(f"{type(self).__name__}: expected a Sequential or a ParamArena, got {type(model).__name__}")
-        self.base_lr = _number("lr", lr)
-        self.weight_decay = _number("weight_decay", weight_decay, low_open=False)
-        self.clip_norm = None if clip_norm is None else _number("clip_norm", clip_norm)
+        self.base_lr = number("lr", lr)
+        self.weight_decay = number("weight_decay", weight_decay, low_open=False)
+        self.clip_norm = None if clip_norm is None else number("clip_norm", clip_norm)
         self.schedule = get_schedule(schedule)
         if schedule_unit not in ("step", "epoch"):
             raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {schedule_unit!r}")
@@ -125,7 +112,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value) -> None:
-        self.base_lr = _number("lr", value)
+        self.base_lr = number("lr", value)
 
     @property
     def iter(self) -> int:
@@ -209,7 +196,7 @@ class Optimizer:
     def _as_flat(self, key, value):
         """(flat parameter to update, how the result goes back: None (a view of ``value``),
         "number" (rebind the dict entry) or "copy" (copy into a non-contiguous ``value``))."""
-        if _is_number(value):
+        if is_number(value):
             return np.array([value], dtype=np.float64), "number"
         where = f"{type(self).__name__}.update: params[{key!r}]"
         if not hasattr(value, "dtype") or not hasattr(value, "reshape"):
@@ -225,7 +212,7 @@ class Optimizer:
     def _grad_for(self, key, p, g):
         where = f"{type(self).__name__}.update: grads[{key!r}]"
         if not hasattr(g, "dtype"):
-            if not _is_number(g):
+            if not is_number(g):
                 raise ValueError(f"{where} must be an array or a number, got {type(g).__name__}")
             g = np.asarray(g, dtype=p.dtype)
         if backend_of(g) is not backend_of(p):
@@ -311,7 +298,7 @@ class Momentum(Optimizer):
 
     def __init__(self, model=None, lr: float = 0.01, momentum: float = 0.9, **kw):
         super().__init__(model, lr, **kw)
-        self.momentum = _number("momentum", momentum, low_open=False, high=1.0)
+        self.momentum = number("momentum", momentum, low_open=False, high=1.0)
 
     def hyperparameters(self):
         return {"momentum": self.momentum}
@@ -337,7 +324,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, model=None, lr: float = 0.01, eps: float = 1e-7, **kw):
         super().__init__(model, lr, **kw)
-        self.eps = _number("eps", eps)
+        self.eps = number("eps", eps)
 
     def hyperparameters(self):
         return {"eps": self.eps}
@@ -353,8 +340,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, model=None, lr: float = 0.01, decay_rate: float = 0.99, eps: float = 1e-7, **kw):
         super().__init__(model, lr, **kw)
-        self.decay_rate = _number("decay_rate", decay_rate, low_open=False, high=1.0)
-        self.eps = _number("eps", eps)
+        self.decay_rate = number("decay_rate", decay_rate, low_open=False, high=1.0)
+        self.eps = number("eps", eps)
 
     def hyperparameters(self):
         return {"decay_rate": self.decay_rate, "eps": self.eps}
@@ -372,9 +359,9 @@ class Adam(Optimizer):
     def __init__(self, model=None, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7,
                  **kw):
         super().__init__(model, lr, **kw)
-        self.beta1 = _number("beta1", beta1, low_open=False, high=1.0)
-        self.beta2 = _number("beta2", beta2, low_open=False, high=1.0)
-        self.eps = _number("eps", eps)
+        self.beta1 = number("beta1", beta1, low_open=False, high=1.0)
+        self.beta2 = number("beta2", beta2, low_open=False, high=1.0)
+        self.eps = number("eps", eps)
 
     def hyperparameters(self):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

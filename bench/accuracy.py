@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from accelnet.data import load
-from accelnet.models import get_preset
+from accelnet.presets import get_preset
 from accelnet.optim import get_optimizer
 from accelnet.train import Trainer
 

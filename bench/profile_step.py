@@ -15,7 +15,7 @@ import accelnet  # noqa: F401 - before NumPy, so accelnet's thread-pool defaults
 import numpy as np
 
 from accelnet import get_backend
-from accelnet.models import PRESETS, get_preset
+from accelnet.presets import PRESETS, get_preset
 from accelnet.optim import get_optimizer
 
 

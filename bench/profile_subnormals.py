@@ -22,7 +22,7 @@ import accelnet  # noqa: F401 - before NumPy, so accelnet's thread-pool defaults
 import numpy as np
 
 from accelnet import cpu_runtime
-from accelnet.models import get_preset
+from accelnet.presets import get_preset
 from accelnet.optim import Adam
 
 

@@ -2,21 +2,21 @@
 
 import pytest
 
-from accelnet import bench
+from accelnet import workloads
 from benchutil import BACKENDS, run
 
-CASES = [c[0] for c in bench.CONV_SHAPES]
+CASES = [c[0] for c in workloads.CONV_SHAPES]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 @pytest.mark.parametrize("case", CASES)
 def test_im2col(benchmark, case, impl, backend):
-    run(benchmark, bench.im2col(case, impl, backend))
+    run(benchmark, workloads.im2col(case, impl, backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 @pytest.mark.parametrize("case", CASES)
 def test_col2im(benchmark, case, impl, backend):
-    run(benchmark, bench.col2im(case, impl, backend))
+    run(benchmark, workloads.col2im(case, impl, backend))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from accelnet import bench
+from accelnet import workloads
 from benchutil import BACKENDS, run
 
 
@@ -10,22 +10,22 @@ from benchutil import BACKENDS, run
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 @pytest.mark.parametrize("layout", ["flat", "tensors"])
 @pytest.mark.parametrize("n", [10**5, 10**6, 10**7], ids=["1e5", "1e6", "1e7"])
-@pytest.mark.parametrize("name", sorted(bench.OPTIMIZER_STREAMS))
+@pytest.mark.parametrize("name", sorted(workloads.OPTIMIZER_STREAMS))
 def test_optimizer_update(benchmark, name, n, layout, impl, backend):
-    run(benchmark, bench.optimizer_update(name, n, layout, impl, backend=backend))
+    run(benchmark, workloads.optimizer_update(name, n, layout, impl, backend=backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n", [10**5, 10**6, 10**7], ids=["1e5", "1e6", "1e7"])
 @pytest.mark.parametrize("inplace", [False, True], ids=["stream", "inplace"])
 def test_triad(benchmark, n, inplace, backend):
-    run(benchmark, bench.triad(n, backend, inplace=inplace))
+    run(benchmark, workloads.triad(n, backend, inplace=inplace))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n", [10**7], ids=["1e7"])
 def test_copy(benchmark, n, backend):
-    run(benchmark, bench.copy(n, backend))
+    run(benchmark, workloads.copy(n, backend))
 
 
 @pytest.mark.gpu
@@ -33,4 +33,4 @@ def test_copy(benchmark, n, backend):
 @pytest.mark.parametrize("name", ["adam", "sgd"])
 def test_gpu_update_at_1e8_and_copy_bandwidth(benchmark, name, backend):
     """The GPU sizes: N = 1e8 (400 MB per array), read against test_copy's bandwidth."""
-    run(benchmark, bench.optimizer_update(name, 10**8, "flat", "fused", backend=backend))
+    run(benchmark, workloads.optimizer_update(name, 10**8, "flat", "fused", backend=backend))

@@ -6,8 +6,8 @@ OpenMP workers keep spinning after it runs and would slow whatever is timed next
 
 import pytest
 
-from accelnet import bench
-from accelnet.models import PRESETS
+from accelnet import workloads
+from accelnet.presets import PRESETS
 from benchutil import BACKENDS, run
 
 
@@ -17,10 +17,10 @@ from benchutil import BACKENDS, run
 def test_step_accelnet(benchmark, preset, batch, backend):
     if batch == 1000 and backend == "cpu":
         pytest.skip("batch 1000 is a GPU size")
-    run(benchmark, bench.train_step(preset, batch, backend=backend))
+    run(benchmark, workloads.train_step(preset, batch, backend=backend))
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_step_torch_peer(benchmark, preset):
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'accelnet[peer]')")
-    run(benchmark, bench.peer_train_step(preset, 100))
+    run(benchmark, workloads.peer_train_step(preset, 100))

@@ -22,13 +22,11 @@ from .contracts import ConvContext, argmax_dtype, checked_out, conv_shapes, outp
 from .cpu_pool import max_windows, scatter_windows
 from .simd import vload_first, vsplat
 
-# error_model='numpy': a division does not check for zero, so loops with one vectorize (3x on Adam).
+# error_model='numpy': a division does not check for zero, so loops with one vectorize.
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 
-# Below this many elements of work a serial loop wins. Alone, waking the pool costs ~5 us (a serial
-# Adam over 5,000 elements takes 2.5 us, the parallel one 7 us), but inside a training step, right
-# after BLAS calls, a parallel launch cost ~0.3 ms more: whole steps of two_layer_net (40k params)
-# took 0.39 ms with this threshold against 0.61 ms at 32k, with simple_convnet unchanged (2 cores).
+# Below this many elements of work a serial loop wins: inside a training step, right after BLAS
+# calls, waking the pool costs more than small loops take (README, "Thread pools").
 PARALLEL_MIN = 1 << 17
 
 
@@ -53,7 +51,7 @@ def _loop(**flags):
 
 
 # Index arithmetic is done in uint64 where it cannot go negative: Numba then drops its
-# negative-index wraparound checks and the inner loops vectorize (2-3x on im2col here).
+# negative-index wraparound checks and the inner loops vectorize.
 
 
 @_loop()
@@ -350,8 +348,7 @@ def triad(a, b, c, s):
 
 
 # Products below this many flops run on one OpenBLAS thread: waking a second costs more than it
-# saves (accelnet.cpu_runtime.set_blas_threads). 30 MFLOP: (100 x 784) @ (784 x 100) takes 0.13 ms
-# on one thread and gains nothing from two; at 150 MFLOP two threads save ~0.5 ms.
+# saves (accelnet.cpu_runtime.set_blas_threads; README, "Thread pools").
 SMALL_PRODUCT_FLOPS = 30e6
 
 
@@ -451,10 +448,9 @@ def nchw_to_rows(x, out=None):
 # -- convolution ----------------------------------------------------------------------------------
 
 
-# Stride 1 runs directly on each image (cpu_conv). im2col + OpenBLAS GEMM was tried for
-# deep_convnet's 8x8 convs, where the direct loops are shortest: faster in isolation, but inside
-# a training step its last conv took 12.1 ms forward (direct: 7.5) and 16.9 backward (direct:
-# 17.7), the columns' 15 MB of memory traffic against cache-resident images (bench/profile_step.py).
+# Stride 1 runs directly on each image (cpu_conv). im2col + OpenBLAS GEMM, tried for deep_convnet's
+# 8x8 convs, was faster in isolation but slower inside a training step: its columns' memory traffic
+# against cache-resident images (bench/profile_step.py).
 
 
 @flushes_denormals

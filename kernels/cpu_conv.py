@@ -49,8 +49,7 @@ CO_BLOCK = 8  # output channels per register block; weights are zero-padded to a
 NV = 2  # vectors of grid positions per register block: 8 x 2 sums in 16 vector registers
 CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
 # Images in a weight-gradient group: as many as keep one 8-channel block of their gradient grids and
-# one input channel in L1 (48 KB here) while the block's 24 sums run over every (channel, tap):
-# deep_convnet's backward convs 22.8 -> 21.5 ms against a 512 KB (L2) group.
+# one input channel in L1 while the block's 24 sums run over every (channel, tap).
 GROUP_L1_BYTES = 1 << 15
 
 
@@ -141,13 +140,13 @@ def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
     per = 2 if _paired(plane, lanes) else 1  # images per task
     for p in prange(-(-n // per)):
         m = min(per, n - p * per)  # images in this task (the last may have one)
-        xp = np.empty(m * c * psz + NV * lanes, x.dtype)  # + 2 vectors: the last block's reads
-        xp[m * c * psz :] = 0
+        xpad = np.empty(m * c * psz + NV * lanes, x.dtype)  # + 2 vectors: the last block's reads
+        xpad[m * c * psz :] = 0
         for t in range(m):
-            _pad_image(x[p * per + t], pad, wp, lanes, xp, t * c * psz, psz)
+            _pad_image(x[p * per + t], pad, wp, lanes, xpad, t * c * psz, psz)
         acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for blk in range(fb // CO_BLOCK):
-            _correlate(xp, 0, psz, wpk, blk, c, fh, fw, wp, plane, lanes, m == 2, c * psz, acc, astride)
+            _correlate(xpad, 0, psz, wpk, blk, c, fh, fw, wp, plane, lanes, m == 2, c * psz, acc, astride)
             f0 = blk * CO_BLOCK
             for t in range(m):
                 i = p * per + t
@@ -260,11 +259,11 @@ def _grid_rows(d, y, relu, lanes, gm, row0, wp):
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
-    """dwk[f, ch, ky, kx] += sum over the ng images and positions j of g[f, j] * xp[ch, ky*wp + kx
+def _weight_grad(gm, gsz, m, fb, xpad, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
+    """dwk[f, ch, ky, kx] += sum over the ng images and positions j of g[f, j] * xpad[ch, ky*wp + kx
     + j], g[f, j] = gm[f, m + j]. Register-blocked: 8 output channels x 3 taps of a kernel row
     (24 vector sums, 11 loads per 24 FMAs) summed over every image of the group, then the lanes."""
-    zero = vsplat(xp.dtype.type(0))
+    zero = vsplat(xpad.dtype.type(0))
     for f0 in range(0, fb, 8):
         for ch in range(c):
             for ky in range(fh):
@@ -277,7 +276,7 @@ def _weight_grad(gm, gsz, m, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
                         g = gi * fb * gsz + f0 * gsz + m
                         s = gi * c * psz + ch * psz + ky * wp + kx0
                         for j in range(0, plane, lanes):
-                            s0, s1, s2 = vload(xp, s + j), vload(xp, s + j + 1), vload(xp, s + j + 2)
+                            s0, s1, s2 = vload(xpad, s + j), vload(xpad, s + j + 1), vload(xpad, s + j + 2)
                             e = vload(gm, g + j)
                             u00, u01, u02 = vfma(e, s0, u00), vfma(e, s1, u01), vfma(e, s2, u02)
                             e = vload(gm, g + gsz + j)
@@ -329,7 +328,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
         dwk, dbk = dw_part[k], db_part[k]
         dwk[:] = 0
         dbk[:] = 0
-        xp = np.zeros(group * c * psz + slack, x.dtype)  # reads past a plane meet zeros (0 * garbage may be NaN)
+        xpad = np.zeros(group * c * psz + slack, x.dtype)  # reads past a plane meet zeros (0 * garbage may be NaN)
         gbuf = np.zeros(group * fb * gsz + slack + lanes, x.dtype)  # zero off the outputs, in padded channels
         gm = gbuf[(-gbuf.ctypes.data) % (lanes * x.itemsize) // x.itemsize :]  # from a vector-aligned address
         acc = np.empty(per * CO_BLOCK * astride, x.dtype)
@@ -337,7 +336,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
             ng = min(group, hi - g0)
             for gi in range(ng):
                 i = g0 + gi
-                _pad_image(x[i], pad, wp, lanes, xp, gi * c * psz, psz)
+                _pad_image(x[i], pad, wp, lanes, xpad, gi * c * psz, psz)
                 for q in range(f):
                     row0 = gi * fb * gsz + q * gsz + mv
                     y = relu_out[i if relu else 0, q if relu else 0]
@@ -345,7 +344,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
                         dbk[q] += _grid_unpool(dout[i, q], y, relu, argmax[i, q], pool, lanes, gm, row0, wp)
                     else:
                         dbk[q] += _grid_rows(dout[i, q], y, relu, lanes, gm, row0, wp)
-            _weight_grad(gm, gsz, mv, fb, xp, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
+            _weight_grad(gm, gsz, mv, fb, xpad, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
             if not need_dx:
                 continue
             for g1 in range(0, ng, per):

@@ -14,7 +14,7 @@ import pytest
 from accelnet import cpu_runtime, get_backend
 from accelnet.data import synthetic
 from accelnet.kernels import cpu
-from accelnet.models import multi_layer_net, two_layer_net
+from accelnet.presets import multi_layer_net, two_layer_net
 from accelnet.optim import SGD, Adam, Momentum
 from accelnet.train import Trainer
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from accelnet import Sequential
-from accelnet.models import get_preset
+from accelnet.presets import get_preset
 from accelnet.optim import OPTIMIZERS, get_optimizer
 from accelnet.backend import gpu_status
 from test_layers import GRADCHECK_CASES

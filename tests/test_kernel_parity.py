@@ -75,6 +75,41 @@ def test_an_unknown_update_or_a_wrong_state_count_is_named(kernels):
         kernels.update("adam", p, p.copy(), (p.copy(),), (0.1, 0.1, 0.1, 1e-7, 0.0, 0.0))
 
 
+def _books_nesterov(p, g, v, lr, mu, wd, gscale):
+    """The book's common/optimizer.py Nesterov, written out (p moves with the previous v)."""
+    g = g * gscale + wd * p
+    p += mu * mu * v
+    p -= (1 + mu) * lr * g
+    v *= mu
+    v -= lr * g
+
+
+@pytest.mark.parametrize("module", ["reference"] + MODULES)
+def test_nesterov_is_the_books_formula_over_a_random_gradient_stream(module):
+    k = importlib.import_module(f"accelnet.kernels.{module}")
+    r = np.random.default_rng(3)
+    p1 = r.standard_normal(300)
+    p2, v1, v2 = p1.copy(), np.zeros(300), np.zeros(300)
+    for step in range(30):
+        g = r.standard_normal(300)
+        lr, mu, wd, gscale = 0.05, 0.9, (0.01 if step % 2 else 0.0), (0.5 if step % 3 else 1.0)
+        _run_update(k, Nesterov(lr=lr, momentum=mu, weight_decay=wd), p1, g, [v1], gscale)
+        _books_nesterov(p2, g, v2, lr, mu, wd, gscale)
+    np.testing.assert_allclose(p1, p2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(v1, v2, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("module", ["reference"] + MODULES)
+def test_nesterov_first_steps_on_a_constant_gradient_are_the_books(module):
+    k = importlib.import_module(f"accelnet.kernels.{module}")
+    p, v, seen = np.ones(1), np.zeros(1), []
+    opt = Nesterov(lr=0.1, momentum=0.9)
+    for _ in range(3):
+        _run_update(k, opt, p, np.ones(1), [v], 1.0)
+        seen.append(float(p[0]))
+    np.testing.assert_allclose(seen, [0.81, 0.539, 0.1951], rtol=1e-12)
+
+
 def test_sum_squares_matches_the_reference(kernels):
     g = np.random.default_rng(1).standard_normal(700).astype(np.float32)
     assert kernels.sum_squares(g) == pytest.approx(ref.sum_squares(g), rel=1e-12)

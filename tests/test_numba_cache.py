@@ -9,7 +9,7 @@ import json, time
 import numpy as np
 t0 = time.perf_counter()
 import accelnet
-from accelnet.models import simple_convnet
+from accelnet.presets import simple_convnet
 from accelnet.optim import Adam
 model = simple_convnet(seed=0)
 opt = Adam(model)

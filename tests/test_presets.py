@@ -5,7 +5,7 @@ import pytest
 
 from accelnet import check_gradients
 from accelnet.layers import Layer
-from accelnet.models import PRESETS, deep_convnet, get_preset, multi_layer_net, simple_convnet, two_layer_net
+from accelnet.presets import PRESETS, deep_convnet, get_preset, multi_layer_net, simple_convnet, two_layer_net
 
 # Reduced sizes keep central differences (two forwards per parameter) fast.
 REDUCED = {
@@ -118,3 +118,15 @@ def test_convnet_with_fused_layers_equals_the_same_net_with_separate_relu_and_po
     split.backward()
     for pname in fused.params:
         np.testing.assert_allclose(fused.grads[pname], split.grads[pname], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_the_pytorch_benchmark_peer_is_the_same_network(name):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'accelnet[peer]')")
+    from accelnet.workloads import peer_network
+
+    net, shape = peer_network(name)
+    model = get_preset(name)(seed=0)
+    assert shape == model.input_shape
+    assert sum(p.numel() for p in net.parameters()) == model.num_params
+    assert net(torch.zeros(2, *shape)).shape[1:] == model.output_shape

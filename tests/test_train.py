@@ -13,7 +13,7 @@ import pytest
 
 from accelnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from accelnet.data import synthetic
-from accelnet.models import multi_layer_net
+from accelnet.presets import multi_layer_net
 from accelnet.optim import SGD, Adam
 from accelnet.train import Diverged, Trainer
 

@@ -21,7 +21,8 @@ from .kernels import reference
 from .optim import OPTIMIZERS, get_optimizer
 
 __all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
-           "peer_train_step", "peer_step_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table"]
+           "peer_network", "peer_train_step", "peer_step_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES",
+           "format_table"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
 OPTIMIZER_STREAMS = {name: 3 + 2 * len(cls.state_names) for name, cls in OPTIMIZERS.items()}
@@ -177,7 +178,7 @@ def col2im(case: str, impl: str = "fused", backend: str | Backend = "cpu") -> Wo
 
 def train_step(preset: str, batch: int = 100, optimizer: str = "adam", backend: str | Backend = "cpu") -> Workload:
     """One whole training step of a preset: forward, loss, backward, optimizer step."""
-    from .models import get_preset
+    from .presets import get_preset
 
     b = get_backend(backend)
     model = get_preset(preset)(backend=b, seed=0)
@@ -195,9 +196,9 @@ def train_step(preset: str, batch: int = 100, optimizer: str = "adam", backend: 
                     {"preset": preset, "batch": batch, "framework": "accelnet"})
 
 
-def peer_train_step(preset: str, batch: int = 100) -> Workload:
-    """The same step in PyTorch eager on the CPU (Adam, same shapes); needs torch installed."""
-    import torch
+def peer_network(preset: str):
+    """(PyTorch ``nn.Sequential``, one sample's shape) of a preset: the same layers and parameter
+    count as ``accelnet.presets`` (``tests/test_presets.py`` checks), for the benchmark peer."""
     from torch import nn
 
     def deep():
@@ -219,8 +220,16 @@ def peer_train_step(preset: str, batch: int = 100) -> Workload:
         "deep_convnet": (deep, (1, 28, 28)),
     }
     make, shape = nets[preset]
+    return nn.Sequential(*make()), shape
+
+
+def peer_train_step(preset: str, batch: int = 100) -> Workload:
+    """The same step in PyTorch eager on the CPU (Adam, same shapes); needs torch installed."""
+    import torch
+    from torch import nn
+
     torch.manual_seed(0)
-    net = nn.Sequential(*make())
+    net, shape = peer_network(preset)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     x, t = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
@@ -242,7 +251,7 @@ def peer_step_time_in_subprocess(preset: str, batch: int = 100, min_time: float 
     import subprocess
     import sys
 
-    code = ("import json, sys; from accelnet.bench import measure, peer_train_step; "
+    code = ("import json, sys; from accelnet.workloads import measure, peer_train_step; "
             f"print(json.dumps(measure(peer_train_step({preset!r}, {batch}), min_time={min_time}, "
             f"warmup={warmup}).median))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
