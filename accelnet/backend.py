@@ -162,7 +162,7 @@ def _gpu() -> Backend:
     ok, reason = gpu_status()
     if not ok:
         raise BackendUnavailable(
-            f"device 'gpu' is not available: {reason}. Install the GPU extra with: {GPU_INSTALL_HINT}"
+            f"backend 'gpu' is not available: {reason}. Install the GPU extra with: {GPU_INSTALL_HINT}"
         )
     import cupy
 
@@ -179,11 +179,11 @@ def get_backend(name: str | Backend = "cpu") -> Backend:
     if isinstance(name, Backend):
         return name
     if name not in ("cpu", "gpu", "auto"):
-        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {name!r}")
+        raise ValueError(f"backend must be 'cpu', 'gpu' or 'auto' (the CLI's --device), got {name!r}")
     if name == "auto":
         ok, reason = gpu_status()
         if not ok:
-            print(f"accelnet: device 'auto' is using the CPU: {reason}", file=sys.stderr)
+            print(f"accelnet: backend 'auto' is using the CPU: {reason}", file=sys.stderr)
         name = "gpu" if ok else "cpu"
     if name not in _CACHE:
         _CACHE[name] = _cpu() if name == "cpu" else _gpu()

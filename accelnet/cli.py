@@ -328,7 +328,7 @@ def _add_compare(sub) -> None:
 
     def common(p, data=True):
         p.add_argument("--seed", type=int, default=0, help="same seed, same numbers (default 0)")
-        p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+        p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu", help="the backend: cpu (NumPy + Numba), gpu (CuPy + numba.cuda) or auto; backend= in Python")
         p.add_argument("--out", default="accelnet-results", help="folder for the CSV and PNG files")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         if data:
@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-std", type=_float_arg("--init-std"), help="std for --init std (default 0.01)")
     t.add_argument("--dataset", choices=sorted(DATASETS) + ["synthetic"], help="default mnist")
     t.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ (else $ACCELNET_DATA, the cache)")
-    t.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+    t.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu", help="the backend: cpu (NumPy + Numba), gpu (CuPy + numba.cuda) or auto; backend= in Python")
     t.add_argument("--dtype", choices=["float32", "float64"])
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint", help="write a checkpoint here after every epoch (atomically)")
@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
 
     b = sub.add_parser("bench", help="per-kernel and per-step throughput as tables (the bench/ suite's workloads)")
-    b.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    b.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="the backend to time: cpu or gpu")
     b.add_argument("--only", type=_csv(str), metavar="GROUPS", help=f"comma-separated subset of {','.join(BENCH_GROUPS)}")
     b.add_argument("--sizes", type=_csv(int), metavar="N,N",
                    help="optimizer buffer sizes (default 1e5,1e6,1e7 on cpu; 1e7,1e8 on gpu)")

@@ -1,16 +1,5 @@
-"""Shared helpers of the pytest-benchmark suite: `pytest bench --benchmark-enable` times; plain `pytest` runs each once."""
-
-import pytest
-
-from accelnet.backend import gpu_status
-
-GPU_OK, GPU_REASON = gpu_status()
-
-BACKENDS = [
-    pytest.param("cpu", id="cpu"),
-    pytest.param("gpu", id="gpu", marks=[pytest.mark.gpu,
-                                         pytest.mark.skipif(not GPU_OK, reason=f"no GPU: {GPU_REASON}")]),
-]
+"""Shared helpers of the pytest-benchmark suite: `pytest bench --benchmark-enable` times; plain `pytest` runs each once.
+The backend axis (``backend_name``) is the repository's conftest.py."""
 
 
 def run(benchmark, workload):

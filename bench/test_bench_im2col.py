@@ -3,20 +3,18 @@
 import pytest
 
 from accelnet import workloads
-from benchutil import BACKENDS, run
+from benchutil import run
 
 CASES = [c[0] for c in workloads.CONV_SHAPES]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 @pytest.mark.parametrize("case", CASES)
-def test_im2col(benchmark, case, impl, backend):
-    run(benchmark, workloads.im2col(case, impl, backend))
+def test_im2col(benchmark, case, impl, backend_name):
+    run(benchmark, workloads.im2col(case, impl, backend_name))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 @pytest.mark.parametrize("case", CASES)
-def test_col2im(benchmark, case, impl, backend):
-    run(benchmark, workloads.col2im(case, impl, backend))
+def test_col2im(benchmark, case, impl, backend_name):
+    run(benchmark, workloads.col2im(case, impl, backend_name))

@@ -8,16 +8,15 @@ import pytest
 
 from accelnet import workloads
 from accelnet.presets import PRESETS
-from benchutil import BACKENDS, run
+from benchutil import run
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch", [100, 1000])
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_step_accelnet(benchmark, preset, batch, backend):
-    if batch == 1000 and backend == "cpu":
+def test_step_accelnet(benchmark, preset, batch, backend_name):
+    if batch == 1000 and backend_name == "cpu":
         pytest.skip("batch 1000 is a GPU size")
-    run(benchmark, workloads.train_step(preset, batch, backend=backend))
+    run(benchmark, workloads.train_step(preset, batch, backend=backend_name))
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

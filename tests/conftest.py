@@ -1,28 +1,11 @@
-"""Shared fixtures: every backend-parametrized test body runs on CPU and, where CuPy
-and a device are present, on GPU (Chainer's inject_backend_tests idea, one body)."""
+"""Fixtures of the unit tests: a seeded RNG and the real MNIST folder. (The backend and kernel
+axes are the repository's conftest.py.)"""
 
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from accelnet.backend import gpu_status
-
-GPU_OK, GPU_REASON = gpu_status()
-
-requires_gpu = pytest.mark.skipif(not GPU_OK, reason=f"no GPU: {GPU_REASON}")
-
-BACKENDS = [
-    pytest.param("cpu", id="cpu"),
-    pytest.param("gpu", id="gpu", marks=[pytest.mark.gpu, requires_gpu]),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_name(request):
-    """'cpu', then 'gpu' where available."""
-    return request.param
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """CPU and GPU runs are the same computation: same initial weights (drawn on the host), same
 batches, same formulas. Forward outputs, gradients, and parameters after 1 and 20 steps agree
-within rtol 1e-4 in float32 and 1e-10 in float64."""
+within rtol 1e-4 in float32 and 1e-10 in float64. Each test runs on the ``gpu`` entry of
+conftest.py's backend axis (skipped without CuPy and a device) against the CPU."""
 
 import numpy as np
 import pytest
@@ -8,12 +9,9 @@ import pytest
 from accelnet import Sequential
 from accelnet.presets import get_preset
 from accelnet.optim import OPTIMIZERS, get_optimizer
-from accelnet.backend import gpu_status
 from test_layers import GRADCHECK_CASES
 
-GPU_OK, GPU_REASON = gpu_status()
-
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=f"no GPU: {GPU_REASON}")]
+pytestmark = pytest.mark.backends("gpu")
 
 RTOL = {"float32": 1e-4, "float64": 1e-10}
 ATOL = {"float32": 1e-6, "float64": 1e-12}
@@ -27,8 +25,8 @@ def _close(a, b, dtype, what):
     np.testing.assert_allclose(_host(a), _host(b), rtol=RTOL[dtype], atol=ATOL[dtype], err_msg=what)
 
 
-def _pair(make, dtype):
-    return make("cpu", dtype), make("gpu", dtype)
+def _pair(make, dtype, backend_name):
+    return make("cpu", dtype), make(backend_name, dtype)
 
 
 def _batch(model, n=8, seed=0):
@@ -54,17 +52,17 @@ def _check_forward_and_grads(cpu, gpu, dtype, x, t):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", sorted(GRADCHECK_CASES))
-def test_layer_forward_and_gradients_match(case, dtype):
+def test_layer_forward_and_gradients_match(case, dtype, backend_name):
     layers, shape = GRADCHECK_CASES[case]
-    cpu, gpu = _pair(lambda b, d: Sequential(layers(), shape, backend=b, dtype=d, seed=1), dtype)
+    cpu, gpu = _pair(lambda b, d: Sequential(layers(), shape, backend=b, dtype=d, seed=1), dtype, backend_name)
     x, t = _batch(cpu)
     _check_forward_and_grads(cpu, gpu, dtype, x, t)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("preset", ["two_layer_net", "multi_layer_net", "simple_convnet", "deep_convnet"])
-def test_preset_forward_and_gradients_match(preset, dtype):
-    cpu, gpu = _pair(lambda b, d: get_preset(preset)(backend=b, dtype=d, seed=0), dtype)
+def test_preset_forward_and_gradients_match(preset, dtype, backend_name):
+    cpu, gpu = _pair(lambda b, d: get_preset(preset)(backend=b, dtype=d, seed=0), dtype, backend_name)
     x, t = _batch(cpu)
     _check_forward_and_grads(cpu, gpu, dtype, x, t)
 
@@ -72,8 +70,8 @@ def test_preset_forward_and_gradients_match(preset, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("preset", ["multi_layer_net", "simple_convnet"])
-def test_parameters_match_after_1_and_20_steps(preset, name, dtype):
-    cpu, gpu = _pair(lambda b, d: get_preset(preset)(backend=b, dtype=d, seed=0), dtype)
+def test_parameters_match_after_1_and_20_steps(preset, name, dtype, backend_name):
+    cpu, gpu = _pair(lambda b, d: get_preset(preset)(backend=b, dtype=d, seed=0), dtype, backend_name)
     opts = [get_optimizer(name, m, lr=1e-3, weight_decay=1e-4, clip_norm=5.0) for m in (cpu, gpu)]
     for step in range(1, 21):
         x, t = _batch(cpu, seed=step)
@@ -88,21 +86,21 @@ def test_parameters_match_after_1_and_20_steps(preset, name, dtype):
 
 
 @pytest.mark.parametrize("preset", ["simple_convnet"])
-def test_gpu_training_reaches_the_cpu_accuracy_on_synthetic_data(preset):
+def test_gpu_training_reaches_the_cpu_accuracy_on_synthetic_data(preset, backend_name):
     from accelnet.data import synthetic
     from accelnet.train import Trainer
 
     data = synthetic(2000, 500, seed=0)
     accs = []
-    for backend in ("cpu", "gpu"):
+    for backend in ("cpu", backend_name):
         model = get_preset(preset)(backend=backend, seed=0)
         trainer = Trainer(model, get_optimizer("adam", model), data, batch_size=100, epochs=2, progress=False)
         accs.append(trainer.fit()[-1]["test_acc"])
     assert abs(accs[0] - accs[1]) <= 0.002, accs
 
 
-def test_gpu_backend_uses_cupy_and_the_cuda_kernels():
+def test_gpu_backend_uses_cupy_and_the_cuda_kernels(backend_name):
     from accelnet.backend import get_backend
 
-    b = get_backend("gpu")
+    b = get_backend(backend_name)
     assert b.xp.__name__ == "cupy" and b.kernels.__name__ == "accelnet.kernels.cuda"

@@ -1,9 +1,8 @@
-"""Every fused kernel module against the reference, one test body for all backends: the Numba CPU
-kernels always, the numba.cuda kernels when NUMBA_ENABLE_CUDASIM=1 (tests/test_cuda_simulator.py
-runs this file that way in a process of its own). Sizes are small enough for the simulator."""
+"""Every fused kernel module against the reference, one test body for all of them (the ``kernels``
+axis of conftest.py): the Numba CPU kernels always, the numba.cuda kernels when
+NUMBA_ENABLE_CUDASIM=1 (tests/test_cuda_simulator.py runs this file that way in a process of its
+own). Sizes are small enough for the simulator."""
 
-import importlib
-import os
 import re
 
 import numpy as np
@@ -13,13 +12,6 @@ from accelnet.kernels import reference as ref
 from accelnet.kernels.contracts import argmax_dtype
 from accelnet.optim import Nesterov, get_optimizer
 
-MODULES = ["cpu"] + (["cuda"] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else [])
-
-
-@pytest.fixture(params=MODULES)
-def kernels(request):
-    """The kernel module under test."""
-    return importlib.import_module(f"accelnet.kernels.{request.param}")
 
 # (optimizer, its settings): every declared update, with weight decay and clipping folded in
 UPDATES = {
@@ -84,9 +76,8 @@ def _books_nesterov(p, g, v, lr, mu, wd, gscale):
     v -= lr * g
 
 
-@pytest.mark.parametrize("module", ["reference"] + MODULES)
-def test_nesterov_is_the_books_formula_over_a_random_gradient_stream(module):
-    k = importlib.import_module(f"accelnet.kernels.{module}")
+def test_nesterov_is_the_books_formula_over_a_random_gradient_stream(any_kernels):
+    k = any_kernels
     r = np.random.default_rng(3)
     p1 = r.standard_normal(300)
     p2, v1, v2 = p1.copy(), np.zeros(300), np.zeros(300)
@@ -99,9 +90,8 @@ def test_nesterov_is_the_books_formula_over_a_random_gradient_stream(module):
     np.testing.assert_allclose(v1, v2, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("module", ["reference"] + MODULES)
-def test_nesterov_first_steps_on_a_constant_gradient_are_the_books(module):
-    k = importlib.import_module(f"accelnet.kernels.{module}")
+def test_nesterov_first_steps_on_a_constant_gradient_are_the_books(any_kernels):
+    k = any_kernels
     p, v, seen = np.ones(1), np.zeros(1), []
     opt = Nesterov(lr=0.1, momentum=0.9)
     for _ in range(3):
@@ -224,9 +214,8 @@ def _ref_conv_then(x, w, b, stride, pad, relu, pool):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("shape, f, k, stride, pad", CONVS)
-@pytest.mark.parametrize("module", ["reference"] + MODULES)
-def test_conv2d_with_fused_relu_matches_the_reference_conv_then_relu(module, shape, f, k, stride, pad, dtype):
-    kernels = importlib.import_module(f"accelnet.kernels.{module}")
+def test_conv2d_with_fused_relu_matches_the_reference_conv_then_relu(any_kernels, shape, f, k, stride, pad, dtype):
+    kernels = any_kernels
     r, x, w, b = _conv_case(shape, f, k, dtype)
     want, _, backward = _ref_conv_then(x, w, b, stride, pad, relu=True, pool=None)
     y, ctx = kernels.conv2d(x, w, b, stride, pad, relu=True)
@@ -248,10 +237,9 @@ POOLED_CONVS = [  # (x shape, filters, kernel, stride, pad)
 @pytest.mark.parametrize("pool, relu", [(2, True), (2, False), (3, True)], ids=["pool2-relu", "pool2", "pool3-relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("shape, f, k, stride, pad", POOLED_CONVS)
-@pytest.mark.parametrize("module", ["reference"] + MODULES)
-def test_conv2d_with_fused_pool_matches_the_reference_conv_then_maxpool(module, shape, f, k, stride, pad, dtype, pool,
-                                                                        relu):
-    kernels = importlib.import_module(f"accelnet.kernels.{module}")
+def test_conv2d_with_fused_pool_matches_the_reference_conv_then_maxpool(any_kernels, shape, f, k, stride, pad, dtype,
+                                                                        pool, relu):
+    kernels = any_kernels
     r, x, w, b = _conv_case(shape, f, k, dtype)
     want, want_arg, backward = _ref_conv_then(x, w, b, stride, pad, relu, pool)
     y, ctx = kernels.conv2d(x, w, b, stride, pad, relu=relu, pool=pool)

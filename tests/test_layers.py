@@ -1,4 +1,5 @@
-"""Each layer: backprop equals central differences (float64), bad input is named, modes differ."""
+"""Each layer: backprop equals central differences (float64), bad input is named, modes differ;
+on every backend (conftest.py's ``backend_name``)."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,10 @@ from accelnet import (AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, Ma
                       Tanh, check_gradients)
 
 TOL = 1e-6
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 # name -> (layers, one sample's shape). A Linear head makes every case end in class scores.
 GRADCHECK_CASES = {
@@ -41,25 +46,25 @@ def _batch(shape, n=4, classes=3, seed=0):
 
 
 @pytest.mark.parametrize("case", sorted(GRADCHECK_CASES))
-def test_backprop_matches_central_differences_in_float64(case):
+def test_backprop_matches_central_differences_in_float64(case, backend_name):
     layers, shape = GRADCHECK_CASES[case]
-    model = Sequential(layers(), shape, dtype="float64", seed=1, init=0.5)
+    model = Sequential(layers(), shape, backend=backend_name, dtype="float64", seed=1, init=0.5)
     x, t = _batch(shape)
     errors = check_gradients(model, x=x, t=t)
     assert errors.keys() == {*model.params, "input"}
     assert max(errors.values()) < TOL, errors
 
 
-def test_batchnorm_backprop_in_eval_mode_matches_central_differences():
-    model = Sequential([Linear(6), BatchNorm(), Linear(3)], (4,), dtype="float64", seed=1)
+def test_batchnorm_backprop_in_eval_mode_matches_central_differences(backend_name):
+    model = Sequential([Linear(6), BatchNorm(), Linear(3)], (4,), backend=backend_name, dtype="float64", seed=1)
     x, t = _batch((4,))
     model.train().forward(model.to_device(x))  # move the running statistics off their defaults
     model.eval()
     assert max(check_gradients(model, x=x, t=t).values()) < TOL
 
 
-def test_mse_loss_backprop_matches_central_differences():
-    model = Sequential([Linear(5), Tanh(), Linear(3)], (4,), dtype="float64", loss="mse")
+def test_mse_loss_backprop_matches_central_differences(backend_name):
+    model = Sequential([Linear(5), Tanh(), Linear(3)], (4,), backend=backend_name, dtype="float64", loss="mse")
     x, _ = _batch((4,))
     t = np.random.default_rng(3).standard_normal((4, 3))
     assert max(check_gradients(model, x=x, t=t).values()) < TOL
@@ -94,18 +99,18 @@ VALIDATION_CASES = {
 }
 
 
-def _built(case):
+def _built(case, backend_name="cpu"):
     make, shape, wrong = VALIDATION_CASES[case]
     layer = make()
-    Sequential([layer], shape, seed=0)
+    Sequential([layer], shape, backend=backend_name, seed=0)
     return layer, shape, wrong
 
 
 @pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
-def test_wrong_shape_is_rejected_naming_layer_expected_and_received(case):
-    layer, shape, wrong = _built(case)
+def test_wrong_shape_is_rejected_naming_layer_expected_and_received(case, backend_name):
+    layer, shape, wrong = _built(case, backend_name)
     with pytest.raises(ValueError) as err:
-        layer.forward(np.zeros((2, *wrong), np.float32))
+        layer.forward(layer.xp.zeros((2, *wrong), np.float32))
     msg = str(err.value)
     assert case in msg and layer.name in msg
     assert "(N, " + ", ".join(map(str, shape)) + ")" in msg
@@ -113,18 +118,18 @@ def test_wrong_shape_is_rejected_naming_layer_expected_and_received(case):
 
 
 @pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
-def test_wrong_rank_is_rejected_naming_the_layer(case):
-    layer, shape, _ = _built(case)
+def test_wrong_rank_is_rejected_naming_the_layer(case, backend_name):
+    layer, shape, _ = _built(case, backend_name)
     with pytest.raises(ValueError, match=case) as err:
-        layer.forward(np.zeros(shape, np.float32))  # the batch axis is missing
+        layer.forward(layer.xp.zeros(shape, np.float32))  # the batch axis is missing
     assert str(shape) in str(err.value)
 
 
 @pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
-def test_wrong_dtype_is_rejected_naming_both_dtypes(case):
-    layer, shape, _ = _built(case)
+def test_wrong_dtype_is_rejected_naming_both_dtypes(case, backend_name):
+    layer, shape, _ = _built(case, backend_name)
     with pytest.raises(ValueError, match=f"{case}.*float32.*float64"):
-        layer.forward(np.zeros((2, *shape), np.float64))
+        layer.forward(layer.xp.zeros((2, *shape), np.float64))
 
 
 def test_backward_with_wrong_dout_shape_is_rejected():
@@ -164,28 +169,31 @@ def test_unknown_conv_activation_is_named():
 
 def _assert_same_outputs_loss_and_gradients(fused, split, x, t):
     """Two models of the same parameters (same seed) agree on outputs, loss, dL/dx and every grad."""
-    np.testing.assert_allclose(*(m.forward(m.to_device(x)) for m in (fused, split)), rtol=1e-5, atol=1e-6)
-    losses = [float(m.loss(m.to_device(x), t)) for m in (fused, split)]
+    np.testing.assert_allclose(*(_host(m.forward(m.to_device(x))) for m in (fused, split)), rtol=1e-5, atol=1e-6)
+    losses = [float(m.loss(m.to_device(x), fused.backend.to_device(t))) for m in (fused, split)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     dx_fused, dx_split = fused.backward(input_grad=True), split.backward(input_grad=True)
-    np.testing.assert_allclose(dx_fused, dx_split, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_host(dx_fused), _host(dx_split), rtol=1e-5, atol=1e-6)
     for name in fused.params:
-        np.testing.assert_allclose(fused.grads[name], split.grads[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_host(fused.grads[name]), _host(split.grads[name]), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_conv2d_with_relu_activation_equals_conv2d_then_relu(stride):
-    fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation="relu"), Linear(3)], (2, 9, 9), seed=5)
-    split = Sequential([Conv2d(4, 3, stride=stride, pad=1), ReLU(), Linear(3)], (2, 9, 9), seed=5)
+def test_conv2d_with_relu_activation_equals_conv2d_then_relu(stride, backend_name):
+    fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation="relu"), Linear(3)], (2, 9, 9),
+                       backend=backend_name, seed=5)
+    split = Sequential([Conv2d(4, 3, stride=stride, pad=1), ReLU(), Linear(3)], (2, 9, 9), backend=backend_name,
+                       seed=5)
     _assert_same_outputs_loss_and_gradients(fused, split, *_batch((2, 9, 9), n=6))
 
 
 @pytest.mark.parametrize("stride, relu, pool", [(1, True, 2), (1, False, 2), (1, True, 3), (2, True, 2)])
-def test_conv2d_with_pool_equals_conv2d_then_maxpool(stride, relu, pool):
+def test_conv2d_with_pool_equals_conv2d_then_maxpool(stride, relu, pool, backend_name):
     act = "relu" if relu else None
-    fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation=act, pool=pool), Linear(3)], (2, 11, 11), seed=5)
+    fused = Sequential([Conv2d(4, 3, stride=stride, pad=1, activation=act, pool=pool), Linear(3)], (2, 11, 11),
+                       backend=backend_name, seed=5)
     split = Sequential([Conv2d(4, 3, stride=stride, pad=1), *([ReLU()] if relu else []), MaxPool2d(pool), Linear(3)],
-                       (2, 11, 11), seed=5)
+                       (2, 11, 11), backend=backend_name, seed=5)
     _assert_same_outputs_loss_and_gradients(fused, split, *_batch((2, 11, 11), n=6))
 
 
@@ -200,55 +208,55 @@ def test_conv2d_repr_shows_activation_and_pool():
 
 # -- train / eval ---------------------------------------------------------------------------
 
-def _mode_model(layer, shape=(8,)):
-    model = Sequential([layer], shape, seed=0)
+def _mode_model(layer, backend_name, shape=(8,)):
+    model = Sequential([layer], shape, backend=backend_name, seed=0)
     return model, model.to_device(np.random.default_rng(0).standard_normal((16, *shape)) + 3)
 
 
-def test_dropout_zeroes_and_rescales_in_train_and_is_identity_in_eval():
-    model, x = _mode_model(Dropout(0.5))
-    y = model.train().forward(x)
+def test_dropout_zeroes_and_rescales_in_train_and_is_identity_in_eval(backend_name):
+    model, x = _mode_model(Dropout(0.5), backend_name)
+    y, xh = _host(model.train().forward(x)), _host(x)
     kept = y != 0
     assert 0.2 < kept.mean() < 0.8
-    np.testing.assert_allclose(y[kept], 2 * x[kept], rtol=1e-6)
-    np.testing.assert_array_equal(model.eval().forward(x), x)
+    np.testing.assert_allclose(y[kept], 2 * xh[kept], rtol=1e-6)
+    np.testing.assert_array_equal(_host(model.eval().forward(x)), xh)
 
 
-def test_dropout_draws_a_new_mask_each_training_step():
-    model, x = _mode_model(Dropout(0.5))
-    assert not np.array_equal(model.forward(x), model.forward(x))
+def test_dropout_draws_a_new_mask_each_training_step(backend_name):
+    model, x = _mode_model(Dropout(0.5), backend_name)
+    assert not np.array_equal(_host(model.forward(x)), _host(model.forward(x)))
 
 
-def test_batchnorm_train_normalizes_with_batch_statistics():
-    model, x = _mode_model(BatchNorm())
-    y = model.train().forward(x)
+def test_batchnorm_train_normalizes_with_batch_statistics(backend_name):
+    model, x = _mode_model(BatchNorm(), backend_name)
+    y = _host(model.train().forward(x))
     np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(y.std(axis=0), 1, atol=1e-3)
 
 
-def test_batchnorm_eval_uses_running_statistics_and_differs_from_train():
-    model, x = _mode_model(BatchNorm())
-    y_train = model.train().forward(x)
+def test_batchnorm_eval_uses_running_statistics_and_differs_from_train(backend_name):
+    model, x = _mode_model(BatchNorm(), backend_name)
+    y_train = _host(model.train().forward(x))
     bn = model.layers[0]
-    assert not np.allclose(bn.buffers["running_mean"], 0)
-    y_eval = model.eval().forward(x)
+    assert not np.allclose(_host(bn.buffers["running_mean"]), 0)
+    y_eval = _host(model.eval().forward(x))
     assert not np.allclose(y_train, y_eval, atol=1e-3)
 
 
-def test_batchnorm_over_channels_keeps_one_statistic_per_channel():
-    model, x = _mode_model(BatchNorm(), shape=(3, 4, 4))
-    y = model.train().forward(x)
+def test_batchnorm_over_channels_keeps_one_statistic_per_channel(backend_name):
+    model, x = _mode_model(BatchNorm(), backend_name, shape=(3, 4, 4))
+    y = _host(model.train().forward(x))
     assert model.layers[0].buffers["running_mean"].shape == (3,)
     np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
 
 
 @pytest.mark.parametrize("make", [lambda: Dropout(0.5), BatchNorm])
-def test_eval_mode_is_deterministic_and_leaves_state_alone(make):
-    model, x = _mode_model(make())
+def test_eval_mode_is_deterministic_and_leaves_state_alone(make, backend_name):
+    model, x = _mode_model(make(), backend_name)
     model.train().forward(x)
     before = model.state_dict()
     model.eval()
-    a, b = model.forward(x), model.forward(x)
+    a, b = _host(model.forward(x)), _host(model.forward(x))
     np.testing.assert_array_equal(a, b)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])

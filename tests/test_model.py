@@ -1,4 +1,5 @@
-"""Sequential: seeding, modes, state_dict, repr, dtype discipline, book-style API."""
+"""Sequential: seeding, modes, state_dict, repr, dtype discipline, book-style API; the behaviour
+tests on every backend (conftest.py's ``backend_name``)."""
 
 import numpy as np
 import pytest
@@ -11,10 +12,14 @@ def _mlp(**kw):
     return Sequential([Linear(8), BatchNorm(), ReLU(), Dropout(0.2), Linear(3)], (5,), **kw)
 
 
-def test_same_seed_gives_the_same_initial_weights():
-    a, b = _mlp(seed=3), _mlp(seed=3)
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def test_same_seed_gives_the_same_initial_weights_on_every_backend(backend_name):
+    a, b = _mlp(seed=3), _mlp(seed=3, backend=backend_name)
     for k in a.params:
-        np.testing.assert_array_equal(a.params[k], b.params[k])
+        np.testing.assert_array_equal(_host(a.params[k]), _host(b.params[k]))
 
 
 def test_different_seeds_give_different_weights():
@@ -38,14 +43,14 @@ def test_parameters_are_views_of_one_flat_arena_in_layer_order():
     assert list(m.params) == ["linear1.W", "linear1.b", "batchnorm1.gamma", "batchnorm1.beta", "linear2.W", "linear2.b"]
 
 
-def test_backward_writes_gradients_into_the_grad_arena():
-    m = _mlp()
+def test_backward_writes_gradients_into_the_grad_arena(backend_name):
+    m = _mlp(backend=backend_name)
     x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     m.loss(m.to_device(x), np.array([0, 1, 2, 0]))
     m.backward()
-    assert np.abs(m.arena.grad).sum() > 0
+    assert np.abs(_host(m.arena.grad)).sum() > 0
     for name, g in m.grads.items():
-        assert np.shares_memory(g, m.arena.grad), name
+        assert m.backend.xp.shares_memory(g, m.arena.grad), name
 
 
 def test_book_style_gradient_returns_named_grads():
@@ -54,8 +59,8 @@ def test_book_style_gradient_returns_named_grads():
     assert set(grads) == set(m.params)
 
 
-def test_state_dict_round_trips_parameters_and_buffers():
-    a, b = _mlp(seed=1), _mlp(seed=2)
+def test_state_dict_round_trips_parameters_and_buffers(backend_name):
+    a, b = _mlp(seed=1, backend=backend_name), _mlp(seed=2, backend=backend_name)
     a.forward(a.to_device(np.ones((4, 5))))  # moves BatchNorm's running statistics
     b.load_state_dict(a.state_dict())
     for k, v in a.state_dict().items():
@@ -63,11 +68,11 @@ def test_state_dict_round_trips_parameters_and_buffers():
     assert "batchnorm1.running_mean" in a.state_dict()
 
 
-def test_state_dict_is_a_copy_not_a_view():
-    m = _mlp()
+def test_state_dict_is_a_copy_not_a_view(backend_name):
+    m = _mlp(backend=backend_name)
     sd = m.state_dict()
     sd["linear1.W"][...] = 0
-    assert np.abs(m.params["linear1.W"]).sum() > 0
+    assert np.abs(_host(m.params["linear1.W"])).sum() > 0
 
 
 def test_load_state_dict_rejects_missing_and_mismatched_entries():
@@ -82,23 +87,23 @@ def test_load_state_dict_rejects_missing_and_mismatched_entries():
         m.load_state_dict(sd)
 
 
-def test_predict_runs_in_eval_mode_and_restores_train_mode():
-    m = _mlp()
+def test_predict_runs_in_eval_mode_and_restores_train_mode(backend_name):
+    m = _mlp(backend=backend_name)
     x = np.random.default_rng(0).standard_normal((6, 5))
-    np.testing.assert_array_equal(m.predict(x), m.predict(x))
+    np.testing.assert_array_equal(_host(m.predict(x)), _host(m.predict(x)))
     assert m.training
 
 
-def test_predict_batches_match_one_pass():
-    m = simple_convnet(input_shape=(1, 8, 8), filters=3, kernel_size=3, hidden_size=5)
+def test_predict_batches_match_one_pass(backend_name):
+    m = simple_convnet(input_shape=(1, 8, 8), filters=3, kernel_size=3, hidden_size=5, backend=backend_name)
     x = np.random.default_rng(0).random((7, 1, 8, 8))
-    np.testing.assert_allclose(m.predict(x, batch_size=3), m.predict(x), rtol=1e-5)
+    np.testing.assert_allclose(_host(m.predict(x, batch_size=3)), _host(m.predict(x)), rtol=1e-5)
 
 
-def test_accuracy_accepts_indices_and_one_hot():
-    m = _mlp()
+def test_accuracy_accepts_indices_and_one_hot(backend_name):
+    m = _mlp(backend=backend_name)
     x = np.random.default_rng(0).standard_normal((10, 5))
-    pred = m.predict(x).argmax(axis=1)
+    pred = _host(m.predict(x)).argmax(axis=1)
     assert m.accuracy(x, pred) == 1.0
     assert m.accuracy(x, np.eye(3)[pred]) == 1.0
 

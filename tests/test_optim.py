@@ -1,4 +1,5 @@
-"""Optimizers: fused kernels vs the reference, the book's trajectories, state, clipping, schedules."""
+"""Optimizers: fused kernels vs the reference, the book's trajectories, state, clipping, schedules;
+the model-step tests on every backend (conftest.py's ``backend_name``)."""
 
 import math
 
@@ -52,18 +53,19 @@ def test_fused_kernel_matches_reference_over_100_steps(name, layout, regime, dty
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_model_step_matches_the_book_interface_on_the_same_gradients(name):
-    model = Sequential([Linear(16), ReLU(), Linear(4)], (8,), seed=0)
+def test_model_step_matches_the_book_interface_on_the_same_gradients(name, backend_name):
+    model = Sequential([Linear(16), ReLU(), Linear(4)], (8,), backend=backend_name, seed=0)
     params = {k: v.copy() for k, v in model.params.items()}
     fused = get_optimizer(name, model, lr=LR[name], weight_decay=0.001)
     per_tensor = get_optimizer(name, lr=LR[name], weight_decay=0.001, kernels=reference)
     r = np.random.default_rng(0)
     for _ in range(20):
-        model.arena.grad[...] = r.standard_normal(model.arena.grad.shape)
+        model.arena.grad[...] = model.to_device(r.standard_normal(model.arena.grad.shape))
         per_tensor.update(params, {k: g.copy() for k, g in model.grads.items()})
         fused.step()
     for k, v in model.params.items():
-        np.testing.assert_allclose(v, params[k], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(model.backend.to_numpy(v), model.backend.to_numpy(params[k]), rtol=1e-6,
+                                   atol=1e-9)
 
 
 class CountingKernels:
@@ -213,15 +215,15 @@ def test_schedule_advances_per_epoch():
 # -- state -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", NAMES)
-def test_state_dict_round_trips_exactly(name):
+def test_state_dict_round_trips_exactly(name, backend_name):
     def fresh():
-        model = Sequential([Linear(6), ReLU(), Linear(3)], (4,), seed=0)
+        model = Sequential([Linear(6), ReLU(), Linear(3)], (4,), backend=backend_name, seed=0)
         return model, get_optimizer(name, model, lr=LR[name], schedule=ExponentialDecay(0.99))
 
     def steps(model, opt, seed, n=5):
         r = np.random.default_rng(seed)
         for _ in range(n):
-            model.arena.grad[...] = r.standard_normal(model.arena.grad.shape)
+            model.arena.grad[...] = model.to_device(r.standard_normal(model.arena.grad.shape))
             opt.step()
 
     a, opt_a = fresh()
@@ -233,7 +235,7 @@ def test_state_dict_round_trips_exactly(name):
     b.load_state_dict(saved_model)
     opt_b.load_state_dict(saved_opt)
     steps(b, opt_b, 1)
-    np.testing.assert_array_equal(a.arena.data, b.arena.data)
+    np.testing.assert_array_equal(a.backend.to_numpy(a.arena.data), b.backend.to_numpy(b.arena.data))
     assert opt_a.t == opt_b.t == 10 and opt_a.lr == opt_b.lr
 
 

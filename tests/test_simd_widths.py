@@ -5,22 +5,15 @@ imported (kernels built with a forced width are not cached)."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 
 @pytest.mark.parametrize("width", ["32", "16"])
-def test_kernels_pass_with_narrower_vectors(width):
-    here = Path(__file__).parent
-    env = {**os.environ, "ACCELNET_SIMD_BYTES": width}
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not cuda",
-                          str(here / "test_simd.py"), str(here / "test_kernel_parity.py")],
-                         capture_output=True, text=True, env=env, timeout=900, cwd=here.parent)
-    print(res.stdout[-3000:])
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
-    summary = res.stdout.strip().splitlines()[-1]
-    assert int(summary.split(" passed")[0].split()[-1]) >= 100, summary
+def test_kernels_pass_with_narrower_vectors(width, rerun_pytest):
+    passed, summary = rerun_pytest(["tests/test_simd.py", "tests/test_kernel_parity.py"],
+                                   {"ACCELNET_SIMD_BYTES": width}, k="not cuda")
+    assert passed >= 100, summary
 
 
 def test_a_bad_forced_width_is_named():

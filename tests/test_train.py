@@ -1,4 +1,5 @@
-"""Trainer: history, exact resume, the divergence guard, atomic checkpoints (with a real kill)."""
+"""Trainer: history, exact resume, the divergence guard, atomic checkpoints (with a real kill);
+training and resume on every backend (conftest.py's ``backend_name``)."""
 
 import json
 import os
@@ -18,15 +19,15 @@ from accelnet.optim import SGD, Adam
 from accelnet.train import Diverged, Trainer
 
 
-def _setup(epochs=2, lr=1e-3, opt=Adam, batchnorm=True, **kw):
+def _setup(epochs=2, lr=1e-3, opt=Adam, batchnorm=True, backend="cpu", **kw):
     data = synthetic(600, 200, (100,), classes=4, noise=0.3, seed=0)
     model = multi_layer_net(hidden_sizes=(16, 16), input_size=100, output_size=4, batchnorm=batchnorm,
-                            dropout=0.2, seed=0)
+                            dropout=0.2, seed=0, backend=backend)
     return Trainer(model, opt(model, lr=lr), data, batch_size=32, epochs=epochs, progress=False, **kw)
 
 
-def test_history_records_loss_accuracies_time_and_throughput(tmp_path):
-    t = _setup(epochs=3, history_path=tmp_path / "h.jsonl")
+def test_history_records_loss_accuracies_time_and_throughput(tmp_path, backend_name):
+    t = _setup(epochs=3, history_path=tmp_path / "h.jsonl", backend=backend_name)
     history = t.fit()
     assert [r["epoch"] for r in history] == [1, 2, 3] and history[-1]["step"] == 3 * 19
     assert history[-1]["loss"] < history[0]["loss"]
@@ -53,18 +54,19 @@ def test_max_steps_ends_training_mid_epoch():
     assert t.step == 25 and t.epoch == 2
 
 
-def test_resume_after_2_epochs_gives_bitwise_the_parameters_of_4_uninterrupted(tmp_path):
-    straight = _setup(epochs=4)
+def test_resume_after_2_epochs_gives_bitwise_the_parameters_of_4_uninterrupted(tmp_path, backend_name):
+    straight = _setup(epochs=4, backend=backend_name)
     straight.fit()
 
-    first = _setup(epochs=2, checkpoint=tmp_path / "c.npz")
+    first = _setup(epochs=2, checkpoint=tmp_path / "c.npz", backend=backend_name)
     first.fit()
-    resumed = _setup(epochs=4, checkpoint=tmp_path / "c.npz")
+    resumed = _setup(epochs=4, checkpoint=tmp_path / "c.npz", backend=backend_name)
     resumed.resume()
     assert resumed.epoch == 2
     resumed.fit()
 
-    np.testing.assert_array_equal(resumed.model.arena.data, straight.model.arena.data)
+    host = resumed.model.backend.to_numpy
+    np.testing.assert_array_equal(host(resumed.model.arena.data), host(straight.model.arena.data))
     for k, v in straight.model.state_dict().items():
         np.testing.assert_array_equal(resumed.model.state_dict()[k], v)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]

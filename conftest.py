@@ -1,0 +1,59 @@
+"""One backend axis for every test and benchmark (Chainer's inject_backend_tests idea): a test
+that takes ``backend_name`` runs once per backend, the GPU one marked ``gpu`` and skipped without
+CuPy and a device; a test that takes ``kernels`` runs once per fused kernel module (the CUDA one
+only under Numba's simulator, in a process of its own), ``any_kernels`` with the reference too.
+``rerun_pytest`` reruns test files in a fresh process under environment settings read at import."""
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from accelnet.backend import gpu_status
+
+GPU_OK, GPU_REASON = gpu_status()
+
+BACKENDS = {
+    "cpu": pytest.param("cpu", id="cpu"),
+    "gpu": pytest.param("gpu", id="gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(not GPU_OK,
+                                                                                     reason=f"no GPU: {GPU_REASON}")]),
+}
+
+KERNEL_MODULES = ["cpu"] + (["cuda"] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else [])
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "backends(*names): run this test on these backends only")
+
+
+def pytest_generate_tests(metafunc):
+    if "backend_name" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("backends")
+        names = only.args if only else tuple(BACKENDS)
+        metafunc.parametrize("backend_name", [BACKENDS[n] for n in names])
+    for fixture, modules in (("kernels", KERNEL_MODULES), ("any_kernels", ["reference"] + KERNEL_MODULES)):
+        if fixture in metafunc.fixturenames:
+            metafunc.parametrize(fixture, [pytest.param(importlib.import_module(f"accelnet.kernels.{m}"), id=m)
+                                           for m in modules])
+
+
+@pytest.fixture
+def rerun_pytest():
+    """``run(files, env, k=None) -> (passed, summary line)``: pytest on ``files`` in a fresh process
+    with ``env`` added (settings such as NUMBA_ENABLE_CUDASIM or ACCELNET_SIMD_BYTES are read once,
+    at import); fails the calling test with the output if any test failed."""
+    root = Path(__file__).parent
+
+    def run(files, env, k=None):
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(["-k", k] if k else []),
+               *(str(root / f) for f in files)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=900, cwd=root)
+        print(res.stdout[-3000:])
+        assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
+        summary = res.stdout.strip().splitlines()[-1]
+        return int(summary.split(" passed")[0].split()[-1]), summary
+
+    return run
