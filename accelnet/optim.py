@@ -28,7 +28,6 @@ import numpy as np
 from .backend import backend_of
 from .kernels import elementwise
 from .validate import is_number, number
-from .cpu_runtime import flushes_denormals
 from .schedules import CosineDecay, ExponentialDecay, Schedule, StepDecay, Warmup, get_schedule
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS",
@@ -142,7 +141,6 @@ class Optimizer:
         return min(1.0, self.clip_norm / (norm + 1e-6)) if math.isfinite(norm) else 1.0
 
     # -- interface 1: the model's flat arena --------------------------------------------------
-    @flushes_denormals
     def step(self) -> None:
         """One fused update of every parameter from the gradients backward() wrote."""
         if self.arena is None:
@@ -159,7 +157,6 @@ class Optimizer:
         self._apply(kernels, p, g, self._flat_state, lr, gscale)
 
     # -- interface 2: the book's update(params, grads) ------------------------------------------
-    @flushes_denormals
     def update(self, params: dict, grads: dict) -> None:
         """The book's interface: update each ``params[key]`` from ``grads[key]`` (arrays in place,
         Python floats by rebinding the dict entry)."""

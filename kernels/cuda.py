@@ -108,7 +108,7 @@ def update(rule: str, p, g, state: tuple, scalars: tuple, gscale: float = 1.0) -
     the optimizer's ``scalars`` and the clipping factor ``gscale``."""
     elementwise.check_update(rule, state)
     s = _check_flat(p, g, *state)
-    _launch(_UPDATES[rule], p.size)(p, g, *state, *(s(a) for a in scalars), s(gscale), elementwise.tiny(p.dtype))
+    _launch(_UPDATES[rule], p.size)(p, g, *state, *[s(a) for a in scalars], s(gscale), elementwise.tiny(p.dtype))
 
 
 def sum_squares(g) -> float:
