@@ -34,7 +34,7 @@ __all__ = [
     "host_rng",
 ]
 
-GPU_INSTALL_HINT = "pip install 'accelnet[gpu]'  (CuPy for CUDA 12 and numba-cuda)"
+GPU_INSTALL_HINT = "pip install 'accelnet[gpu-cu12]' (or [gpu-cu13] for a CUDA 13 driver)"
 
 DTYPES = ("float32", "float64")
 
@@ -143,18 +143,84 @@ def _cpu() -> Backend:
     return Backend("cpu", np, cpu)
 
 
-def gpu_status() -> tuple[bool, str]:
-    """(usable, reason): whether CuPy imports and sees an NVIDIA device."""
+def _probe_cupy_kernel(cupy):
+    if float((cupy.arange(4, dtype=cupy.float32) * 2).sum()) != 12.0:
+        raise RuntimeError("wrong result")
+
+
+def _probe_cublas(cupy):
+    a = cupy.ones((2, 2), dtype=cupy.float32)
+    if float((a @ a).sum()) != 8.0:
+        raise RuntimeError("wrong result")
+
+
+def _probe_nvrtc(cupy):
+    double = cupy.ElementwiseKernel("float32 x", "float32 y", "y = x + x", "accelnet_readiness_double")
+    if float(double(cupy.ones(3, dtype=cupy.float32)).sum()) != 6.0:
+        raise RuntimeError("wrong result")
+
+
+def _probe_numba_cuda(cupy):
+    import numba.cuda
+
+    if "numba_cuda" not in (numba.cuda.__file__ or ""):
+        raise ImportError("numba.cuda is Numba's built-in CUDA target, not the numba-cuda package")
+
+
+def _probe_numba_launch(cupy):
+    from accelnet.kernels import cuda as kernels
+
+    a, b = cupy.zeros(300, dtype=cupy.float32), cupy.ones(300, dtype=cupy.float32)
+    kernels.triad(a, b, b, 2.0)  # on CuPy's current stream
+    if float(a.sum()) != 900.0:
+        raise RuntimeError("wrong result")
+
+
+# (what is checked, the probe, what to install when it fails), in the order a step needs them
+GPU_PROBES = (
+    ("CuPy cannot run a kernel on the device", _probe_cupy_kernel, "a CuPy matching the driver's CUDA major: "
+     "pip install 'accelnet[gpu-cu12]' or 'accelnet[gpu-cu13]'"),
+    ("cuBLAS (matrix products) is missing", _probe_cublas, "CuPy's CUDA libraries: pip install 'accelnet[gpu-cu12]' "
+     "(cupy-cuda12x[ctk]) or a CUDA toolkit"),
+    ("NVRTC (CuPy's kernel compiler) is missing", _probe_nvrtc, "CuPy's CUDA libraries: pip install "
+     "'accelnet[gpu-cu12]' (cupy-cuda12x[ctk]) or a CUDA toolkit"),
+    ("numba-cuda is not installed", _probe_numba_cuda, "pip install 'numba-cuda[cu12]' (or [cu13])"),
+    ("numba.cuda cannot compile or launch a kernel (NVVM or the driver)", _probe_numba_launch,
+     "numba-cuda with NVVM: pip install 'numba-cuda[cu12]' (or [cu13])"),
+)
+
+_GPU_STATUS: list = []
+
+
+def gpu_status(refresh: bool = False) -> tuple[bool, str]:
+    """(usable, reason): whether a training step can run on the GPU, found by launching real work
+    once per process: CuPy on a device, cuBLAS, NVRTC, numba-cuda's kernels on CuPy's stream. The
+    reason names the first missing piece and what installs it."""
+    if _GPU_STATUS and not refresh:
+        return _GPU_STATUS[0]
+    _GPU_STATUS[:] = [_gpu_status()]
+    return _GPU_STATUS[0]
+
+
+def _gpu_status() -> tuple[bool, str]:
     try:
         import cupy
     except Exception as exc:  # ImportError, or a CUDA library that fails to load
-        return False, f"CuPy is not installed or failed to import ({exc.__class__.__name__}: {exc})"
+        return False, (f"CuPy is not installed or failed to import ({exc.__class__.__name__}: {exc}); "
+                       f"install the GPU extra: {GPU_INSTALL_HINT}")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        return False, f"CuPy found no usable CUDA device ({exc.__class__.__name__}: {exc})"
+        return False, (f"CuPy found no usable CUDA device ({exc.__class__.__name__}: {exc}); check the driver "
+                       f"with nvidia-smi: its CUDA version must be at least the major of the installed CuPy")
     if count < 1:
-        return False, "CuPy found no CUDA device"
+        return False, "CuPy found no CUDA device (nvidia-smi lists the devices the driver sees)"
+    for what, probe, install in GPU_PROBES:
+        try:
+            probe(cupy)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return False, f"{what} ({exc.__class__.__name__}: {first}); install {install}"
     return True, "ok"
 
 
@@ -162,7 +228,7 @@ def _gpu() -> Backend:
     ok, reason = gpu_status()
     if not ok:
         raise BackendUnavailable(
-            f"backend 'gpu' is not available: {reason}. Install the GPU extra with: {GPU_INSTALL_HINT}"
+            f"backend 'gpu' is not available: {reason}"
         )
     import cupy
 

@@ -66,8 +66,8 @@ class Optimizer:
             cls.__init__ = _book_positional(init)
         for name in cls.state_names:  # the book's attribute for each state buffer
             if name not in cls.__dict__:
-                setattr(cls, name, property(functools.partial(Optimizer._state_views, name=name),
-                                            doc=f"The book's ``{name}``: {{key: state view}}, None before the first update."))
+                doc = f"The book's ``{name}``: {{key: state view}}, None before the first update."
+                setattr(cls, name, property(functools.partial(Optimizer._state_views, name=name), doc=doc))
 
     def __init__(self, model=None, lr: float = 0.01, *, weight_decay: float = 0.0, clip_norm: float | None = None,
                  schedule=None, schedule_unit: str = "step", kernels=None):

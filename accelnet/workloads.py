@@ -223,24 +223,28 @@ def peer_network(preset: str):
     return nn.Sequential(*make()), shape
 
 
-def peer_train_step(preset: str, batch: int = 100) -> Workload:
-    """The same step in PyTorch eager on the CPU (Adam, same shapes); needs torch installed."""
+def peer_train_step(preset: str, batch: int = 100, device: str = "cpu") -> Workload:
+    """The same step in PyTorch eager (Adam, same shapes) on ``device`` ("cpu" or "cuda"); needs
+    torch installed. On CUDA the step waits for the device, so a host clock measures it."""
     import torch
     from torch import nn
 
     torch.manual_seed(0)
     net, shape = peer_network(preset)
+    net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    x, t = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
+    x, t = torch.rand(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
         opt.zero_grad(set_to_none=False)
         loss_fn(net(x), t).backward()
         opt.step()
+        sync()
 
-    return Workload("step", f"step/torch/{preset}/b{batch}", step, 0, None,
-                    {"preset": preset, "batch": batch, "framework": f"torch {torch.__version__}"})
+    return Workload("step", f"step/torch-{device}/{preset}/b{batch}", step, 0, None,
+                    {"preset": preset, "batch": batch, "framework": f"torch {torch.__version__} {device}"})
 
 
 def peer_step_time_in_subprocess(preset: str, batch: int = 100, min_time: float = 1.0,

@@ -23,3 +23,20 @@ def test_profile_subnormals_times_both_settings():
 
     res = profile_subnormals.profile("two_layer_net", rounds=1, steps=1)
     assert set(res) == {"scoped", "thread-wide"} and all(v > 0 for v in res.values())
+
+
+def test_gpu_check_writes_every_part_of_its_report(tmp_path):
+    """The GPU check's code runs (on the CPU, tiny sizes, synthetic data) and reports each part."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("gpu_check.py")
+    res = subprocess.run([sys.executable, str(script), str(tmp_path), "--backend", "cpu", "--quick"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = (tmp_path / "gpu_check.md").read_text()
+    for part in ("## accelnet info", "## pytest", "## Benchmarks", "## Two epochs of simple_convnet"):
+        assert part in report
+    assert "failed:" not in report, report
+    assert "| adam (fused) |" in report and "| deep_convnet | 8 |" in report and "| cpu | 1 |" in report

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 
+import numba
 import numpy as np
 from numba import cuda, float64
 
@@ -34,11 +35,12 @@ _streams: dict = {}
 
 
 def _stream():
-    """CuPy's current stream as a Numba stream (0, the default stream, without CuPy)."""
-    try:
-        import cupy
-    except ImportError:
+    """CuPy's current stream as a Numba stream; the simulator's default stream under
+    NUMBA_ENABLE_CUDASIM, which must not touch CuPy or a driver (CPU-only CI)."""
+    if numba.config.ENABLE_CUDASIM:
         return 0
+    import cupy
+
     ptr = cupy.cuda.get_current_stream().ptr
     if ptr not in _streams:
         _streams[ptr] = cuda.external_stream(ptr) if ptr else cuda.default_stream()
@@ -62,6 +64,16 @@ _xp = array_namespace
 
 
 _checked_out = checked_out
+
+
+# Typed constants for the kernels: an int literal in float arithmetic (x * 0, 1 if m else 0) would
+# make a float32 kernel compute in float64 (tests/test_cuda_ptx.py checks the PTX).
+def _zero(a):
+    return np.dtype(a.dtype).type(0)
+
+
+def _one(a):
+    return np.dtype(a.dtype).type(1)
 
 
 def _check_flat(p, *others):
@@ -172,12 +184,12 @@ def _im2col(x, fh, fw, stride, pad, oh, ow, col):
 
 
 @cuda.jit(cache=True)
-def _col2im(col, fh, fw, stride, pad, oh, ow, out):
+def _col2im(col, fh, fw, stride, pad, oh, ow, zero, out):
     n, c, h, w = out.shape
     total = n * c * h * w
     for e in range(cuda.grid(1), total, cuda.gridsize(1)):
         i, ch, y, x = _unravel(e, c, h, w)
-        s = col[0, 0] * 0
+        s = zero
         for ky in range(fh):
             ty = y + pad - ky
             if ty < 0 or ty % stride != 0 or ty // stride >= oh:
@@ -211,7 +223,7 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
         raise ValueError(f"col2im: col must have shape {(n * oh * ow, c * fh * fw)}, got {col.shape}")
     col = xp.ascontiguousarray(col)
     img = _checked_out(xp, out, tuple(x_shape), col.dtype)
-    _launch(_col2im, img.size)(col, fh, fw, stride, pad, oh, ow, img)
+    _launch(_col2im, img.size)(col, fh, fw, stride, pad, oh, ow, _zero(col), img)
     return img
 
 
@@ -236,12 +248,12 @@ def _maxpool2d(x, ph, pw, stride, out, argmax):
 
 
 @cuda.jit(cache=True)
-def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
+def _maxpool2d_backward(dout, argmax, ph, pw, stride, zero, dx):
     n, c, oh, ow = dout.shape
     h, w = dx.shape[2], dx.shape[3]
     for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         i, ch, y, x = _unravel(e, c, h, w)
-        s = dout[0, 0, 0, 0] * 0
+        s = zero
         for ky in range(ph):  # gather from every window that covers (y, x)
             ty = y - ky
             if ty < 0 or ty % stride != 0 or ty // stride >= oh:
@@ -256,11 +268,11 @@ def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
 
 
 @cuda.jit(cache=True)
-def _avgpool2d(x, ph, pw, stride, cnt, out):
+def _avgpool2d(x, ph, pw, stride, cnt, zero, out):
     n, c, oh, ow = out.shape
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         i, ch, oy, ox = _unravel(e, c, oh, ow)
-        s = x[0, 0, 0, 0] * 0
+        s = zero
         for ky in range(ph):
             for kx in range(pw):
                 s += x[i, ch, oy * stride + ky, ox * stride + kx]
@@ -268,12 +280,12 @@ def _avgpool2d(x, ph, pw, stride, cnt, out):
 
 
 @cuda.jit(cache=True)
-def _avgpool2d_backward(dout, ph, pw, stride, cnt, dx):
+def _avgpool2d_backward(dout, ph, pw, stride, cnt, zero, dx):
     n, c, oh, ow = dout.shape
     h, w = dx.shape[2], dx.shape[3]
     for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         i, ch, y, x = _unravel(e, c, h, w)
-        s = dout[0, 0, 0, 0] * 0
+        s = zero
         for ky in range(ph):
             ty = y - ky
             if ty < 0 or ty % stride != 0 or ty // stride >= oh:
@@ -303,7 +315,7 @@ def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out
     xp = _xp(dout)
     dout = xp.ascontiguousarray(dout)
     dx = _checked_out(xp, out, tuple(x_shape), dout.dtype)
-    _launch(_maxpool2d_backward, dx.size)(dout, argmax, ph, pw, stride, dx)
+    _launch(_maxpool2d_backward, dx.size)(dout, argmax, ph, pw, stride, _zero(dout), dx)
     return dx
 
 
@@ -312,7 +324,7 @@ def avgpool2d(x, ph: int, pw: int, stride: int, out=None):
     xp = _xp(x)
     x = xp.ascontiguousarray(x)
     out = _checked_out(xp, out, pool_shape(x.shape, ph, pw, stride), x.dtype)
-    _launch(_avgpool2d, out.size)(x, ph, pw, stride, np.dtype(x.dtype).type(ph * pw), out)
+    _launch(_avgpool2d, out.size)(x, ph, pw, stride, np.dtype(x.dtype).type(ph * pw), _zero(x), out)
     return out
 
 
@@ -321,7 +333,8 @@ def avgpool2d_backward(dout, x_shape, ph: int, pw: int, stride: int, out=None):
     xp = _xp(dout)
     dout = xp.ascontiguousarray(dout)
     dx = _checked_out(xp, out, tuple(x_shape), dout.dtype)
-    _launch(_avgpool2d_backward, dx.size)(dout, ph, pw, stride, np.dtype(dout.dtype).type(ph * pw), dx)
+    _launch(_avgpool2d_backward, dx.size)(dout, ph, pw, stride, np.dtype(dout.dtype).type(ph * pw), _zero(dout),
+                                           dx)
     return dx
 
 
@@ -333,18 +346,18 @@ def matmul(a, b, out=None):
 # -- activations ----------------------------------------------------------------------------------------
 
 @cuda.jit(cache=True)
-def _relu(x, mask, out):
+def _relu(x, mask, one, zero, out):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         v = x[i]
         m = v > 0
         mask[i] = m
-        out[i] = v * (1 if m else 0)  # not max(v, 0): NaN must survive, as in x * (x > 0)
+        out[i] = v * (one if m else zero)  # not max(v, 0): NaN must survive, as in x * (x > 0)
 
 
 @cuda.jit(cache=True)
-def _relu_backward(dout, mask, out):
+def _relu_backward(dout, mask, one, zero, out):
     for i in range(cuda.grid(1), dout.size, cuda.gridsize(1)):
-        out[i] = dout[i] * (1 if mask[i] else 0)
+        out[i] = dout[i] * (one if mask[i] else zero)
 
 
 def _flat_pair(a, mask, out):
@@ -358,14 +371,14 @@ def _flat_pair(a, mask, out):
 def relu(x, mask, out=None):
     """max(0, x) as ``x * (x > 0)`` in one pass, writing the bool ``mask`` the backward pass needs."""
     x, out = _flat_pair(x, mask, out)
-    _launch(_relu, x.size)(x.reshape(-1), mask.reshape(-1), out.reshape(-1))
+    _launch(_relu, x.size)(x.reshape(-1), mask.reshape(-1), _one(x), _zero(x), out.reshape(-1))
     return out
 
 
 def relu_backward(dout, mask, out=None):
     """dL/dx of :func:`relu`: ``dout * mask``."""
     dout, out = _flat_pair(dout, mask, out)
-    _launch(_relu_backward, dout.size)(dout.reshape(-1), mask.reshape(-1), out.reshape(-1))
+    _launch(_relu_backward, dout.size)(dout.reshape(-1), mask.reshape(-1), _one(dout), _zero(dout), out.reshape(-1))
     return out
 
 

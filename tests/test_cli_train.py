@@ -79,9 +79,10 @@ def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, expected):
 
 
 @pytest.mark.skipif(gpu_status()[0], reason="a GPU is present")
-def test_gpu_without_cupy_gives_one_line_naming_the_install(capsys):
+def test_gpu_unavailable_gives_one_line_naming_what_to_do(capsys):
+    # without CuPy: the extra to install; with CuPy but no driver: check it (tests/test_gpu_readiness.py)
     line = _one_line_error(capsys, ["train", "--device", "gpu", *QUICK])
-    assert "pip install 'accelnet[gpu]'" in line
+    assert "pip install 'accelnet[gpu-cu12]'" in line or "nvidia-smi" in line
 
 
 def test_missing_data_gives_one_line_saying_where_to_put_it(capsys, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
-"""Runs tests/test_kernel_parity.py and tests/test_im2col.py with the numba.cuda kernels in Numba's CUDA simulator, in its
-own process: NUMBA_ENABLE_CUDASIM must be set before Numba is first imported."""
+"""Runs tests/test_kernel_parity.py and tests/test_im2col.py with the numba.cuda kernels in Numba's
+CUDA simulator, in its own process: NUMBA_ENABLE_CUDASIM must be set before Numba is first
+imported. The simulator needs neither CuPy nor a driver."""
 
 import pytest
 

@@ -1,0 +1,139 @@
+"""The GPU check: everything accelnet needs an NVIDIA GPU for, in one run, into one Markdown report.
+
+    python bench/gpu_check.py REPORT_DIR --data DATA_DIR [--backend gpu] [--quick]
+
+For a machine with a GPU, CuPy and numba-cuda preinstalled and no network: install accelnet with
+``pip install --no-deps --no-build-isolation -e .`` and bring the data folder along (it holds
+``mnist/`` with the four IDX gzip files). In order, each part's output also saved beside the report:
+
+1. ``accelnet info`` (versions, the device, the readiness check);
+2. ``pytest -m gpu`` (CPU/GPU parity tests and the GPU variants of the backend axis);
+3. the GPU benchmarks: fused Adam and SGD at 1e7 and 1e8 against the device's copy bandwidth, a
+   training step of every preset at batch 100 and 1000 (CUDA events) beside PyTorch CUDA eager
+   where torch sees the GPU;
+4. two epochs of simple_convnet on MNIST on the GPU and on the CPU: samples/s, test accuracy.
+
+``--backend cpu --quick`` runs the same code on the CPU with tiny sizes and synthetic data: the
+smoke test that keeps this script working (bench/test_profiles.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import accelnet  # noqa: F401 - before NumPy, so accelnet's thread-pool defaults apply (README, "Thread pools")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd, log: Path, timeout: int) -> tuple[int, str]:
+    """Run ``cmd``, save its output to ``log``; (exit code, last line)."""
+    t0 = time.perf_counter()
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        out, code = res.stdout + res.stderr, res.returncode
+    except subprocess.TimeoutExpired as exc:
+        out, code = f"{exc.stdout or ''}{exc.stderr or ''}\ntimed out after {timeout} s", 124
+    log.write_text(out)
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    return code, f"{last} ({time.perf_counter() - t0:.0f} s)"
+
+
+def benchmarks(backend: str, quick: bool) -> list[str]:
+    """Markdown lines: update bandwidth against copy, and step times beside PyTorch's."""
+    from accelnet import workloads
+    from accelnet.presets import PRESETS
+
+    min_time = 0.05 if quick else 1.0
+    sizes = [10**4] if quick else [10**7, 10**8]
+    lines = ["| workload | N | ms | GB/s | % of copy |", "| --- | ---: | ---: | ---: | ---: |"]
+    for n in sizes:
+        copy = workloads.measure(workloads.copy(n, backend), min_time=min_time)
+        lines.append(f"| copy | {n:.0e} | {copy.median * 1e3:.3f} | {copy.gbps:.0f} | 100 |")
+        for name in ("adam", "sgd"):
+            t = workloads.measure(workloads.optimizer_update(name, n, backend=backend), min_time=min_time)
+            lines.append(f"| {name} (fused) | {n:.0e} | {t.median * 1e3:.3f} | {t.gbps:.0f} | "
+                         f"{100 * t.gbps / copy.gbps:.0f} |")
+    peer = _torch_device(backend)
+    lines += ["", "| preset | batch | accelnet ms | samples/s | PyTorch ms | accelnet / PyTorch |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for preset in sorted(PRESETS):
+        for batch in ([8] if quick else [100, 1000]):
+            ours = workloads.measure(workloads.train_step(preset, batch, backend=backend), min_time=min_time)
+            theirs = (workloads.measure(workloads.peer_train_step(preset, batch, peer), min_time=min_time)
+                      if peer else None)
+            ratio = f"{ours.median / theirs.median:.2f}" if theirs else "n/a"
+            lines.append(f"| {preset} | {batch} | {ours.median * 1e3:.2f} | {batch / ours.median:,.0f} | "
+                         f"{theirs.median * 1e3 if theirs else float('nan'):.2f} | {ratio} |")
+    return lines
+
+
+def _torch_device(backend: str) -> str | None:
+    """The PyTorch device of the peer: CUDA beside the GPU backend, the CPU beside the CPU one."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if backend == "gpu":
+        return "cuda" if torch.cuda.is_available() else None
+    return "cpu"
+
+
+def epochs(backend: str, data_dir: str | None, quick: bool) -> list[str]:
+    """Markdown lines: simple_convnet for two epochs on ``backend`` and on the CPU."""
+    from accelnet.data import load, synthetic
+    from accelnet.optim import Adam
+    from accelnet.presets import simple_convnet
+    from accelnet.train import Trainer
+
+    data = (synthetic(200, 100, (1, 28, 28), seed=0) if quick
+            else load("mnist", data_dir, flatten=False, download=False, progress=False))
+    lines = ["| backend | epoch | seconds | samples/s | test accuracy |", "| --- | ---: | ---: | ---: | ---: |"]
+    for b in dict.fromkeys([backend, "cpu"]):
+        model = simple_convnet(backend=b, seed=0)
+        trainer = Trainer(model, Adam(model, lr=1e-3), data, batch_size=100, epochs=1 if quick else 2,
+                          progress=False, train_eval_samples=1000)
+        for rec in trainer.fit():
+            lines.append(f"| {b} | {rec['epoch']} | {rec['seconds']:.1f} | {rec['samples_per_s']:,.0f} | "
+                         f"{100 * rec['test_acc']:.2f}% |")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("report_dir", type=Path)
+    p.add_argument("--data", help="the folder holding mnist/ (default: $ACCELNET_DATA, the cache)")
+    p.add_argument("--backend", choices=["gpu", "cpu"], default="gpu")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and synthetic data (the smoke test)")
+    a = p.parse_args(argv)
+    out = a.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    report = [f"# accelnet GPU check ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()})", ""]
+
+    code, last = _run([sys.executable, "-m", "accelnet.cli", "info"], out / "info.txt", 300)
+    report += ["## accelnet info", "", "```", (out / "info.txt").read_text().strip(), "```", ""]
+    if a.quick:
+        tests = [sys.executable, "-m", "pytest", "-q", "tests/test_backend.py"]
+    else:
+        tests = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]
+    code, last = _run(tests, out / "pytest.txt", 1800)
+    report += ["## " + " ".join(tests[2:]), "", f"exit code {code}: `{last}` (full output: pytest.txt)", ""]
+
+    for title, part in (("Benchmarks", lambda: benchmarks(a.backend, a.quick)),
+                        ("Two epochs of simple_convnet", lambda: epochs(a.backend, a.data, a.quick))):
+        try:
+            report += [f"## {title}", "", *part(), ""]
+        except Exception as exc:  # one failing part must not lose the others' figures
+            report += [f"## {title}", "", f"failed: {exc.__class__.__name__}: {exc}", ""]
+    (out / "gpu_check.md").write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
