@@ -3,7 +3,6 @@ instruction: an int literal in float arithmetic (``x * 0``, ``1 if m else 0``) s
 it to float64, which runs at a fraction of the float32 rate. Needs NVVM (``numba-cuda[cu12]``),
 not a GPU."""
 
-import numpy as np
 import pytest
 
 numba_cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install 'accelnet[dev]')")
