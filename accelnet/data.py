@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +109,7 @@ def read_idx(path) -> np.ndarray:
         opener = gzip.open if gz else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:  # gzip raises EOFError / BadGzipFile on a cut or damaged stream
+    except (OSError, EOFError, zlib.error) as exc:  # a cut or damaged gzip stream
         raise DataError(f"{path}: cannot read ({exc}); the file is truncated or corrupted, delete it") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'})")
@@ -117,7 +119,7 @@ def read_idx(path) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: absurd dims cannot overflow into a match
     if len(raw) - header != expected:
         raise DataError(f"{path}: IDX header says {dims} ({expected} bytes of data) but the file holds "
                         f"{len(raw) - header}: truncated or corrupted")

@@ -39,6 +39,11 @@ class Loss:
             f"({n}, {k}), received shape {tuple(t.shape)} dtype {t.dtype}"
         )
 
+    def _require_forward(self, attr: str) -> None:
+        if getattr(self, attr, None) is None:
+            raise ValueError(f"{type(self).__name__}.backward: there is no loss to differentiate yet; "
+                             f"compute it first (model.loss(x, t), or the loss's forward)")
+
     def __call__(self, y, t):
         return self.forward(y, t)
 
@@ -68,6 +73,7 @@ class SoftmaxCrossEntropy(Loss):
 
     @flushes_denormals
     def backward(self, dout=1.0):
+        self._require_forward("_p")
         xp = array_namespace(self._p)
         dx = self._p.copy()
         if self._idx is not None:
@@ -103,6 +109,7 @@ class MeanSquaredError(Loss):
 
     @flushes_denormals
     def backward(self, dout=1.0):
+        self._require_forward("_diff")
         return self._diff * (self._diff.dtype.type(dout) / self._n)
 
 

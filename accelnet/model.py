@@ -110,8 +110,25 @@ class Sequential:
         self.backward()
         return self.grads
 
+    def _check_input(self, x, batch_size: int, what: str):
+        """``x`` as an array of samples of ``input_shape`` with a float dtype (cast to the model's:
+        unnormalized integer images are refused, not scaled), and a positive ``batch_size``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"{what}: batch_size must be a positive int, got {batch_size!r}")
+        if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+            raise ValueError(f"{what}: x must be an array of shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"got {type(x).__name__}")
+        if x.dtype.kind != "f":
+            raise ValueError(f"{what}: x must hold floats (images scaled to [0, 1], as the data loaders give), "
+                             f"got dtype {x.dtype}")
+        if tuple(x.shape[1:]) != self.input_shape or len(x) == 0:
+            raise ValueError(f"{what}: x must have shape (N >= 1, {', '.join(map(str, self.input_shape))}), "
+                             f"got {tuple(x.shape)}")
+
     def predict(self, x, batch_size: int = 1000):
-        """Scores in eval mode (dropout off, running BatchNorm statistics), batched; accepts host arrays."""
+        """Scores in eval mode (dropout off, running BatchNorm statistics), batched; accepts host
+        arrays of a float dtype (cast to the model's)."""
+        self._check_input(x, batch_size, "predict")
         was_training = self.training
         self.eval()
         try:
@@ -122,14 +139,25 @@ class Sequential:
         xp = self.backend.xp
         return xp.concatenate(outs) if len(outs) > 1 else outs[0]
 
+    def class_indices(self, t, n: int, what: str = "accuracy") -> np.ndarray:
+        """Labels ``t`` for ``n`` samples as host class indices: ``t`` is either indices of shape
+        (n,) with an integer dtype in [0, classes), or one-hot of shape (n, classes)."""
+        classes = self.output_shape[0]
+        t = self.backend.to_numpy(t) if hasattr(t, "shape") else np.asarray(t)
+        if t.shape == (n,) and t.dtype.kind in "iu":
+            if n and (int(t.min()) < 0 or int(t.max()) >= classes):
+                raise ValueError(f"{what}: class indices must be in [0, {classes}), got {int(t.min())}..{int(t.max())}")
+            return t
+        if t.shape == (n, classes) and ((t == 0) | (t == 1)).all() and (t.sum(axis=1) == 1).all():
+            return t.argmax(axis=1)
+        raise ValueError(f"{what}: labels must be class indices of shape ({n},) with an integer dtype or one-hot "
+                         f"of shape ({n}, {classes}) (one 1 per row), got shape {t.shape} dtype {t.dtype}")
+
     def accuracy(self, x, t, batch_size: int = 1000) -> float:
-        """Fraction of samples whose top score is the label (indices or one-hot)."""
-        t = self.backend.to_numpy(t)
-        if t.ndim == 2:
-            t = t.argmax(axis=1)
+        """Fraction of samples whose top score is the label (class indices or one-hot)."""
+        self._check_input(x, batch_size, "accuracy")
+        t = self.class_indices(t, len(x))
         pred = self.backend.to_numpy(self.predict(x, batch_size).argmax(axis=1))
-        if pred.shape != t.shape:
-            raise ValueError(f"accuracy: {len(pred)} predictions but labels of shape {t.shape}")
         return float((pred == t).mean())
 
     def train(self) -> "Sequential":
@@ -170,9 +198,11 @@ class Sequential:
         items = {**self.params, **self.buffers()}
         return {k: self.backend.to_numpy(v).copy() for k, v in items.items()}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Copy values into the parameters and buffers; names and shapes must match exactly."""
+    def check_state_dict(self, state: dict) -> None:
+        """Raise ValueError, changing nothing, unless :meth:`load_state_dict` can load ``state``."""
         targets = {**self.params, **self.buffers()}
+        if not isinstance(state, dict):
+            raise ValueError(f"load_state_dict: expected a dict of arrays, got {type(state).__name__}")
         missing = [k for k in targets if k not in state]
         unexpected = [k for k in state if k not in targets]
         if missing or unexpected:
@@ -181,6 +211,12 @@ class Sequential:
             src = np.asarray(state[k])
             if src.shape != dst.shape:
                 raise ValueError(f"load_state_dict: {k} has shape {src.shape}, the model expects {dst.shape}")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy values into the parameters and buffers; names and shapes must match exactly
+        (checked completely before anything changes)."""
+        self.check_state_dict(state)
+        targets = {**self.params, **self.buffers()}
         for k, dst in targets.items():
             dst[...] = self.backend.to_device(state[k], self.dtype)
 

@@ -243,19 +243,36 @@ class Optimizer:
             "key_shapes": {key: list(shape) for key, shape in self._key_shapes.items()},
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved; the optimizer type and buffer sizes must match."""
+    _STATE_KEYS = ("optimizer", "t", "epoch", "lr", "weight_decay", "clip_norm", "hyperparameters", "flat_state",
+                   "key_state")
+
+    def check_state_dict(self, state: dict) -> None:
+        """Raise ValueError, changing nothing, unless :meth:`load_state_dict` can restore ``state``."""
         name = type(self).__name__
-        if state.get("optimizer") != name:
-            raise ValueError(f"load_state_dict: the state is for {state.get('optimizer')!r}, not {name!r}")
+        if not isinstance(state, dict) or state.get("optimizer") != name:
+            found = state.get("optimizer") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"load_state_dict: the state is for {found!r}, not {name!r}")
+        missing = [k for k in self._STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"load_state_dict: the {name} state lacks {missing}")
         flat = state["flat_state"]
         if flat is not None:
             if self.arena is None:
                 raise ValueError("load_state_dict: the state holds a model's flat buffers; construct with the model")
+            if set(flat) != set(self.state_names):
+                raise ValueError(f"load_state_dict: the state holds buffers {sorted(flat)}, {name} keeps "
+                                 f"{list(self.state_names)}")
             for k, a in flat.items():
                 if np.shape(a) != tuple(self.arena.data.shape):
                     raise ValueError(f"load_state_dict: state {k!r} has shape {np.shape(a)}, "
                                      f"the model's arena has {tuple(self.arena.data.shape)}")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved; the optimizer type and buffer sizes must match
+        (checked completely before anything changes)."""
+        self.check_state_dict(state)
+        flat = state["flat_state"]
+        if flat is not None:
             b = self.arena.backend
             self._flat_state = {k: b.to_device(a, self.arena.dtype).copy() for k, a in flat.items()}
         else:

@@ -40,6 +40,11 @@ class Trainer:
                              f"{model.input_shape}")
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
+        if getattr(optimizer, "arena", None) is not model.arena:
+            raise ValueError(f"the optimizer ({optimizer!r}) updates another model's parameters: construct it with "
+                             f"this model, e.g. {type(optimizer).__name__}(model, lr=...)")
         self.model, self.optimizer, self.data = model, optimizer, data
         self.epochs = epochs
         self.batches = BatchIterator(data.x_train, data.t_train, batch_size, model.backend, model.dtype,
@@ -70,7 +75,16 @@ class Trainer:
             "history": self.history,
         }
 
+    _STATE_KEYS = ("model", "optimizer", "model_rng", "batch_rng", "epoch", "step", "history")
+
     def load_state(self, state: dict) -> None:
+        """Restore :meth:`state`: checked completely (keys, the model's and the optimizer's
+        state) before anything changes."""
+        missing = [k for k in self._STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"the training state lacks {missing}")
+        self.model.check_state_dict(state["model"])
+        self.optimizer.check_state_dict(state["optimizer"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.model.rng.bit_generator.state = state["model_rng"]
