@@ -3,15 +3,17 @@ written atomically so a crash mid-write never damages the previous checkpoint.""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import socket
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "remove_stale_temp_files", "FORMAT"]
 
 FORMAT = "accelnet-checkpoint-1"
 
@@ -45,15 +47,50 @@ def _join(obj, arrays):
     return obj
 
 
+def _temp_prefix(path: Path, pid: int) -> str:
+    """The temp files of ``path``'s writer ``pid`` on this host: ``.NAME.HOST-PID.*.tmp``."""
+    return f".{path.name}.{socket.gethostname()}-{pid}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temp_files(path) -> list[Path]:
+    """Delete the temp files that writers of ``path`` on this host left when they were killed
+    mid-save (their process is gone); a live writer's, or another host's, are left alone.
+    Returns what was removed."""
+    path = Path(path)
+    prefix = f".{path.name}.{socket.gethostname()}-"
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0] if tmp.name.startswith(prefix) else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except FileNotFoundError:  # another writer removed it first
+                pass
+    return removed
+
+
 def save_checkpoint(path, state: dict, meta: dict | None = None) -> None:
     """Write ``state`` (nested dicts of arrays and JSON values) and ``meta`` to ``path`` atomically:
-    a temp file in the same folder, flushed to disk, then renamed over the old one."""
+    a temp file in the same folder, flushed to disk, then renamed over the old one. Temp files of
+    writers that were killed mid-save are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict = {}
     doc = {"format": FORMAT, "meta": meta or {}, "state": _split(state, arrays)}
     arrays["__doc__"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temp_files(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path, os.getpid()), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

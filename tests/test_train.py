@@ -126,7 +126,8 @@ KILLED_WRITER = textwrap.dedent("""
 """)
 
 
-def test_a_process_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
+def _kill_a_writer_mid_save(tmp_path):
+    """A process saves version 1, then is killed while saving version 2; returns the path."""
     path, marker = tmp_path / "c.npz", tmp_path / "writing"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path), str(marker)])
     try:
@@ -138,9 +139,39 @@ def test_a_process_killed_while_writing_leaves_the_previous_checkpoint_loadable(
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    back = load_checkpoint(path)
+    return path
+
+
+def test_a_process_killed_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
+    back = load_checkpoint(_kill_a_writer_mid_save(tmp_path))
     assert back["meta"] == {"version": 1}
     np.testing.assert_array_equal(back["state"]["w"], np.full(1000, 1.0))
+
+
+def test_the_next_save_removes_the_temp_file_a_killed_writer_left(tmp_path):
+    path = _kill_a_writer_mid_save(tmp_path)
+    debris = list(tmp_path.glob(".c.npz.*.tmp"))
+    assert len(debris) == 1  # the killed writer's
+    save_checkpoint(path, {"w": np.zeros(3)})
+    assert not list(tmp_path.glob(".c.npz.*.tmp"))
+
+
+def test_temp_files_of_live_writers_and_other_hosts_are_left_alone(tmp_path):
+    import socket
+
+    from accelnet.checkpoint import remove_stale_temp_files
+
+    path = tmp_path / "c.npz"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    files = {name: tmp_path / name for name in (f".c.npz.{host}-{int(dead.stdout)}.abc.tmp",  # writer gone
+                                                 f".c.npz.{host}-{os.getpid()}.def.tmp",  # this live process
+                                                 ".c.npz.otherhost-1.ghi.tmp",  # another host's writer
+                                                 ".c.npz.jkl.tmp")}  # an older version's: writer unknown
+    for f in files.values():
+        f.write_bytes(b"partial")
+    assert remove_stale_temp_files(path) == [files[f".c.npz.{host}-{int(dead.stdout)}.abc.tmp"]]
+    assert sorted(p.name for p in tmp_path.glob("*.tmp")) == sorted(list(files)[1:])
 
 
 def test_data_of_the_wrong_shape_is_refused():
