@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 
@@ -126,9 +127,45 @@ def _bench_steps(args, out):
     print(workloads.format_table(rows, cols), file=out)
 
 
+def _available_memory() -> int | None:
+    """Bytes of host memory available now (Linux), None where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_bench_args(args) -> None:
+    """Every flag of ``bench`` checked before anything runs: one line naming the flag."""
+    from accelnet.optim import OPTIMIZERS
+
+    def bad(flag, msg):
+        raise CLIError(f"accelnet bench: {flag} {msg}")
+
+    if args.only is not None:
+        if not args.only:
+            bad("--only", f"names no group: choose from {','.join(BENCH_GROUPS)}")
+        unknown = [g for g in args.only if g not in BENCH_GROUPS]
+        if unknown:
+            bad("--only", f"has unknown groups {unknown}: choose from {','.join(BENCH_GROUPS)}")
+    unknown = [o for o in args.optimizers if o not in OPTIMIZERS]
+    if unknown or not args.optimizers:
+        bad("--optimizers", f"must name some of {','.join(sorted(OPTIMIZERS))}, got {unknown or 'none'}")
+    for flag, values in (("--sizes", args.sizes), ("--batches", args.batches)):
+        if values is not None and (not values or min(values) < 1):
+            bad(flag, f"must be positive integers, got {values}")
+    available = _available_memory()
+    if args.sizes and available:
+        need = 10 * 4 * max(args.sizes)  # the update's float32 arrays, their reference copies and the triads
+        if need > available:
+            bad("--sizes", f"{max(args.sizes):.0e} needs about {need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB "
+                           f"is available: use smaller sizes")
+
+
 def cmd_bench(args) -> int:
     from accelnet.backend import get_backend
 
+    _check_bench_args(args)
     get_backend(args.device)  # fail early, with the install hint, on a missing GPU
     groups = args.only or list(BENCH_GROUPS)
     runners = {"optimizers": _bench_optimizers, "im2col": _bench_im2col, "steps": _bench_steps}
@@ -424,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--optimizers", type=_csv(str), default=sorted(OPTIMIZERS), metavar="NAMES")
     b.add_argument("--batches", type=_csv(int), metavar="B,B",
                    help="step batch sizes (default 100 on cpu; 100,1000 on gpu)")
-    b.add_argument("--min-time", type=float, default=0.3, help="seconds of timed calls per workload (default 0.3)")
+    b.add_argument("--min-time", type=_float_arg("--min-time", allow_zero=True), default=0.3,
+                   help="seconds of timed calls per workload (default 0.3)")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from accelnet.cli import main
 
 
@@ -27,3 +29,18 @@ def test_console_entry_point_runs_as_a_module():
 def test_unknown_command_exits_non_zero():
     res = subprocess.run([sys.executable, "-m", "accelnet.cli", "frobnicate"], capture_output=True, text=True)
     assert res.returncode != 0 and "invalid choice" in res.stderr
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--only", "foo"], "--only"),
+    (["--only", ","], "--only"),
+    (["--optimizers", "lbfgs"], "--optimizers"),
+    (["--sizes", "0"], "--sizes"),
+    (["--sizes", "1e12"], "--sizes"),
+    (["--batches", "0"], "--batches"),
+    (["--min-time", "-1"], "--min-time"),
+])
+def test_bench_names_a_bad_flag_in_one_line_before_running(argv, flag, capsys):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0]
