@@ -211,6 +211,8 @@ class Sequential:
             src = np.asarray(state[k])
             if src.shape != dst.shape:
                 raise ValueError(f"load_state_dict: {k} has shape {src.shape}, the model expects {dst.shape}")
+            if src.dtype.kind in "fc" and not np.isfinite(src).all():
+                raise ValueError(f"load_state_dict: {k} holds NaN or inf: a diverged state cannot be loaded")
 
     def load_state_dict(self, state: dict) -> None:
         """Copy values into the parameters and buffers; names and shapes must match exactly

@@ -42,6 +42,11 @@ class Trainer:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
             raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
+        for name, x in (("x_train", data.x_train), ("x_test", data.x_test)):
+            finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if not finite.all():
+                raise ValueError(f"the data's {name} holds NaN or inf, first in sample {int(np.argmin(finite))}: "
+                                 f"clean or drop those samples before training")
         if getattr(optimizer, "arena", None) is not model.arena:
             raise ValueError(f"the optimizer ({optimizer!r}) updates another model's parameters: construct it with "
                              f"this model, e.g. {type(optimizer).__name__}(model, lr=...)")
@@ -108,6 +113,18 @@ class Trainer:
             x, t = x[:limit], t[:limit]
         return self.model.accuracy(x, t, self.eval_batch_size)
 
+    def _non_finite_state(self) -> list[str]:
+        """Names of the parameters, buffers (BatchNorm statistics) and optimizer state holding NaN
+        or inf; one reduction over the flat arena in the usual case that it is finite."""
+        model, backend = self.model, self.model.backend
+        bad = []
+        if not math.isfinite(backend.kernels.sum_squares(model.arena.data)):
+            bad += [k for k, v in model.params.items() if not bool(backend.xp.isfinite(v).all())]
+        bad += [k for k, v in model.buffers().items() if not bool(backend.xp.isfinite(v).all())]
+        flat = self.optimizer._flat_state or {}
+        bad += [f"optimizer state {k}" for k, v in flat.items() if not math.isfinite(backend.kernels.sum_squares(v))]
+        return bad
+
     def _check_finite(self, loss_sum, steps: int) -> float:
         mean = float(loss_sum) / steps
         if not math.isfinite(mean):
@@ -168,9 +185,11 @@ class Trainer:
             seconds = time.perf_counter() - t0
             self.epoch += 1
             opt.epoch_end()
-            if not math.isfinite(model.backend.kernels.sum_squares(model.arena.data)):
-                raise Diverged(f"parameters became non-finite in epoch {self.epoch}: training stopped before "
-                               f"saving them")
+            bad = self._non_finite_state()
+            if bad:
+                raise Diverged(f"{', '.join(bad)} became non-finite in epoch {self.epoch}: training stopped before "
+                               f"saving them" + (f"; the last good checkpoint, {self.checkpoint}, is untouched"
+                                                 if self.checkpoint and self.checkpoint.exists() else ""))
             record = {
                 "epoch": self.epoch,
                 "step": self.step,

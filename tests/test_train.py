@@ -178,3 +178,30 @@ def test_data_of_the_wrong_shape_is_refused():
     model = multi_layer_net(hidden_sizes=(4,), input_size=10, output_size=2)
     with pytest.raises(ValueError, match=r"samples have shape \(20,\) but the model expects \(10,\)"):
         Trainer(model, Adam(model), synthetic(10, 10, (20,), classes=2), progress=False)
+
+
+def test_a_batchnorm_statistic_that_became_infinite_stops_training_before_it_is_saved(tmp_path):
+    data = synthetic(64, 16, (100,), classes=4, seed=0)
+    data.x_train[5] *= 1e25  # finite in float32; its batch's variance overflows
+    model = multi_layer_net(hidden_sizes=(16,), input_size=100, output_size=4, batchnorm=True, seed=0)
+    trainer = Trainer(model, SGD(model, lr=0.01), data, batch_size=64, epochs=1, progress=False,
+                      checkpoint=tmp_path / "c.npz")
+    with pytest.raises(Diverged, match=r"batchnorm1\.running_var became non-finite"):
+        trainer.fit()
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_data_holding_nan_is_refused_naming_the_sample():
+    data = synthetic(64, 16, (100,), classes=4, seed=0)
+    data.x_train[7, 3] = np.nan
+    model = multi_layer_net(hidden_sizes=(16,), input_size=100, output_size=4, seed=0)
+    with pytest.raises(ValueError, match="x_train holds NaN or inf, first in sample 7"):
+        Trainer(model, SGD(model, lr=0.01), data, progress=False)
+
+
+def test_a_state_holding_nan_is_refused_at_load():
+    model = multi_layer_net(hidden_sizes=(16,), input_size=100, output_size=4, seed=0)
+    state = model.state_dict()
+    state["linear2.W"][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"linear2\.W holds NaN or inf"):
+        model.load_state_dict(state)
