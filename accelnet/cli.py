@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -283,7 +284,11 @@ def cmd_train(args) -> int:
 
     from accelnet.backend import get_backend
 
+    if args.epochs is not None and args.iterations is not None:
+        raise CLIError("--epochs and --iterations both set where the run ends: give one of them")
     cfg, ckpt = _train_config(args)
+    if args.init_std is not None and cfg["init"] != "std":
+        raise CLIError(f"--init-std applies with --init std, not with --init {cfg['init'] or '(the preset default)'}")
     backend = get_backend(args.device)  # a missing GPU fails before any data is read
     preset = get_preset(cfg["model"])
     model_kw = _model_kwargs(cfg)
@@ -294,6 +299,9 @@ def cmd_train(args) -> int:
     if cfg["lr"] is not None:
         opt_kw["lr"] = cfg["lr"]
     opt = get_optimizer(cfg["optimizer"], model, **opt_kw)
+    if cfg["batch_size"] > len(data.x_train):
+        raise CLIError(f"--batch-size {cfg['batch_size']} is larger than the {len(data.x_train)} training samples "
+                       f"of {cfg['dataset']}")
     steps_per_epoch = -(-len(data.x_train) // cfg["batch_size"])
     epochs = cfg["epochs"]
     if cfg["iterations"]:
@@ -354,8 +362,21 @@ def _point(text):
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected X,Y, got {text!r}") from None
+        x = y = float("nan")
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise argparse.ArgumentTypeError(f"expected two finite numbers X,Y, got {text!r}")
     return (x, y)
+
+
+def _seed_arg(text):
+    """argparse type: a seed is a non-negative integer (NumPy's SeedSequence takes no other)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--seed must be a non-negative integer, got {text!r}")
+    return v
 
 
 def _add_compare(sub) -> None:
@@ -364,7 +385,7 @@ def _add_compare(sub) -> None:
     from accelnet.experiments import MNIST_OPTIMIZER_DEFAULTS, TRAJECTORY_DEFAULTS
 
     def common(p, data=True):
-        p.add_argument("--seed", type=int, default=0, help="same seed, same numbers (default 0)")
+        p.add_argument("--seed", type=_seed_arg, default=0, help="same seed, same numbers (default 0)")
         p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu", help="the backend: cpu (NumPy + Numba), gpu (CuPy + numba.cuda) or auto; backend= in Python")
         p.add_argument("--out", default="accelnet-results", help="folder for the CSV and PNG files")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -439,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ (else $ACCELNET_DATA, the cache)")
     t.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu", help="the backend: cpu (NumPy + Numba), gpu (CuPy + numba.cuda) or auto; backend= in Python")
     t.add_argument("--dtype", choices=["float32", "float64"])
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=_seed_arg)
     t.add_argument("--checkpoint", help="write a checkpoint here after every epoch (atomically)")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--history", help="append one JSON line per epoch to this file")

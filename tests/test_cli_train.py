@@ -73,7 +73,16 @@ def test_divergence_exits_non_zero_with_a_message_and_keeps_the_checkpoint(capsy
     (["train", "--batch-size", "0"], "--batch-size must be a positive integer"),
     (["train", "--model", "two_layer_net", "--dropout", "0.5"], "--dropout applies to multi_layer_net"),
     (["train", "--resume"], "--resume needs --checkpoint"),
-], ids=["model", "optimizer", "negative-lr", "text-lr", "batch-size", "dropout", "resume"])
+    (["train", "--epochs", "2", "--iterations", "5", *QUICK], "--epochs and --iterations both set"),
+    (["train", "--init-std", "0.1", *QUICK], "--init-std applies with --init std"),
+    (["train", "--init", "he", "--init-std", "0.1", *QUICK], "--init-std applies with --init std, not with --init he"),
+    (["train", "--model", "two_layer_net", "--batch-size", "100000", *QUICK],
+     "--batch-size 100000 is larger than the 6000 training samples"),
+    (["train", "--seed", "-1"], "--seed must be a non-negative integer, got '-1'"),
+    (["compare", "trajectories", "--start", "nan,nan"], "expected two finite numbers X,Y, got 'nan,nan'"),
+    (["compare", "trajectories", "--seed", "-1"], "--seed must be a non-negative integer"),
+], ids=["model", "optimizer", "negative-lr", "text-lr", "batch-size", "dropout", "resume", "epochs-and-iterations",
+        "init-std-alone", "init-std-with-he", "batch-above-data", "negative-seed", "nan-start", "compare-seed"])
 def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, expected):
     assert expected in _one_line_error(capsys, argv)
 
