@@ -11,6 +11,7 @@ from .cpu_runtime import flushes_denormals
 from .layers import BuildContext, Layer
 from .losses import get_loss
 from .params import ParamArena
+from .validate import positive_int
 
 __all__ = ["Sequential"]
 
@@ -113,8 +114,7 @@ class Sequential:
     def _check_input(self, x, batch_size: int, what: str):
         """``x`` as an array of samples of ``input_shape`` with a float dtype (cast to the model's:
         unnormalized integer images are refused, not scaled), and a positive ``batch_size``."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"{what}: batch_size must be a positive int, got {batch_size!r}")
+        positive_int(batch_size, f"{what}: batch_size")
         if not hasattr(x, "dtype") or not hasattr(x, "shape"):
             raise ValueError(f"{what}: x must be an array of shape (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {type(x).__name__}")

@@ -60,6 +60,9 @@ class Optimizer:
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
+        if cls.rule not in elementwise.UPDATES:
+            raise TypeError(f"{cls.__name__}.rule must name an update declared in kernels/elementwise.py "
+                            f"({', '.join(sorted(elementwise.UPDATES))}), got {cls.rule!r}")
         cls.state_names = elementwise.UPDATES[cls.rule][1]
         init = cls.__dict__.get("__init__")
         if init is not None:

@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import accelnet  # noqa: F401 - before NumPy, so accelnet's thread-pool defaults apply (README, "Thread pools")
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from accelnet import cpu_runtime
 from accelnet.presets import get_preset
 from accelnet.optim import Adam
+from accelnet.workloads import Workload, measure
 
 
 def make_step(preset: str, batch: int = 100):
@@ -42,12 +42,8 @@ def make_step(preset: str, batch: int = 100):
 
 
 def _median_ms(fn, steps):
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * measure(Workload("step", "subnormal step", fn), min_time=0, min_runs=steps, max_runs=steps,
+                         warmup=0).median
 
 
 def profile(preset: str = "two_layer_net", rounds: int = 5, steps: int = 10) -> dict:

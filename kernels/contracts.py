@@ -63,12 +63,6 @@ class ConvContext:
     argmax: object = None  # with ``pool``: window-local index of each max, dtype argmax_dtype(pool, pool)
     col: object = None  # im2col's columns, where the kernel ran a GEMM
 
-    @property
-    def full_shape(self) -> tuple[int, int, int, int]:
-        """The convolution's output shape before the pool."""
-        n, f, fh, fw, oh, ow = conv_shapes(self.x, self.w, self.stride, self.pad)
-        return (n, f, oh, ow)
-
     def check_dout(self, dout) -> None:
         """dout must have the shape of the output the forward pass returned."""
         if tuple(dout.shape) != tuple(self.out.shape):

@@ -45,6 +45,12 @@ def _copy(params):
     return {k: v.copy() for k, v in params.items()}
 
 
+def _update_both(ours, theirs, p_ours, p_book, grads):
+    """One update by each optimizer on its own copy of the same gradients."""
+    ours.update(p_ours, _copy(grads))
+    theirs.update(p_book, _copy(grads))
+
+
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_the_books_update_loop_gives_bitwise_the_books_parameters_and_state(name):
     ours_cls, books_cls, args = PAIRS[name]
@@ -53,8 +59,7 @@ def test_the_books_update_loop_gives_bitwise_the_books_parameters_and_state(name
     p_book = _copy(p_ours)
     arrays = {k: v for k, v in p_ours.items()}
     for grads in _grad_stream(p_ours, 50):
-        ours.update(p_ours, _copy(grads))
-        theirs.update(p_book, _copy(grads))
+        _update_both(ours, theirs, p_ours, p_book, grads)
     for k in p_book:
         assert p_ours[k] is arrays[k]  # updated in place, as the book's layers require
         np.testing.assert_array_equal(p_ours[k], p_book[k])
@@ -88,8 +93,7 @@ def test_lr_set_between_updates_is_used_by_the_next_update(name):
     for i, grads in enumerate(_grad_stream(p_ours, 6)):
         if i == 3:
             ours.lr = theirs.lr = args[0] / 4  # the book's own schedules do this
-        ours.update(p_ours, _copy(grads))
-        theirs.update(p_book, _copy(grads))
+        _update_both(ours, theirs, p_ours, p_book, grads)
     assert ours.lr == args[0] / 4
     for k in p_book:
         np.testing.assert_array_equal(p_ours[k], p_book[k])
@@ -145,14 +149,12 @@ def test_state_attributes_are_views_of_the_state_the_next_update_reads():
     p_book = _copy(p_ours)
     grads = list(_grad_stream(p_ours, 4))
     for g in grads[:2]:
-        ours.update(p_ours, _copy(g))
-        theirs.update(p_book, _copy(g))
+        _update_both(ours, theirs, p_ours, p_book, g)
     assert ours.v["W1"].shape == p_ours["W1"].shape
     ours.v["W1"][...] = 0.0  # client code that resets the velocity, as the book's state allows
     theirs.v["W1"][...] = 0.0
     for g in grads[2:]:
-        ours.update(p_ours, _copy(g))
-        theirs.update(p_book, _copy(g))
+        _update_both(ours, theirs, p_ours, p_book, g)
     np.testing.assert_array_equal(p_ours["W1"], p_book["W1"])
 
 
@@ -163,8 +165,7 @@ def test_a_transposed_parameter_is_updated_in_place_like_the_books(name):
     w_ours, w_book = base.copy().T, base.copy().T  # non-contiguous views
     ours, theirs = ours_cls(*args), books_cls(*args)
     for g in _grad_stream({"W": w_ours}, 5):
-        ours.update({"W": w_ours}, _copy(g))
-        theirs.update({"W": w_book}, _copy(g))
+        _update_both(ours, theirs, {"W": w_ours}, {"W": w_book}, g)
     np.testing.assert_array_equal(w_ours, w_book)
 
 

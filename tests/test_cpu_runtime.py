@@ -6,7 +6,6 @@ import platform
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from accelnet.kernels import cpu
 from accelnet.presets import multi_layer_net, two_layer_net
 from accelnet.optim import SGD, Adam, Momentum
 from accelnet.train import Trainer
+from accelnet.workloads import Workload, measure
 
 TINY32 = np.finfo(np.float32).tiny
 
@@ -127,12 +127,8 @@ def test_opting_out_keeps_gradual_underflow_in_the_kernels():
 
 
 def _median_ms(fn, reps):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * measure(Workload("step", "subnormal step", fn), min_time=0, min_runs=reps, max_runs=reps,
+                         warmup=0).median
 
 
 @needs_ftz

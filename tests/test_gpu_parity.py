@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from accelnet import Sequential
-from accelnet.backend import Backend
+from accelnet.backend import Backend, get_backend
 from accelnet.data import synthetic
 from accelnet.kernels import reference
 from accelnet.optim import OPTIMIZERS, get_optimizer
@@ -31,8 +31,7 @@ PRESETS = ["two_layer_net", "multi_layer_net", "simple_convnet", "deep_convnet"]
 LAYER_CASES = sorted(GRADCHECK_CASES)
 
 
-def _host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+_host = get_backend("cpu").to_numpy  # any array (NumPy or CuPy) as a host NumPy array
 
 
 def _batch(model, n=8, seed=0):

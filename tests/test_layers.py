@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from accelnet import (AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid,
-                      Tanh, check_gradients)
+                      Tanh, check_gradients, get_backend)
 
 TOL = 1e-6
 
 
-def _host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+_host = get_backend("cpu").to_numpy  # any array (NumPy or CuPy) as a host NumPy array
 
 # name -> (layers, one sample's shape). A Linear head makes every case end in class scores.
 GRADCHECK_CASES = {

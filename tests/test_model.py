@@ -4,7 +4,7 @@ tests on every backend (conftest.py's ``backend_name``)."""
 import numpy as np
 import pytest
 
-from accelnet import BatchNorm, Conv2d, Dropout, Linear, ReLU, Sequential, simple_convnet, two_layer_net
+from accelnet import BatchNorm, Conv2d, Dropout, Linear, ReLU, Sequential, get_backend, simple_convnet, two_layer_net
 from accelnet.losses import SoftmaxCrossEntropy
 
 
@@ -12,8 +12,7 @@ def _mlp(**kw):
     return Sequential([Linear(8), BatchNorm(), ReLU(), Dropout(0.2), Linear(3)], (5,), **kw)
 
 
-def _host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+_host = get_backend("cpu").to_numpy  # any array (NumPy or CuPy) as a host NumPy array
 
 
 def test_same_seed_gives_the_same_initial_weights_on_every_backend(backend_name):

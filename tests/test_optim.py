@@ -294,3 +294,10 @@ def test_update_with_a_missing_gradient_is_named():
 def test_update_with_a_mismatched_gradient_is_named():
     with pytest.raises(ValueError, match=r"grads\['a'\] has 3 elements"):
         SGD().update({"a": np.zeros(2)}, {"a": np.zeros(3)})
+
+
+def test_an_optimizer_class_without_a_declared_update_is_named():
+    from accelnet.optim import Optimizer
+
+    with pytest.raises(TypeError, match=r"Lion\.rule must name an update declared in kernels/elementwise.py"):
+        type("Lion", (Optimizer,), {"rule": "lion"})
