@@ -211,10 +211,10 @@ class Optimizer:
 
     def _grad_for(self, key, p, g):
         where = f"{type(self).__name__}.update: grads[{key!r}]"
-        if not hasattr(g, "dtype"):
-            if not is_number(g):
-                raise ValueError(f"{where} must be an array or a number, got {type(g).__name__}")
+        if is_number(g):  # a Python or NumPy scalar is a number, as for the parameters
             g = np.asarray(g, dtype=p.dtype)
+        elif not hasattr(g, "dtype"):
+            raise ValueError(f"{where} must be an array or a number, got {type(g).__name__}")
         if backend_of(g) is not backend_of(p):
             raise ValueError(f"{where} is on the {backend_of(g).name} but params[{key!r}] is on the "
                              f"{backend_of(p).name}: move one of them")

@@ -204,3 +204,10 @@ def test_a_refused_update_changes_nothing():
         opt.update(params, {"a": np.ones(3), "b": np.ones(3)})
     np.testing.assert_array_equal(params["a"], np.ones(3))
     assert opt.iter == 0 and opt.m is None
+
+
+def test_numpy_scalar_parameters_and_gradients_update_like_numbers():
+    params = {"x": np.float32(2.0), "y": 1.0}
+    SGD(0.5).update(params, {"x": np.float32(1.0), "y": np.float64(1.0)})
+    assert type(params["x"]) is np.float32 and params["x"] == 1.5
+    assert type(params["y"]) is float and params["y"] == 0.5
