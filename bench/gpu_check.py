@@ -11,7 +11,8 @@ For a machine with a GPU, CuPy and numba-cuda preinstalled and no network: insta
 3. the GPU benchmarks: fused Adam and SGD at 1e7 and 1e8 against the device's copy bandwidth, a
    training step of every preset at batch 100 and 1000 (CUDA events) beside PyTorch CUDA eager
    where torch sees the GPU;
-4. two epochs of simple_convnet on MNIST on the GPU and on the CPU: samples/s, test accuracy.
+4. two epochs of simple_convnet on MNIST on the GPU and on the CPU: samples/s, test accuracy;
+5. the targets: each with its measured figure and whether it is met.
 
 ``--backend cpu --quick`` runs the same code on the CPU with tiny sizes and synthetic data: the
 smoke test that keeps this script working (bench/test_profiles.py).
@@ -44,9 +45,11 @@ def _run(cmd, log: Path, timeout: int) -> tuple[int, str]:
     return code, f"{last} ({time.perf_counter() - t0:.0f} s)"
 
 
-def benchmarks(backend: str, quick: bool) -> list[str]:
-    """Markdown lines: update bandwidth against copy, and step times beside PyTorch's."""
+def benchmarks(backend: str, quick: bool, figures: dict) -> list[str]:
+    """Markdown lines: update bandwidth against copy, and step times beside PyTorch's (and the CPU's
+    for deep_convnet at the large batch); the figures the targets need go into ``figures``."""
     from accelnet import workloads
+    from accelnet.backend import get_backend
     from accelnet.presets import PRESETS
 
     min_time = 0.05 if quick else 1.0
@@ -59,18 +62,63 @@ def benchmarks(backend: str, quick: bool) -> list[str]:
             t = workloads.measure(workloads.optimizer_update(name, n, backend=backend), min_time=min_time)
             lines.append(f"| {name} (fused) | {n:.0e} | {t.median * 1e3:.3f} | {t.gbps:.0f} | "
                          f"{100 * t.gbps / copy.gbps:.0f} |")
+            figures[f"{name}_pct_copy"] = 100 * t.gbps / copy.gbps  # the largest size wins
     peer = _torch_device(backend)
-    lines += ["", "| preset | batch | accelnet ms | samples/s | PyTorch ms | accelnet / PyTorch |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    kernels = get_backend(backend).kernels
+    batches = [8] if quick else [100, 1000]
+    lines += ["", "| preset | batch | accelnet ms | samples/s | Numba launches | PyTorch ms | accelnet / PyTorch |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for preset in sorted(PRESETS):
-        for batch in ([8] if quick else [100, 1000]):
-            ours = workloads.measure(workloads.train_step(preset, batch, backend=backend), min_time=min_time)
+        for batch in batches:
+            step = workloads.train_step(preset, batch, backend=backend)
+            ours = workloads.measure(step, min_time=min_time)
+            launches = _launches_per_call(kernels, step)
             theirs = (workloads.measure(workloads.peer_train_step(preset, batch, peer), min_time=min_time)
                       if peer else None)
             ratio = f"{ours.median / theirs.median:.2f}" if theirs else "n/a"
-            lines.append(f"| {preset} | {batch} | {ours.median * 1e3:.2f} | {batch / ours.median:,.0f} | "
+            figures[(preset, batch)] = (ours.median, theirs.median if theirs else None)
+            lines.append(f"| {preset} | {batch} | {ours.median * 1e3:.2f} | {batch / ours.median:,.0f} | {launches} | "
                          f"{theirs.median * 1e3 if theirs else float('nan'):.2f} | {ratio} |")
+    cpu = workloads.measure(workloads.train_step("deep_convnet", batches[-1], backend="cpu"), min_time=min_time)
+    figures["cpu_deep_convnet"] = cpu.median
+    lines += ["", f"deep_convnet at batch {batches[-1]} on this machine's CPU: {cpu.median * 1e3:.1f} ms "
+              f"({batches[-1] / cpu.median:,.0f} samples/s)"]
     return lines
+
+
+def _launches_per_call(kernels, step) -> str:
+    """The Numba kernel launches of one call of ``step`` (``kernels.LAUNCHES``; CuPy's not counted)."""
+    if not hasattr(kernels, "LAUNCHES"):
+        return "n/a"
+    before = kernels.LAUNCHES
+    step()
+    return str(kernels.LAUNCHES - before)
+
+
+def targets(figures: dict, backend: str, quick: bool) -> list[str]:
+    """Markdown lines: issue 13's targets, each with its measured figure and a verdict."""
+    big = 8 if quick else 1000
+    rows = []
+
+    def row(name, value, ok):
+        rows.append(f"| {name} | {value} | {'met' if ok else 'NOT met'} |")
+
+    if "adam_pct_copy" in figures:
+        pct = figures["adam_pct_copy"]
+        row("fused Adam at the largest size >= 80% of copy bandwidth", f"{pct:.0f}%", pct >= 80)
+    if "epoch_speedup" in figures:
+        s = figures["epoch_speedup"]
+        row(f"simple_convnet epoch on {backend} >= 10x the CPU's samples/s", f"{s:.1f}x", s >= 10)
+    if ("deep_convnet", big) in figures and "cpu_deep_convnet" in figures:
+        ours, theirs = figures[("deep_convnet", big)]
+        s = figures["cpu_deep_convnet"] / ours
+        row(f"deep_convnet batch {big}: >= 20x this machine's CPU samples/s", f"{s:.1f}x", s >= 20)
+        if theirs:
+            row(f"deep_convnet batch {big}: step <= 1.5x PyTorch eager's", f"{ours / theirs:.2f}x", ours / theirs <= 1.5)
+    if "accuracy_gap" in figures:
+        gap = figures["accuracy_gap"]
+        row("test accuracy within 0.2 points of the CPU's", f"{gap:.2f} points", gap <= 0.2)
+    return ["| target | measured | verdict |", "| --- | ---: | --- |", *rows]
 
 
 def _torch_device(backend: str) -> str | None:
@@ -84,8 +132,9 @@ def _torch_device(backend: str) -> str | None:
     return "cpu"
 
 
-def epochs(backend: str, data_dir: str | None, quick: bool) -> list[str]:
-    """Markdown lines: simple_convnet for two epochs on ``backend`` and on the CPU."""
+def epochs(backend: str, data_dir: str | None, quick: bool, figures: dict) -> list[str]:
+    """Markdown lines: simple_convnet for two epochs on ``backend`` and on the CPU; the speed-up of
+    the last epoch and the accuracy gap go into ``figures``."""
     from accelnet.data import load, synthetic
     from accelnet.optim import Adam
     from accelnet.presets import simple_convnet
@@ -94,13 +143,17 @@ def epochs(backend: str, data_dir: str | None, quick: bool) -> list[str]:
     data = (synthetic(200, 100, (1, 28, 28), seed=0) if quick
             else load("mnist", data_dir, flatten=False, download=False, progress=False))
     lines = ["| backend | epoch | seconds | samples/s | test accuracy |", "| --- | ---: | ---: | ---: | ---: |"]
+    last = {}
     for b in dict.fromkeys([backend, "cpu"]):
         model = simple_convnet(backend=b, seed=0)
         trainer = Trainer(model, Adam(model, lr=1e-3), data, batch_size=100, epochs=1 if quick else 2,
                           progress=False, train_eval_samples=1000)
         for rec in trainer.fit():
+            last[b] = rec
             lines.append(f"| {b} | {rec['epoch']} | {rec['seconds']:.1f} | {rec['samples_per_s']:,.0f} | "
                          f"{100 * rec['test_acc']:.2f}% |")
+    figures["epoch_speedup"] = last[backend]["samples_per_s"] / last["cpu"]["samples_per_s"]
+    figures["accuracy_gap"] = 100 * abs(last[backend]["test_acc"] - last["cpu"]["test_acc"])
     return lines
 
 
@@ -124,8 +177,10 @@ def main(argv=None) -> int:
     code, last = _run(tests, out / "pytest.txt", 1800)
     report += ["## " + " ".join(tests[2:]), "", f"exit code {code}: `{last}` (full output: pytest.txt)", ""]
 
-    for title, part in (("Benchmarks", lambda: benchmarks(a.backend, a.quick)),
-                        ("Two epochs of simple_convnet", lambda: epochs(a.backend, a.data, a.quick))):
+    figures: dict = {}
+    for title, part in (("Benchmarks", lambda: benchmarks(a.backend, a.quick, figures)),
+                        ("Two epochs of simple_convnet", lambda: epochs(a.backend, a.data, a.quick, figures)),
+                        ("Targets (issue 13)", lambda: targets(figures, a.backend, a.quick))):
         try:
             report += [f"## {title}", "", *part(), ""]
         except Exception as exc:  # one failing part must not lose the others' figures

@@ -12,6 +12,7 @@ in Numba's simulator, which is how CPU-only CI checks them.
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 
 import numba
 import numpy as np
@@ -47,17 +48,56 @@ def _stream():
     return _streams[ptr]
 
 
+# Launch overhead: a step launches dozens of small kernels, so neither a launch configuration nor a
+# device view of an array is rebuilt when one already fits.
+_CONFIGS: dict = {}
+_VIEWS: OrderedDict = OrderedDict()
+VIEW_CACHE = 256  # views, least recently used dropped first: the arena, optimizer state and the pool's blocks
+
+
 def _dev(a):
-    """A CuPy array as a Numba device array without Numba's default stream sync on import (CAI v3):
-    every launch goes on CuPy's current stream, so the order is already right."""
-    if hasattr(a, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(a, sync=False)
-    return a  # scalars, and NumPy arrays under the simulator
+    """A CuPy array as a Numba device array, cached by (device, pointer, shape, strides, dtype).
+
+    The view holds no reference to the CuPy array (owner=None), so the cache never keeps freed
+    memory alive, and a view describes only its pointer and layout, so it stays right when CuPy's
+    pool hands the same block to a new array. No stream sync on import (CAI v3): every launch goes
+    on CuPy's current stream, so the order is already right."""
+    ptr = getattr(getattr(a, "data", None), "ptr", None)
+    if ptr is None:
+        if hasattr(a, "__cuda_array_interface__"):
+            return cuda.as_cuda_array(a, sync=False)
+        return a  # scalars, and NumPy arrays under the simulator
+    key = (a.data.device_id, ptr, a.shape, a.strides, a.dtype.char)
+    view = _VIEWS.get(key)
+    if view is None:
+        view = cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=None, sync=False)
+        if len(_VIEWS) >= VIEW_CACHE:
+            _VIEWS.popitem(last=False)
+        _VIEWS[key] = view
+    else:
+        _VIEWS.move_to_end(key)
+    return view
 
 
-def _launch(kernel, n: int):
-    configured = kernel[_blocks(n), THREADS, _stream()]
-    return lambda *args: configured(*(_dev(a) for a in args))
+def _configured(kernel, n: int):
+    """``kernel[blocks, THREADS, stream]`` for ``n`` elements on the current stream, built once."""
+    key = (kernel, _blocks(n), _stream())
+    configured = _CONFIGS.get(key)
+    if configured is None:
+        configured = kernel[key[1], THREADS, key[2]]
+        if configured is not kernel:  # the simulator's kernels configure themselves in place: nothing to keep
+            _CONFIGS[key] = configured
+    return configured
+
+
+LAUNCHES = 0  # Numba kernel launches so far (CuPy's own are not counted): bench/gpu_check.py reports them per step
+
+
+def _launch(kernel, n: int, *args) -> None:
+    """Launch ``kernel`` over ``n`` elements on CuPy's current stream."""
+    global LAUNCHES
+    LAUNCHES += 1
+    _configured(kernel, n)(*[_dev(a) for a in args])
 
 
 _xp = array_namespace
@@ -120,7 +160,7 @@ def update(rule: str, p, g, state: tuple, scalars: tuple, gscale: float = 1.0) -
     the optimizer's ``scalars`` and the clipping factor ``gscale``."""
     elementwise.check_update(rule, state)
     s = _check_flat(p, g, *state)
-    _launch(_UPDATES[rule], p.size)(p, g, *state, *[s(a) for a in scalars], s(gscale), elementwise.tiny(p.dtype))
+    _launch(_UPDATES[rule], p.size, p, g, *state, *[s(a) for a in scalars], s(gscale), elementwise.tiny(p.dtype))
 
 
 def sum_squares(g) -> float:
@@ -128,8 +168,8 @@ def sum_squares(g) -> float:
     _check_flat(g)
     xp = _xp(g)
     blocks = max(1, min(_REDUCE_BLOCKS, -(-g.size // THREADS)))
-    partial = xp.zeros(blocks, dtype=np.float64)
-    _sum_squares_partial[blocks, THREADS, _stream()](_dev(g), _dev(partial))
+    partial = xp.empty(blocks, dtype=np.float64)  # every block writes its own partial
+    _launch(_sum_squares_partial, blocks * THREADS, g, partial)
     host = partial.get() if hasattr(partial, "get") else partial
     return float(np.sum(host))
 
@@ -144,7 +184,7 @@ def _triad(a, b, c, s):
 def triad(a, b, c, s):
     """STREAM triad a = b + s*c: the memory-bandwidth yardstick of the benchmarks."""
     t = _check_flat(a, b, c)
-    _launch(_triad, a.size)(a, b, c, t(s))
+    _launch(_triad, a.size, a, b, c, t(s))
 
 
 @cuda.jit(device=True, cache=True)
@@ -210,7 +250,7 @@ def im2col(x, fh: int, fw: int, stride: int = 1, pad: int = 0, out=None):
     n, c, h, w = x.shape
     oh, ow = output_size(h, fh, stride, pad), output_size(w, fw, stride, pad)
     col = _checked_out(xp, out, (n * oh * ow, c * fh * fw), x.dtype)
-    _launch(_im2col, col.size)(x, fh, fw, stride, pad, oh, ow, col)
+    _launch(_im2col, col.size, x, fh, fw, stride, pad, oh, ow, col)
     return col
 
 
@@ -223,7 +263,7 @@ def col2im(col, x_shape, fh: int, fw: int, stride: int = 1, pad: int = 0, out=No
         raise ValueError(f"col2im: col must have shape {(n * oh * ow, c * fh * fw)}, got {col.shape}")
     col = xp.ascontiguousarray(col)
     img = _checked_out(xp, out, tuple(x_shape), col.dtype)
-    _launch(_col2im, img.size)(col, fh, fw, stride, pad, oh, ow, _zero(col), img)
+    _launch(_col2im, img.size, col, fh, fw, stride, pad, oh, ow, _zero(col), img)
     return img
 
 
@@ -306,7 +346,7 @@ def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
     shape = pool_shape(x.shape, ph, pw, stride)
     out = _checked_out(xp, out, shape, x.dtype)
     argmax = _checked_out(xp, argmax, shape, argmax_dtype(ph, pw))
-    _launch(_maxpool2d, out.size)(x, ph, pw, stride, out, argmax)
+    _launch(_maxpool2d, out.size, x, ph, pw, stride, out, argmax)
     return out, argmax
 
 
@@ -315,7 +355,7 @@ def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out
     xp = _xp(dout)
     dout = xp.ascontiguousarray(dout)
     dx = _checked_out(xp, out, tuple(x_shape), dout.dtype)
-    _launch(_maxpool2d_backward, dx.size)(dout, argmax, ph, pw, stride, _zero(dout), dx)
+    _launch(_maxpool2d_backward, dx.size, dout, argmax, ph, pw, stride, _zero(dout), dx)
     return dx
 
 
@@ -324,7 +364,7 @@ def avgpool2d(x, ph: int, pw: int, stride: int, out=None):
     xp = _xp(x)
     x = xp.ascontiguousarray(x)
     out = _checked_out(xp, out, pool_shape(x.shape, ph, pw, stride), x.dtype)
-    _launch(_avgpool2d, out.size)(x, ph, pw, stride, np.dtype(x.dtype).type(ph * pw), _zero(x), out)
+    _launch(_avgpool2d, out.size, x, ph, pw, stride, np.dtype(x.dtype).type(ph * pw), _zero(x), out)
     return out
 
 
@@ -333,7 +373,7 @@ def avgpool2d_backward(dout, x_shape, ph: int, pw: int, stride: int, out=None):
     xp = _xp(dout)
     dout = xp.ascontiguousarray(dout)
     dx = _checked_out(xp, out, tuple(x_shape), dout.dtype)
-    _launch(_avgpool2d_backward, dx.size)(dout, ph, pw, stride, np.dtype(dout.dtype).type(ph * pw), _zero(dout),
+    _launch(_avgpool2d_backward, dx.size, dout, ph, pw, stride, np.dtype(dout.dtype).type(ph * pw), _zero(dout),
                                            dx)
     return dx
 
@@ -371,14 +411,14 @@ def _flat_pair(a, mask, out):
 def relu(x, mask, out=None):
     """max(0, x) as ``x * (x > 0)`` in one pass, writing the bool ``mask`` the backward pass needs."""
     x, out = _flat_pair(x, mask, out)
-    _launch(_relu, x.size)(x.reshape(-1), mask.reshape(-1), _one(x), _zero(x), out.reshape(-1))
+    _launch(_relu, x.size, x.reshape(-1), mask.reshape(-1), _one(x), _zero(x), out.reshape(-1))
     return out
 
 
 def relu_backward(dout, mask, out=None):
     """dL/dx of :func:`relu`: ``dout * mask``."""
     dout, out = _flat_pair(dout, mask, out)
-    _launch(_relu_backward, dout.size)(dout.reshape(-1), mask.reshape(-1), _one(dout), _zero(dout), out.reshape(-1))
+    _launch(_relu_backward, dout.size, dout.reshape(-1), mask.reshape(-1), _one(dout), _zero(dout), out.reshape(-1))
     return out
 
 
@@ -415,7 +455,7 @@ def rows_to_nchw(rows, bias, out):
     n, f, oh, ow = out.shape
     if tuple(rows.shape) != (n * oh * ow, f) or tuple(bias.shape) != (f,):
         raise ValueError(f"rows_to_nchw: rows {rows.shape} and bias {bias.shape} do not fit out {out.shape}")
-    _launch(_rows_to_nchw, out.size)(rows, bias, _checked_out(xp, out, out.shape, rows.dtype))
+    _launch(_rows_to_nchw, out.size, rows, bias, _checked_out(xp, out, out.shape, rows.dtype))
     return out
 
 
@@ -425,7 +465,7 @@ def nchw_to_rows(x, out=None):
     x = xp.ascontiguousarray(x)
     n, f, oh, ow = x.shape
     out = _checked_out(xp, out, (n * oh * ow, f), x.dtype)
-    _launch(_nchw_to_rows, out.size)(x, out)
+    _launch(_nchw_to_rows, out.size, x, out)
     return out
 
 

@@ -8,6 +8,6 @@ pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip insta
 
 
 def test_cuda_kernels_pass_in_the_simulator(rerun_pytest):
-    passed, summary = rerun_pytest(["tests/test_kernel_parity.py", "tests/test_im2col.py"],
+    passed, summary = rerun_pytest(["tests/test_kernel_parity.py", "tests/test_im2col.py", "tests/test_cuda_launch.py"],
                                    {"NUMBA_ENABLE_CUDASIM": "1"}, k="cuda")
     assert passed >= 20 and "skipped" not in summary, summary
