@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -106,6 +107,43 @@ class Backend:
         fn()
         return time.perf_counter() - t0
 
+    def peak_bytes(self, fn) -> int:
+        """Peak bytes ``fn()`` allocates on this device beyond what was allocated before it:
+        NumPy's allocations as tracemalloc sees them on CPU, CuPy pool blocks on GPU."""
+        if self.name == "gpu":
+            hook = _peak_hook(self.xp)
+            with hook:
+                fn()
+            return hook.peak
+        tracing = tracemalloc.is_tracing()
+        if not tracing:
+            tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            fn()
+            return max(0, tracemalloc.get_traced_memory()[1] - base)
+        finally:
+            if not tracing:
+                tracemalloc.stop()
+
+    def available_bytes(self) -> int | None:
+        """Bytes this device can still allocate (host: MemAvailable; GPU: free plus CuPy's pooled
+        free blocks); None where unknown."""
+        if self.name == "gpu":
+            return int(self.xp.cuda.runtime.memGetInfo()[0] + self.xp.get_default_memory_pool().free_bytes())
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+
     def describe(self) -> dict[str, str]:
         """What this backend runs on, for ``accelnet info``: the device, and on the CPU Numba's
         threading layer and the runtime settings (``cpu_runtime``)."""
@@ -131,6 +169,25 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
+
+
+def _peak_hook(cupy):
+    """A CuPy memory hook that follows the bytes taken from the pool and keeps their peak."""
+
+    class PeakHook(cupy.cuda.MemoryHook):
+        name = "accelnet_peak_bytes"
+
+        def __init__(self):
+            self.now = self.peak = 0
+
+        def malloc_postprocess(self, **kw):
+            self.now += kw["mem_size"]
+            self.peak = max(self.peak, self.now)
+
+        def free_postprocess(self, **kw):
+            self.now -= kw["mem_size"]
+
+    return PeakHook()
 
 
 _CACHE: dict[str, Backend] = {}

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "remove_stale_temp_files", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "describe_checkpoint", "remove_stale_temp_files",
+           "FORMAT"]
 
 FORMAT = "accelnet-checkpoint-1"
 
@@ -111,17 +112,30 @@ def save_checkpoint(path, state: dict, meta: dict | None = None) -> None:
         pass
 
 
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint: ``{"state": ..., "meta": ...}``."""
+def _read(path, arrays: bool) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        doc = json.loads(arrays.pop("__doc__").tobytes().decode())
+            doc = json.loads(z["__doc__"].tobytes().decode())
+            data = {k: z[k] for k in z.files if k != "__doc__"} if arrays else {}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{path} is not a readable accelnet checkpoint ({exc.__class__.__name__}: {exc})") from exc
-    if doc.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {doc.get('format')!r} (expected {FORMAT})")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise CheckpointError(f"{path}: unknown checkpoint format {found!r} (expected {FORMAT})")
+    return doc, data
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint: ``{"state": ..., "meta": ...}``."""
+    doc, arrays = _read(path, arrays=True)
     return {"state": _join(doc["state"], arrays), "meta": doc.get("meta", {})}
+
+
+def describe_checkpoint(path) -> str:
+    """"epoch E, step S" of a checkpoint, reading only its JSON part; :class:`CheckpointError` if
+    ``path`` is not an accelnet checkpoint."""
+    state = _read(path, arrays=False)[0].get("state", {})
+    return f"epoch {state.get('epoch', '?')}, step {state.get('step', '?')}"

@@ -272,6 +272,8 @@ def _train_config(args) -> tuple[dict, dict | None]:
                 raise CLIError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved[k]}: "
                                f"a resumed run keeps its model, data and optimizer settings")
         cfg.update(saved)
+        if "epochs" in given or "iterations" in given:  # a new end of the run replaces the saved one
+            cfg["epochs"], cfg["iterations"] = _TRAIN_DEFAULTS["epochs"], None
     cfg.update(given)
     return cfg, ckpt
 
@@ -280,9 +282,10 @@ def cmd_train(args) -> int:
     from accelnet.data import load
     from accelnet.presets import get_preset
     from accelnet.optim import get_optimizer
-    from accelnet.train import Trainer
-
     from accelnet.backend import get_backend
+    from accelnet.checkpoint import describe_checkpoint
+    from accelnet.outputs import probe_writable
+    from accelnet.train import InsufficientMemory, Trainer
 
     if args.epochs is not None and args.iterations is not None:
         raise CLIError("--epochs and --iterations both set where the run ends: give one of them")
@@ -306,27 +309,41 @@ def cmd_train(args) -> int:
     epochs = cfg["epochs"]
     if cfg["iterations"]:
         epochs = -(-cfg["iterations"] // steps_per_epoch)
+    if args.plot:
+        probe_writable(args.plot, "--plot")
     trainer = Trainer(model, opt, data, batch_size=cfg["batch_size"], epochs=epochs, checkpoint=args.checkpoint,
                       history_path=args.history, progress=not args.no_progress, seed=cfg["seed"],
-                      max_steps=cfg["iterations"])
+                      max_steps=cfg["iterations"], overwrite=args.overwrite)
     if ckpt is not None:
-        trainer.load_state(ckpt["state"])
+        trainer.resume(args.checkpoint)
+        if trainer.finished:
+            end = f"--iterations {cfg['iterations']}" if cfg["iterations"] else f"--epochs {cfg['epochs']}"
+            raise CLIError(f"nothing to train: {args.checkpoint} is at epoch {trainer.epoch}, step {trainer.step}, "
+                           f"which already reaches {end}; give a later end (--epochs or --iterations) to continue")
+    where = f"epoch {trainer.epoch}" + (f", step {trainer.step}" if trainer.batches.position else "")
     print(f"{cfg['model']} on {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test), "
           f"{model.backend.name}, {model.dtype.name}, {opt!r}, batch {cfg['batch_size']}, "
-          f"{model.num_params:,} parameters" + (f", resumed at epoch {trainer.epoch}" if ckpt else ""))
+          f"{model.num_params:,} parameters" + (f", resumed at {where}" if ckpt else ""))
     header = f"{'epoch':>5}  {'step':>7}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>8}  {'samples/s':>9}"
     print(header)
 
     def show(trainer, r):
         print(f"{r['epoch']:>5}  {r['step']:>7}  {r['loss']:>8.4f}  {r['train_acc']:>9.4f}  {r['test_acc']:>8.4f}  "
-              f"{r['seconds']:>8.1f}  {r['samples_per_s']:>9,.0f}", flush=True)
+              f"{r['seconds']:>8.1f}  {r['samples_per_s']:>9,.0f}" + ("  (stopped inside the epoch)"
+                                                                      if r.get("partial") else ""), flush=True)
 
     for r in trainer.history:
         show(trainer, r)
     trainer.callbacks.append(show)
-    trainer.fit(meta={"config": cfg})
-    if not trainer.history:
-        raise CLIError("nothing to train: the run already has its epochs")
+    try:
+        trainer.fit(meta={"config": cfg})
+    except MemoryError as exc:
+        if isinstance(exc, InsufficientMemory):
+            raise CLIError(f"accelnet: {exc} (--batch-size)") from None
+        kept = (f"the checkpoint {args.checkpoint} is intact ({describe_checkpoint(args.checkpoint)})"
+                if args.checkpoint and os.path.exists(args.checkpoint) else "no checkpoint was written")
+        raise CLIError(f"accelnet: out of memory at step {trainer.step + 1} (batch size {cfg['batch_size']}): {kept}; "
+                       f"try a smaller --batch-size") from None
     final = trainer.history[-1]["test_acc"]
     print(f"final test accuracy: {final:.4f}")
     if args.plot:
@@ -463,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_seed_arg)
     t.add_argument("--checkpoint", help="write a checkpoint here after every epoch (atomically)")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --checkpoint and --history of another run (never a non-accelnet file)")
     t.add_argument("--history", help="append one JSON line per epoch to this file")
     t.add_argument("--plot", help="write loss/accuracy curves to this PNG")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -505,8 +524,8 @@ def main(argv=None) -> int:
         msg = str(exc) if isinstance(exc, CLIError) else f"error: {exc}"
         print(f"accelnet: {msg}" if not msg.startswith("accelnet") else msg, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("accelnet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"accelnet: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

@@ -81,6 +81,36 @@ class Dataset:
     x_test: np.ndarray
     t_test: np.ndarray
 
+    def __post_init__(self):
+        """Refuse, with the sample named, what training would only trip over later: counts that differ,
+        an empty split, samples of two shapes, non-float or non-finite images, labels out of range."""
+        for split in ("train", "test"):
+            x, t = getattr(self, f"x_{split}"), getattr(self, f"t_{split}")
+            if not hasattr(x, "shape") or not hasattr(t, "shape") or x.ndim < 2:
+                raise ValueError(f"Dataset {self.name!r}: x_{split} and t_{split} must be arrays, x_{split} with "
+                                 f"one row per sample")
+            if len(x) != len(t):
+                raise ValueError(f"Dataset {self.name!r}: x_{split} has {len(x)} samples but t_{split} has {len(t)}")
+            if len(x) == 0:
+                raise ValueError(f"Dataset {self.name!r}: the {split} set is empty")
+            if x.dtype.kind != "f":
+                raise ValueError(f"Dataset {self.name!r}: x_{split} must hold floats (images scaled to [0, 1]), "
+                                 f"got {x.dtype}")
+            finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if not finite.all():
+                raise ValueError(f"Dataset {self.name!r}: x_{split} holds NaN or inf, first in sample "
+                                 f"{int(np.argmin(finite))}: clean or drop those samples")
+            if t.ndim == 1 and t.dtype.kind in "iu":
+                if int(t.min()) < 0:
+                    raise ValueError(f"Dataset {self.name!r}: t_{split} holds a negative class index in sample "
+                                     f"{int(np.argmin(t))}")
+            elif t.ndim != 2:
+                raise ValueError(f"Dataset {self.name!r}: t_{split} must be class indices (N,) of an integer dtype "
+                                 f"or one-hot (N, classes), got shape {t.shape} dtype {t.dtype}")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(f"Dataset {self.name!r}: train samples have shape {self.x_train.shape[1:]} but test "
+                             f"samples {self.x_test.shape[1:]}")
+
     @property
     def input_shape(self) -> tuple:
         return tuple(self.x_train.shape[1:])
@@ -314,8 +344,10 @@ def validation_split(x: np.ndarray, t: np.ndarray, fraction: float = 0.2, seed: 
 class BatchIterator:
     """Mini-batches of (x, t) on the backend's device, reshuffled every epoch by a seeded host RNG.
 
-    The last partial batch is kept unless ``drop_last``. The RNG's state is part of a
-    checkpoint, so a resumed run sees the same batch order as an uninterrupted one.
+    The last partial batch is kept unless ``drop_last``. :meth:`state` (the RNG state the epoch in
+    progress drew its order from, and how many of its batches were served) is part of a checkpoint,
+    so a run resumed mid-epoch sees the same remaining batches, in the same order, as an
+    uninterrupted one.
     """
 
     def __init__(self, x: np.ndarray, t: np.ndarray, batch_size: int, backend: str | Backend = "cpu",
@@ -332,14 +364,40 @@ class BatchIterator:
         self.dtype = np.dtype(dtype)
         self.shuffle, self.drop_last = shuffle, drop_last
         self.rng = np.random.default_rng(seed)
+        self.position = 0  # batches of the epoch in progress already served
+        self._epoch_rng = None  # the RNG state that epoch drew its order from
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
+    def state(self) -> dict:
+        """Where the batch order stands: ``{"rng": ..., "position": ...}`` (JSON-able)."""
+        if 0 < self.position < len(self):
+            return {"rng": self._epoch_rng, "position": self.position}
+        return {"rng": self.rng.bit_generator.state, "position": 0}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from :meth:`state`: the next iteration redraws that epoch's order and skips the
+        batches already served."""
+        position = state.get("position", 0)
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < max(len(self), 1):
+            raise ValueError(f"the batch position must be an int in [0, {len(self)}), got {position!r}")
+        self.rng.bit_generator.state = state["rng"]
+        self._epoch_rng = self.rng.bit_generator.state
+        self.position = position
+
     def __iter__(self):
         n = len(self.x)
+        if 0 < self.position < len(self):  # an epoch stopped part-way: redraw its order, skip what was served
+            self.rng.bit_generator.state = self._epoch_rng
+        else:
+            self.position = 0
+        self._epoch_rng = self.rng.bit_generator.state
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        for i in range(len(self)):
+        for i in range(self.position, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.backend.to_device(self.x[idx], self.dtype), self.backend.to_device(self.t[idx])
+            batch = self.backend.to_device(self.x[idx], self.dtype), self.backend.to_device(self.t[idx])
+            self.position = i + 1  # the consumer has this batch: a stop after it resumes at the next
+            yield batch
+        self.position = 0

@@ -160,6 +160,41 @@ class Sequential:
         pred = self.backend.to_numpy(self.predict(x, batch_size).argmax(axis=1))
         return float((pred == t).mean())
 
+    def step_bytes(self, batch_size: int, train: bool = True) -> int:
+        """Device bytes a training step (or, with ``train=False``, a forward pass) at ``batch_size``
+        allocates beyond the parameters: activations, workspaces, the batch itself. Measured once
+        at ``batch_size`` up to 128, else at 64 and 128 and extrapolated (these grow linearly with
+        the batch). The model's state (parameters, buffers, dropout RNG, mode) is left as it was."""
+        positive_int(batch_size, "step_bytes: batch_size")
+        rng_state, mode = self.rng.bit_generator.state, self.training
+        buffers = {k: v.copy() for k, v in self.buffers().items()}
+        r = np.random.default_rng(0)
+
+        def measure(b):
+            x, t = r.random((b, *self.input_shape)), r.integers(0, self.output_shape[0], b)
+
+            def run():
+                xb = self.to_device(x)
+                if train:
+                    self.loss(xb, self.backend.to_device(t))
+                    self.backward()
+                else:
+                    self.forward(xb)
+            return self.backend.peak_bytes(run)
+
+        try:
+            self.train() if train else self.eval()
+            if batch_size <= 128:
+                return measure(batch_size)
+            measure(64)  # first-call allocations (caches, library handles) are not per step
+            small, large = measure(64), measure(128)
+            return large + max(0, large - small) * (batch_size - 128) // 64
+        finally:
+            self.rng.bit_generator.state = rng_state
+            for k, v in self.buffers().items():
+                v[...] = buffers[k]
+            self.train() if mode else self.eval()
+
     def train(self) -> "Sequential":
         """Training mode: dropout on, BatchNorm uses and updates batch statistics."""
         self.training = True

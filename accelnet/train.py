@@ -1,40 +1,57 @@
 """Training: ``Trainer.fit`` with evaluation, history, a progress bar, callbacks, atomic
-checkpoints, exact resume and a divergence guard."""
+checkpoints, exact resume after any stop, checks before the first step and a divergence guard."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, save_checkpoint
 from .cpu_runtime import FLUSHED
 from .data import BatchIterator, Dataset
+from .outputs import OutputError, OutputLock, probe_writable
 
-__all__ = ["Trainer", "Diverged"]
+__all__ = ["Trainer", "Diverged", "Interrupted", "InsufficientMemory"]
 
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite; training stopped before saving anything from that state."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a whole step; the checkpoint holds that step."""
+
+
+class InsufficientMemory(MemoryError):
+    """The run's estimated memory exceeds what the device has available (checked before step 1)."""
+
+
 class Trainer:
     """Trains ``model`` with ``optimizer`` on a :class:`~accelnet.data.Dataset`.
 
-    The loss is read back from the device once every ``log_every`` steps (not every
-    step), which is also how often the divergence guard looks. A checkpoint, written
-    atomically, holds the parameters, the optimizer state, both RNG states (dropout and
-    batch order) and the history, so ``resume`` continues exactly where it stopped.
+    The loss is read back from the device once every ``log_every`` steps (not every step), which
+    is also how often the divergence guard looks. A checkpoint, written atomically, holds the
+    parameters, the optimizer state, both RNG states, the position inside the epoch and the
+    history, so a run stopped anywhere (``max_steps``, Ctrl-C, SIGTERM, a kill between epochs)
+    continues bitwise as if uninterrupted. The checkpoint and history files belong to one run:
+    an existing one is continued only after :meth:`resume`, replaced only with ``overwrite``,
+    and locked while ``fit`` runs.
     """
 
     def __init__(self, model, optimizer, data: Dataset, batch_size: int = 100, epochs: int = 10,
                  checkpoint: str | os.PathLike | None = None, history_path: str | os.PathLike | None = None,
                  eval_batch_size: int = 1000, train_eval_samples: int | None = 10000, log_every: int = 20,
-                 progress: bool = True, callbacks=(), seed: int = 0, max_steps: int | None = None):
+                 progress: bool = True, callbacks=(), seed: int = 0, max_steps: int | None = None,
+                 overwrite: bool = False):
         if data.input_shape != model.input_shape:
             raise ValueError(f"the data's samples have shape {data.input_shape} but the model expects "
                              f"{model.input_shape}")
@@ -42,11 +59,6 @@ class Trainer:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
             raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
-        for name, x in (("x_train", data.x_train), ("x_test", data.x_test)):
-            finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-            if not finite.all():
-                raise ValueError(f"the data's {name} holds NaN or inf, first in sample {int(np.argmin(finite))}: "
-                                 f"clean or drop those samples before training")
         if getattr(optimizer, "arena", None) is not model.arena:
             raise ValueError(f"the optimizer ({optimizer!r}) updates another model's parameters: construct it with "
                              f"this model, e.g. {type(optimizer).__name__}(model, lr=...)")
@@ -56,6 +68,7 @@ class Trainer:
                                      seed=np.random.SeedSequence(seed).spawn(1)[0])
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.history_path = Path(history_path) if history_path else None
+        self.overwrite = bool(overwrite)
         self.eval_batch_size = eval_batch_size
         self.train_eval_samples = train_eval_samples
         self.log_every = max(1, int(log_every))
@@ -66,46 +79,175 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.history: list[dict] = []
         self.stop = False  # a callback may set this to end training after the current epoch
+        self.run_id = uuid.uuid4().hex[:12]  # kept by resumed runs: one id per training run
+        self._progress: dict | None = None  # the epoch in progress: its loss sums, samples, seconds
+        self._resumed_from: Path | None = None
+        self._signal: int | None = None
 
     # -- state --------------------------------------------------------------------------
     def state(self) -> dict:
         """Everything a resume needs, on the host."""
+        batches = self.batches.state()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "model_rng": self.model.rng.bit_generator.state,
-            "batch_rng": self.batches.rng.bit_generator.state,
+            "batch_rng": batches["rng"],
+            "position": batches["position"],
+            "progress": self._progress if batches["position"] else None,
             "epoch": self.epoch,
             "step": self.step,
             "history": self.history,
+            "run_id": self.run_id,
         }
 
     _STATE_KEYS = ("model", "optimizer", "model_rng", "batch_rng", "epoch", "step", "history")
+    _PROGRESS_KEYS = ("loss_sum", "loss_steps", "interval_sum", "interval_steps", "samples", "seconds")
+
+    def _check_position(self, state: dict) -> None:
+        position, progress = state.get("position", 0), state.get("progress")
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < len(self.batches):
+            raise ValueError(f"the training state's position {position!r} is not a batch of this run's epoch "
+                             f"(0..{len(self.batches) - 1}): it was saved with another batch size or dataset")
+        if position and (not isinstance(progress, dict) or any(k not in progress for k in self._PROGRESS_KEYS)):
+            raise ValueError(f"the training state stops inside an epoch (batch {position}) but lacks that "
+                             f"epoch's progress {list(self._PROGRESS_KEYS)}")
 
     def load_state(self, state: dict) -> None:
-        """Restore :meth:`state`: checked completely (keys, the model's and the optimizer's
-        state) before anything changes."""
+        """Restore :meth:`state`: checked completely (keys, the model's and the optimizer's state,
+        the position in the epoch) before anything changes."""
+        if not isinstance(state, dict):
+            raise ValueError(f"the training state must be a dict, got {type(state).__name__}")
         missing = [k for k in self._STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"the training state lacks {missing}")
         self.model.check_state_dict(state["model"])
         self.optimizer.check_state_dict(state["optimizer"])
+        self._check_position(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.model.rng.bit_generator.state = state["model_rng"]
-        self.batches.rng.bit_generator.state = state["batch_rng"]
+        self.batches.set_state({"rng": state["batch_rng"], "position": state.get("position", 0)})
+        self._progress = dict(state["progress"]) if state.get("position") else None
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
+        self.run_id = str(state.get("run_id") or self.run_id)
 
     def resume(self, path=None) -> dict:
         """Continue from a checkpoint (default: this trainer's checkpoint path); returns its meta."""
-        ckpt = load_checkpoint(Path(path or self.checkpoint))
+        path = Path(path or self.checkpoint)
+        ckpt = load_checkpoint(path)
         self.load_state(ckpt["state"])
+        self._resumed_from = path.resolve()
         return ckpt["meta"]
 
     def save(self, path=None, meta: dict | None = None) -> None:
         """Write a checkpoint atomically (temp file, fsync, rename)."""
         save_checkpoint(Path(path or self.checkpoint), self.state(), meta)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has reached its end (``epochs``, or ``max_steps``)."""
+        return self.epoch >= self.epochs or (self.max_steps is not None and self.step >= self.max_steps)
+
+    # -- before the first step ---------------------------------------------------------
+    @contextlib.contextmanager
+    def _owned_outputs(self):
+        """Prove the output folders writable, lock the checkpoint and history for this run, and
+        refuse to replace what another run wrote unless ``overwrite``."""
+        locks = []
+        try:
+            if self.checkpoint:
+                probe_writable(self.checkpoint, "checkpoint")
+                locks.append(OutputLock(self.checkpoint, self.run_id, "checkpoint").acquire())
+                self._check_checkpoint_owner()
+            if self.history_path:
+                probe_writable(self.history_path, "history")
+                locks.append(OutputLock(self.history_path, self.run_id, "history").acquire())
+                self._check_history_owner()
+            yield
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    def _check_checkpoint_owner(self) -> None:
+        path = self.checkpoint
+        if not path.exists():
+            return
+        try:
+            found = describe_checkpoint(path)
+        except CheckpointError as exc:
+            raise OutputError(f"checkpoint {path} exists and is not an accelnet checkpoint ({exc}): refusing to "
+                              f"replace it; choose another path") from None
+        if self._resumed_from != path.resolve() and not self.overwrite:
+            raise OutputError(f"checkpoint {path} already holds a run ({found}): continue it with --resume "
+                              f"(Trainer.resume) or replace it with --overwrite (overwrite=True)")
+
+    def _check_history_owner(self) -> None:
+        path = self.history_path
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        runs = set()
+        with open(path, errors="replace") as f:
+            for line in f:
+                try:
+                    runs.add(json.loads(line).get("run"))
+                except (ValueError, AttributeError):
+                    runs.add(None)
+        if runs == {self.run_id} and self._resumed_from is not None:
+            return  # this run, resumed: it goes on appending
+        if self.overwrite:
+            path.write_text("")
+            return
+        named = ", ".join(sorted(r for r in runs if r)) or "no run id"
+        raise OutputError(f"history {path} holds another run's records ({named}): a history belongs to one "
+                          f"run; choose another file, or replace it with --overwrite (overwrite=True)")
+
+    def memory_estimate(self) -> tuple[int, int]:
+        """(bytes the run still needs on its device, bytes per training sample in a batch): the
+        larger of a training step and an evaluation pass, plus optimizer state not yet allocated."""
+        model, b = self.model, self.batches.batch_size
+        step = model.step_bytes(b)
+        per_sample = step // max(b, 1)
+        evaluation = model.step_bytes(min(self.eval_batch_size, max(len(self.data.x_test), 1)), train=False)
+        state = 0 if self.optimizer._flat_state else len(self.optimizer.state_names) * model.arena.data.nbytes
+        return max(step, evaluation) + state, per_sample
+
+    def _check_memory(self) -> None:
+        available = self.model.backend.available_bytes()
+        if available is None:
+            return
+        need, per_sample = self.memory_estimate()
+        if need * 1.2 <= available:  # margin: allocator overhead, what the measurement cannot see
+            return
+        b = self.batches.batch_size
+        fits = int((available / 1.2 - (need - per_sample * b)) // max(per_sample, 1))
+        hint = (f"batch size {fits} or less fits" if fits >= 1 else "no batch size fits: free memory or use a "
+                "smaller model")
+        raise InsufficientMemory(f"batch size {b} needs about {need / 2**30:.2f} GiB on the "
+                                 f"{self.model.backend.name} ({per_sample / 2**20:.2f} MiB per sample), "
+                                 f"{available / 2**30:.2f} GiB is available: {hint}")
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT/SIGTERM end training after the step in progress (checkpoint written, then
+        :class:`Interrupted`); a second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        self._signal = None
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     # -- running --------------------------------------------------------------------------
     def evaluate(self, x, t, limit: int | None = None) -> float:
@@ -125,87 +267,147 @@ class Trainer:
         bad += [f"optimizer state {k}" for k, v in flat.items() if not math.isfinite(backend.kernels.sum_squares(v))]
         return bad
 
+    def _advice(self) -> str:
+        """What to change after a divergence: the data's scale when it is far from [0, 1] (the
+        inputs then overflow whatever the lr), else the learning rate."""
+        x = self.data.x_train
+        scale = float(np.abs(x).max()) if x.size else 0.0
+        if scale > 1e4:
+            return f"the training data reaches |x| = {scale:.3g}: scale it to about [0, 1] (e.g. images / 255)"
+        return f"try a smaller learning rate (--lr; now {self.optimizer.lr:g})"
+
+    def _untouched(self) -> str:
+        if self.checkpoint and self.checkpoint.exists():
+            return f"the last good checkpoint, {self.checkpoint}, is untouched"
+        return "no checkpoint was written from the diverged state"
+
+    def _diverged(self, what: str) -> Diverged:
+        advice = self._advice()
+        return Diverged(f"{what}: training stopped; {self._untouched()}. {advice[0].upper()}{advice[1:]}.")
+
     def _check_finite(self, loss_sum, steps: int) -> float:
         mean = float(loss_sum) / steps
         if not math.isfinite(mean):
-            raise Diverged(
-                f"loss became {mean} at step {self.step} (epoch {self.epoch + 1}): training stopped; "
-                + (f"the last good checkpoint, {self.checkpoint}, is untouched" if self.checkpoint and
-                   self.checkpoint.exists() else "no checkpoint was written from the diverged state")
-                + ". Try a smaller --lr.")
+            raise self._diverged(f"loss became {mean} at step {self.step} (epoch {self.epoch + 1})")
         return mean
 
+    def _check_state_finite(self, where: str) -> None:
+        bad = self._non_finite_state()
+        if bad:
+            raise self._diverged(f"{', '.join(bad)} became non-finite {where} (not saved)")
+
     def fit(self, meta: dict | None = None) -> list[dict]:
-        """Train until ``epochs`` epochs are complete (counting any resumed ones); returns the history."""
+        """Train until ``epochs`` epochs (or ``max_steps`` steps) are complete, counting resumed ones;
+        returns the history. Before the first step: outputs proven writable and locked, memory
+        estimated."""
 
         # The divergence guard reports a NaN/Inf loss itself; NumPy's overflow warnings would only
         # bury its message.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), FLUSHED:
-            return self._fit(meta)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), FLUSHED, self._owned_outputs():
+            if not self.finished:
+                self._check_memory()
+            with self._stop_on_signals():
+                return self._fit(meta)
+
+    def _record(self, p: dict, partial: bool) -> dict:
+        d, opt = self.data, self.optimizer
+        record = {
+            "epoch": self.epoch + (1 if partial else 0),
+            "step": self.step,
+            "loss": p["loss_sum"] / max(p["loss_steps"], 1),
+            "train_acc": self.evaluate(d.x_train, d.t_train, self.train_eval_samples),
+            "test_acc": self.evaluate(d.x_test, d.t_test),
+            "seconds": p["seconds"],
+            "samples_per_s": p["samples"] / p["seconds"] if p["seconds"] > 0 else float("nan"),
+            "lr": opt.lr,
+            "run": self.run_id,
+        }
+        if partial:
+            record["partial"] = True  # the run stopped inside this epoch, after record["step"] steps
+        return record
+
+    def _publish(self, record: dict | None, meta) -> None:
+        """Checkpoint the state (with ``record`` in its history), then append ``record`` to the
+        history file and show it to the callbacks."""
+        if record is not None:
+            self.history.append(record)
+        if self.checkpoint:
+            self.save(meta=meta)
+        if record is None:
+            return
+        if self.history_path:
+            with open(self.history_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        for cb in self.callbacks:
+            cb(self, record)
 
     def _fit(self, meta):
         from tqdm.auto import tqdm
 
         model, opt = self.model, self.optimizer
         xp = model.backend.xp
-        d = self.data
-        while self.epoch < self.epochs and not self.stop:
+        while not self.finished and not self.stop:
             model.train()
             t0 = time.perf_counter()
-            loss_sum, loss_steps, interval_sum, interval_steps = 0.0, 0, xp.zeros((), model.dtype), 0
-            samples = 0
-            bar = tqdm(total=len(self.batches), desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch",
-                       disable=not self.progress, leave=False, dynamic_ncols=True)
+            p = self._progress = self._progress or dict.fromkeys(self._PROGRESS_KEYS, 0)
+            interval = xp.asarray(p["interval_sum"], dtype=model.dtype)
+            stopped = False
+            bar = tqdm(total=len(self.batches), initial=self.batches.position, desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                       unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
             try:
                 for x, t in self.batches:
                     loss = model.loss(x, t)
                     model.backward()
                     opt.step()
                     self.step += 1
-                    samples += len(x)
-                    interval_sum = interval_sum + loss
-                    interval_steps += 1
-                    if interval_steps == self.log_every:
-                        mean = self._check_finite(interval_sum, interval_steps)  # one device->host read
-                        loss_sum += mean * interval_steps
-                        loss_steps += interval_steps
-                        interval_sum, interval_steps = xp.zeros((), model.dtype), 0
+                    p["samples"] += len(x)
+                    interval = interval + loss
+                    p["interval_steps"] += 1
+                    if p["interval_steps"] == self.log_every:
+                        mean = self._check_finite(interval, p["interval_steps"])  # one device->host read
+                        p["loss_sum"] += mean * p["interval_steps"]
+                        p["loss_steps"] += p["interval_steps"]
+                        interval, p["interval_steps"] = xp.zeros((), model.dtype), 0
                         bar.set_postfix(loss=f"{mean:.4f}")
                     bar.update(1)
-                    if self.max_steps is not None and self.step >= self.max_steps:
-                        self.stop = True
+                    if self._signal is not None or (self.max_steps is not None and self.step >= self.max_steps):
+                        stopped = True
                         break
-                if interval_steps:
-                    mean = self._check_finite(interval_sum, interval_steps)
-                    loss_sum += mean * interval_steps
-                    loss_steps += interval_steps
             finally:
                 bar.close()
             model.backend.synchronize()
-            seconds = time.perf_counter() - t0
+            p["seconds"] += time.perf_counter() - t0
+            mid_epoch = stopped and 0 < self.batches.position < len(self.batches)
+            if mid_epoch:
+                if p["interval_steps"]:
+                    self._check_finite(interval, p["interval_steps"])
+                p["interval_sum"] = float(interval)  # exact: a float32 or float64 value in a Python float
+                self._check_state_finite(f"by step {self.step}")
+                if self._signal is not None:
+                    self._publish(None, meta)
+                    raise Interrupted(f"stopped by signal {self._signal} after step {self.step}"
+                                      + (f"; checkpoint {self.checkpoint} holds it: continue with --resume"
+                                         if self.checkpoint else ""))
+                self._publish(self._record(self._flush_interval(p, interval), partial=True), meta)
+                return self.history
+            p = self._flush_interval(p, interval)
             self.epoch += 1
             opt.epoch_end()
-            bad = self._non_finite_state()
-            if bad:
-                raise Diverged(f"{', '.join(bad)} became non-finite in epoch {self.epoch}: training stopped before "
-                               f"saving them" + (f"; the last good checkpoint, {self.checkpoint}, is untouched"
-                                                 if self.checkpoint and self.checkpoint.exists() else ""))
-            record = {
-                "epoch": self.epoch,
-                "step": self.step,
-                "loss": loss_sum / max(loss_steps, 1),
-                "train_acc": self.evaluate(d.x_train, d.t_train, self.train_eval_samples),
-                "test_acc": self.evaluate(d.x_test, d.t_test),
-                "seconds": seconds,
-                "samples_per_s": samples / seconds if seconds > 0 else float("nan"),
-                "lr": opt.lr,
-            }
-            self.history.append(record)
-            if self.checkpoint:
-                self.save(meta=meta)
-            if self.history_path:
-                with open(self.history_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            for cb in self.callbacks:
-                cb(self, record)
+            self._check_state_finite(f"in epoch {self.epoch}")
+            record = self._record(p, partial=False)
+            self._progress = None
+            self._publish(record, meta)
+            if self._signal is not None:
+                raise Interrupted(f"stopped by signal {self._signal} after step {self.step} (end of epoch "
+                                  f"{self.epoch})" + (f"; checkpoint {self.checkpoint} holds it: continue with "
+                                                      f"--resume" if self.checkpoint else ""))
         return self.history
+
+    def _flush_interval(self, p: dict, interval) -> dict:
+        """``p`` with the loss interval in progress counted into the epoch's loss (for a record);
+        ``p`` itself keeps the open interval, so a resumed run sums exactly as an uninterrupted one."""
+        if not p["interval_steps"]:
+            return p
+        mean = self._check_finite(interval, p["interval_steps"])
+        return {**p, "loss_sum": p["loss_sum"] + mean * p["interval_steps"],
+                "loss_steps": p["loss_steps"] + p["interval_steps"]}

@@ -59,8 +59,8 @@ def test_divergence_exits_non_zero_with_a_message_and_keeps_the_checkpoint(capsy
             "--checkpoint", str(ckpt)]
     assert main(base) == 0
     before = ckpt.read_bytes()
-    line = _one_line_error(capsys, [*base, "--lr", "100"], code=3)
-    assert "diverged: loss became nan" in line and "Try a smaller --lr" in line
+    line = _one_line_error(capsys, [*base, "--lr", "100", "--overwrite"], code=3)
+    assert "diverged: loss became nan" in line and "Try a smaller learning rate (--lr; now 100)" in line
     assert ckpt.read_bytes() == before
     assert load_checkpoint(ckpt)["state"]["epoch"] == 1
 

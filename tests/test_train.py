@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from accelnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from accelnet.data import synthetic
+from accelnet.data import Dataset, synthetic
 from accelnet.presets import multi_layer_net
 from accelnet.optim import SGD, Adam
 from accelnet.train import Diverged, Trainer
@@ -48,10 +48,11 @@ def test_callbacks_see_every_epoch_and_can_stop_training():
     assert seen == [1, 2]
 
 
-def test_max_steps_ends_training_mid_epoch():
+def test_max_steps_ends_training_mid_epoch_without_counting_that_epoch_complete():
     t = _setup(epochs=5, max_steps=25)
     t.fit()
-    assert t.step == 25 and t.epoch == 2
+    assert t.step == 25 and t.epoch == 1 and t.batches.position == 25 - 19
+    assert t.history[-1]["partial"] and t.history[-1]["epoch"] == 2 and t.history[-1]["step"] == 25
 
 
 def test_resume_after_2_epochs_gives_bitwise_the_parameters_of_4_uninterrupted(tmp_path, backend_name):
@@ -72,11 +73,11 @@ def test_resume_after_2_epochs_gives_bitwise_the_parameters_of_4_uninterrupted(t
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
 
 
-def _mlp_trainer(lr, checkpoint, epochs):
+def _mlp_trainer(lr, checkpoint, epochs, **kw):
     data = synthetic(600, 100, (784,), seed=0)
     model = multi_layer_net(seed=0)  # the book's 5 x 100 ReLU net
     return Trainer(model, SGD(model, lr=lr), data, batch_size=32, epochs=epochs, checkpoint=checkpoint,
-                   progress=False)
+                   progress=False, **kw)
 
 
 def test_nan_loss_stops_training_and_leaves_the_last_good_checkpoint(tmp_path):
@@ -84,7 +85,7 @@ def test_nan_loss_stops_training_and_leaves_the_last_good_checkpoint(tmp_path):
     _mlp_trainer(0.01, ckpt, 1).fit()
     good = ckpt.read_bytes()
     with pytest.raises(Diverged, match=r"loss became nan .* the last good checkpoint, .*c.npz, is untouched"):
-        _mlp_trainer(100.0, ckpt, 2).fit()
+        _mlp_trainer(100.0, ckpt, 2, overwrite=True).fit()
     assert ckpt.read_bytes() == good
     assert load_checkpoint(ckpt)["state"]["epoch"] == 1
 
@@ -194,9 +195,8 @@ def test_a_batchnorm_statistic_that_became_infinite_stops_training_before_it_is_
 def test_data_holding_nan_is_refused_naming_the_sample():
     data = synthetic(64, 16, (100,), classes=4, seed=0)
     data.x_train[7, 3] = np.nan
-    model = multi_layer_net(hidden_sizes=(16,), input_size=100, output_size=4, seed=0)
     with pytest.raises(ValueError, match="x_train holds NaN or inf, first in sample 7"):
-        Trainer(model, SGD(model, lr=0.01), data, progress=False)
+        Dataset(data.name, data.x_train, data.t_train, data.x_test, data.t_test)
 
 
 def test_a_state_holding_nan_is_refused_at_load():
