@@ -128,14 +128,6 @@ def _bench_steps(args, out):
     print(workloads.format_table(rows, cols), file=out)
 
 
-def _available_memory() -> int | None:
-    """Bytes of host memory available now (Linux), None where unknown."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _check_bench_args(args) -> None:
     """Every flag of ``bench`` checked before anything runs: one line naming the flag."""
     from accelnet.optim import OPTIMIZERS
@@ -155,7 +147,9 @@ def _check_bench_args(args) -> None:
     for flag, values in (("--sizes", args.sizes), ("--batches", args.batches)):
         if values is not None and (not values or min(values) < 1):
             bad(flag, f"must be positive integers, got {values}")
-    available = _available_memory()
+    from accelnet.backend import get_backend
+
+    available = get_backend("cpu").available_bytes()
     if args.sizes and available:
         need = 10 * 4 * max(args.sizes)  # the update's float32 arrays, their reference copies and the triads
         if need > available:
@@ -320,7 +314,9 @@ def cmd_train(args) -> int:
             end = f"--iterations {cfg['iterations']}" if cfg["iterations"] else f"--epochs {cfg['epochs']}"
             raise CLIError(f"nothing to train: {args.checkpoint} is at epoch {trainer.epoch}, step {trainer.step}, "
                            f"which already reaches {end}; give a later end (--epochs or --iterations) to continue")
-    where = f"epoch {trainer.epoch}" + (f", step {trainer.step}" if trainer.batches.position else "")
+    position = trainer.batches.position
+    where = (f"step {trainer.step} (batch {position} of {len(trainer.batches)} in epoch {trainer.epoch + 1})"
+             if position else f"epoch {trainer.epoch}")
     print(f"{cfg['model']} on {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test), "
           f"{model.backend.name}, {model.dtype.name}, {opt!r}, batch {cfg['batch_size']}, "
           f"{model.num_params:,} parameters" + (f", resumed at {where}" if ckpt else ""))

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import experiments as ex
 from .data import load
+from .outputs import probe_folder
 from .plot import SKIPPED, have_matplotlib
 
 __all__ = ["run"]
@@ -43,7 +44,15 @@ def _table(header: list, rows: list) -> None:
 
 
 def _data(args):
-    return load(args.dataset, args.data_dir, flatten=True, seed=args.seed, progress=not args.no_progress)
+    """The dataset, with the size flags checked against it (exit 2 naming the flag, not a silent cut)."""
+    data = load(args.dataset, args.data_dir, flatten=True, seed=args.seed, progress=not args.no_progress)
+    n = len(data.x_train)
+    for flag in ("batch_size", "train_size"):
+        value = getattr(args, flag, None)
+        if value is not None and value > n:
+            raise ValueError(f"--{flag.replace('_', '-')} {value} is larger than the {n} training samples of "
+                             f"{data.name}")
+    return data
 
 
 def _loss_curves(args, stem: Path, c: ex.Curves, title: str, ylim) -> list:
@@ -70,6 +79,11 @@ def trajectories(args, out: Path) -> None:
                [[name, i, x, y, float(f(x, y))] for name, p in paths.items() for i, (x, y) in enumerate(p)])
     _plot(args, plot.trajectories, paths, f, out / "trajectories.png", title=f"f(x, y) = {args.function}")
     lrs = args.optimizers or ex.TRAJECTORY_DEFAULTS
+    for name, p in paths.items():
+        values = np.array([float(f(x, y)) for x, y in p])
+        if not np.isfinite(values).all():
+            print(f"note: {name}'s path leaves where f is finite at step {int(np.argmin(np.isfinite(values)))} "
+                  f"(lr {lrs[name]}): its values from there on are NaN or inf", file=sys.stderr)
     _table(["optimizer", "lr", "final x", "final y", "f(final)", "sign changes of y"],
            [[n, lrs[n], float(p[-1, 0]), float(p[-1, 1]), float(f(*p[-1])), int(np.sum(np.diff(np.sign(p[:, 1])) != 0))]
             for n, p in paths.items()])
@@ -149,7 +163,6 @@ def run(args) -> int:
     from .backend import get_backend
 
     get_backend(args.device)  # a missing GPU fails before any work
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = probe_folder(args.out, "--out")
     (tune if args.command == "tune" else COMMANDS[args.what])(args, out)
     return 0

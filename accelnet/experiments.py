@@ -48,7 +48,8 @@ def parse_function(expr: str):
         raise ValueError(f"function {expr!r} uses unknown names {unknown}: only x, y and {sorted(_SAFE)}")
 
     def f(x, y):
-        return eval(code, {"__builtins__": {}}, {**_SAFE, "x": x, "y": y})
+        # + 0 * x + 0 * y: a function of neither (a constant) still gives one value per grid point
+        return eval(code, {"__builtins__": {}}, {**_SAFE, "x": x, "y": y}) + 0 * x + 0 * y
 
     try:
         with np.errstate(all="ignore"):
@@ -65,6 +66,10 @@ def trajectories(optimizers: dict | None = None, function: str = "x**2 / 20 + y*
     """Each optimizer's path from ``start`` over ``steps`` updates, through the book's
     ``update(params, grads)`` with gradients by central differences. {name: (steps+1, 2) array}."""
     f = parse_function(function)
+    with np.errstate(all="ignore"):
+        at_start = float(f(np.float64(start[0]), np.float64(start[1])))
+    if not math.isfinite(at_start):
+        raise ValueError(f"function {function!r} is not finite at the start {tuple(start)}: choose another --start")
     paths = {}
     for name, lr in (optimizers or TRAJECTORY_DEFAULTS).items():
         opt = get_optimizer(name, lr=lr)

@@ -10,24 +10,31 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["OutputError", "OutputLock", "probe_writable"]
+__all__ = ["OutputError", "OutputLock", "probe_folder", "probe_writable"]
 
 
 class OutputError(OSError):
     """An output file cannot be written, or belongs to another run."""
 
 
-def probe_writable(path, what: str) -> Path:
-    """Create ``path``'s folder if needed and prove it writable with a real temp file; ``what``
-    names the output in the error (e.g. "--checkpoint")."""
-    path = Path(path)
+def probe_folder(folder, what: str) -> Path:
+    """Create ``folder`` if needed and prove it writable with a real temp file; ``what`` names the
+    flag in the error (e.g. "--out")."""
+    folder = Path(folder)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".accelnet-probe-"):
             pass
     except OSError as exc:
-        raise OutputError(f"{what} {path}: its folder {path.parent} is not writable "
-                          f"({exc.strerror or exc})") from None
+        raise OutputError(f"{what}: cannot write into {folder} ({exc.strerror or exc})") from None
+    return folder
+
+
+def probe_writable(path, what: str) -> Path:
+    """Prove the file ``path`` can be written: its folder created if needed and writable, and the
+    path not a folder."""
+    path = Path(path)
+    probe_folder(path.parent, f"{what} {path}")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder: give a file path")
     return path

@@ -60,6 +60,20 @@ def _grid(n: int, max_cols: int = 5):
     return -(-n // cols), cols
 
 
+def _contour_levels(zs):
+    """12 contour levels over the finite values of ``zs``: geometric where f > 0 (the book's bowls),
+    linear otherwise; None for a flat (or nowhere finite) surface, which has no contours to draw."""
+    import numpy as np
+
+    finite = zs[np.isfinite(zs)]
+    if finite.size == 0 or finite.min() == finite.max():
+        return None
+    lo, hi = finite.min(), finite.max()
+    if lo > 0 or hi > 1e-3 > lo >= 0:
+        return np.geomspace(max(lo, 1e-3), hi, 12)
+    return np.linspace(lo, hi, 12)
+
+
 def trajectories(paths: dict, f, path, title: str = "") -> None:
     """Each optimizer's path drawn on the contour plot of f, one panel per optimizer (the book's figure 6-8)."""
     import numpy as np
@@ -69,8 +83,10 @@ def trajectories(paths: dict, f, path, title: str = "") -> None:
     zs = f(xs, ys)
     rows, cols = _grid(len(paths), max_cols=3)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    levels = _contour_levels(zs)
     for ax, (name, p) in zip(axes.flat, paths.items()):
-        ax.contour(xs, ys, zs, levels=np.geomspace(max(zs.min(), 1e-3), zs.max(), 12), colors="0.6", linewidths=0.8)
+        if levels is not None:
+            ax.contour(xs, ys, zs, levels=levels, colors="0.6", linewidths=0.8)
         ax.plot(p[:, 0], p[:, 1], "o-", color="red", markersize=3, linewidth=1)
         ax.plot(0, 0, "+", color="black", markersize=10)
         ax.set(xlim=(-10, 10), ylim=(-5, 5), xlabel="x", ylabel="y", title=name)

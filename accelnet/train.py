@@ -203,30 +203,42 @@ class Trainer:
         raise OutputError(f"history {path} holds another run's records ({named}): a history belongs to one "
                           f"run; choose another file, or replace it with --overwrite (overwrite=True)")
 
-    def memory_estimate(self) -> tuple[int, int]:
-        """(bytes the run still needs on its device, bytes per training sample in a batch): the
-        larger of a training step and an evaluation pass, plus optimizer state not yet allocated."""
-        model, b = self.model, self.batches.batch_size
-        step = model.step_bytes(b)
-        per_sample = step // max(b, 1)
-        evaluation = model.step_bytes(min(self.eval_batch_size, max(len(self.data.x_test), 1)), train=False)
+    def memory_estimate(self, batch_size: int | None = None) -> int:
+        """Bytes the run still needs on its device at ``batch_size`` (default: this run's): the larger
+        of a training step and an evaluation pass, plus optimizer state not yet allocated."""
+        model = self.model
+        step = model.step_bytes(batch_size or self.batches.batch_size)
+        evaluation = model.step_bytes(min(self.eval_batch_size, len(self.data.x_test)), train=False)
         state = 0 if self.optimizer._flat_state else len(self.optimizer.state_names) * model.arena.data.nbytes
-        return max(step, evaluation) + state, per_sample
+        return max(step, evaluation) + state
+
+    _MARGIN = 1.2  # allocator overhead and what the measurement cannot see
 
     def _check_memory(self) -> None:
         available = self.model.backend.available_bytes()
         if available is None:
             return
-        need, per_sample = self.memory_estimate()
-        if need * 1.2 <= available:  # margin: allocator overhead, what the measurement cannot see
-            return
         b = self.batches.batch_size
-        fits = int((available / 1.2 - (need - per_sample * b)) // max(per_sample, 1))
-        hint = (f"batch size {fits} or less fits" if fits >= 1 else "no batch size fits: free memory or use a "
-                "smaller model")
-        raise InsufficientMemory(f"batch size {b} needs about {need / 2**30:.2f} GiB on the "
-                                 f"{self.model.backend.name} ({per_sample / 2**20:.2f} MiB per sample), "
+        need = self.memory_estimate()
+        if need * self._MARGIN <= available:
+            return
+        fits = self._largest_batch_that_fits(available, b, need)
+        hint = f"batch size {fits} or less fits" if fits else "no batch size fits: free memory or use a smaller model"
+        raise InsufficientMemory(f"batch size {b} needs about {need / 2**30:.2f} GiB on the {self.model.backend.name} "
+                                 f"({(need - self.memory_estimate(1)) / max(b - 1, 1) / 2**20:.2f} MiB per sample), "
                                  f"{available / 2**30:.2f} GiB is available: {hint}")
+
+    def _largest_batch_that_fits(self, available: int, batch: int, need: int) -> int:
+        """A batch size whose estimate fits ``available`` (0 if not even 1 does): the linear guess from
+        the estimates at 1 and ``batch``, then checked and shrunk until its own estimate fits."""
+        base = self.memory_estimate(1)
+        if base * self._MARGIN > available:
+            return 0
+        per_sample = max((need - base) / max(batch - 1, 1), 1.0)
+        guess = min(batch - 1, 1 + int((available / self._MARGIN - base) / per_sample))
+        while guess > 1 and self.memory_estimate(guess) * self._MARGIN > available:
+            guess = int(guess * 0.9)
+        return max(guess, 1)
 
     @contextlib.contextmanager
     def _stop_on_signals(self):
