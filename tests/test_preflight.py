@@ -2,11 +2,12 @@
 the memory the run needs against what the device has, and the advice after a divergence names
 the likely cause. A MemoryError during training is one line and exit 2, the checkpoint intact."""
 
+import re
+
 import numpy as np
 import pytest
 
 from accelnet.backend import Backend, get_backend
-from accelnet.checkpoint import load_checkpoint
 from accelnet.cli import main
 from accelnet.data import Dataset, synthetic
 from accelnet.model import Sequential
@@ -47,28 +48,26 @@ def _starved(monkeypatch, available):
     monkeypatch.setattr(Backend, "available_bytes", lambda self: available)
 
 
-def test_a_run_that_does_not_fit_in_memory_is_refused_before_the_first_step(monkeypatch):
+def _refused(monkeypatch):
+    """A simple_convnet run at batch 2000 with half the memory it needs: (data, model, the refusal)."""
     data = synthetic(2000, 100, (1, 28, 28), seed=0)
     model = simple_convnet(seed=0)
     trainer = Trainer(model, Adam(model), data, batch_size=2000, epochs=1, progress=False)
-    need = trainer.memory_estimate()
-    _starved(monkeypatch, need // 2)
-    with pytest.raises(InsufficientMemory, match=r"batch size 2000 needs about .* GiB .* batch size (\d+) or less fits"):
+    _starved(monkeypatch, trainer.memory_estimate() // 2)
+    with pytest.raises(InsufficientMemory) as exc:
         trainer.fit()
     assert trainer.step == 0
+    return data, model, str(exc.value)
+
+
+def test_a_run_that_does_not_fit_in_memory_is_refused_before_the_first_step(monkeypatch):
+    message = _refused(monkeypatch)[2]
+    assert re.search(r"batch size 2000 needs about .* GiB .* batch size \d+ or less fits", message), message
 
 
 def test_the_batch_size_suggested_fits(monkeypatch):
-    import re
-
-    data = synthetic(2000, 100, (1, 28, 28), seed=0)
-    model = simple_convnet(seed=0)
-    trainer = Trainer(model, Adam(model), data, batch_size=2000, epochs=1, progress=False)
-    need = trainer.memory_estimate()
-    _starved(monkeypatch, need // 2)
-    with pytest.raises(InsufficientMemory) as exc:
-        trainer.fit()
-    fits = int(re.search(r"batch size (\d+) or less fits", str(exc.value)).group(1))
+    data, model, message = _refused(monkeypatch)
+    fits = int(re.search(r"batch size (\d+) or less fits", message).group(1))
     smaller = Trainer(model, Adam(model), data, batch_size=fits, epochs=1, progress=False, max_steps=1)
     smaller.fit()
     assert smaller.step == 1

@@ -66,16 +66,17 @@ def _hold_lock(path):
     return proc
 
 
-def test_a_second_run_on_a_locked_checkpoint_exits_2_at_start_naming_the_holder(tmp_path, capsys):
-    ckpt = tmp_path / "c.npz"
-    holder = _hold_lock(ckpt)
+@pytest.mark.parametrize("flag", ["--checkpoint", "--history"])
+def test_a_second_run_on_a_locked_output_exits_2_at_start_naming_the_holder(tmp_path, capsys, flag):
+    path = tmp_path / "out"
+    holder = _hold_lock(path)
     try:
-        err = _error(capsys, [*T, "--epochs", "1", "--checkpoint", str(ckpt)])
+        err = _error(capsys, [*T, "--epochs", "1", flag, str(path)])
     finally:
         holder.kill()
         holder.wait()
     assert "is in use by another run (run otherrun1234, pid" in err
-    assert not ckpt.exists()
+    assert not path.exists()
 
 
 def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
@@ -127,17 +128,6 @@ def test_overwrite_starts_the_history_afresh(tmp_path):
     assert main([*T, "--epochs", "2", "--history", str(hist)]) == 0
     assert main([*T, "--epochs", "1", "--history", str(hist), "--overwrite"]) == 0
     assert len(hist.read_text().splitlines()) == 1
-
-
-def test_a_second_run_on_a_locked_history_exits_2(tmp_path, capsys):
-    hist = tmp_path / "h.jsonl"
-    holder = _hold_lock(hist)
-    try:
-        err = _error(capsys, [*T, "--epochs", "1", "--history", str(hist)])
-    finally:
-        holder.kill()
-        holder.wait()
-    assert "in use by another run" in err
 
 
 def test_an_unwritable_checkpoint_folder_is_reported_before_the_first_step(tmp_path, capsys):
