@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, describe_checkpoint, load_checkpoint, remove_stale_temp_files,
+                         save_checkpoint)
 from .cpu_runtime import FLUSHED
 from .data import BatchIterator, Dataset
 from .outputs import OutputError, OutputLock, probe_writable
+from .validate import positive_int
 
 __all__ = ["Trainer", "Diverged", "Interrupted", "InsufficientMemory"]
 
@@ -161,6 +163,7 @@ class Trainer:
                 probe_writable(self.checkpoint, "checkpoint")
                 locks.append(OutputLock(self.checkpoint, self.run_id, "checkpoint").acquire())
                 self._check_checkpoint_owner()
+                remove_stale_temp_files(self.checkpoint)  # debris of writers killed mid-save
             if self.history_path:
                 probe_writable(self.history_path, "history")
                 locks.append(OutputLock(self.history_path, self.run_id, "history").acquire())
@@ -263,6 +266,9 @@ class Trainer:
 
     # -- running --------------------------------------------------------------------------
     def evaluate(self, x, t, limit: int | None = None) -> float:
+        """Accuracy of the model on ``x``, ``t`` (the first ``limit`` samples if given)."""
+        if limit is not None:
+            positive_int(limit, "evaluate: limit")
         if limit is not None and len(x) > limit:
             x, t = x[:limit], t[:limit]
         return self.model.accuracy(x, t, self.eval_batch_size)

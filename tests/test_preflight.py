@@ -131,3 +131,22 @@ def test_divergence_from_a_large_lr_advises_a_smaller_lr():
     model = multi_layer_net(seed=0)
     with pytest.raises(Diverged, match=r"smaller learning rate \(--lr; now 100\)"):
         Trainer(model, SGD(model, lr=100.0), data, batch_size=32, epochs=2, progress=False).fit()
+
+
+def test_a_run_start_removes_the_temp_files_of_dead_writers_even_if_it_never_saves(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    debris = tmp_path / f".c.npz.{socket.gethostname()}-{dead}.abc.tmp"
+    debris.write_bytes(b"half a checkpoint")
+    data = synthetic(2000, 100, (1, 28, 28), seed=0)
+    model = simple_convnet(seed=0)
+    trainer = Trainer(model, Adam(model), data, batch_size=2000, epochs=1, progress=False,
+                      checkpoint=tmp_path / "c.npz")
+    _starved(monkeypatch, 1)
+    with pytest.raises(InsufficientMemory):
+        trainer.fit()
+    assert not debris.exists() and not (tmp_path / "c.npz").exists()
