@@ -83,7 +83,7 @@ class Trainer:
         self.stop = False  # a callback may set this to end training after the current epoch
         self.run_id = uuid.uuid4().hex[:12]  # kept by resumed runs: one id per training run
         self._progress: dict | None = None  # the epoch in progress: its loss sums, samples, seconds
-        self._resumed_from: Path | None = None
+        self._own_checkpoint: Path | None = None  # the checkpoint this run resumed from or wrote
         self._signal: int | None = None
 
     # -- state --------------------------------------------------------------------------
@@ -140,12 +140,14 @@ class Trainer:
         path = Path(path or self.checkpoint)
         ckpt = load_checkpoint(path)
         self.load_state(ckpt["state"])
-        self._resumed_from = path.resolve()
+        self._own_checkpoint = path.resolve()
         return ckpt["meta"]
 
     def save(self, path=None, meta: dict | None = None) -> None:
         """Write a checkpoint atomically (temp file, fsync, rename)."""
-        save_checkpoint(Path(path or self.checkpoint), self.state(), meta)
+        path = Path(path or self.checkpoint)
+        save_checkpoint(path, self.state(), meta)
+        self._own_checkpoint = path.resolve()
 
     @property
     def finished(self) -> bool:
@@ -182,7 +184,7 @@ class Trainer:
         except CheckpointError as exc:
             raise OutputError(f"checkpoint {path} exists and is not an accelnet checkpoint ({exc}): refusing to "
                               f"replace it; choose another path") from None
-        if self._resumed_from != path.resolve() and not self.overwrite:
+        if self._own_checkpoint != path.resolve() and not self.overwrite:
             raise OutputError(f"checkpoint {path} already holds a run ({found}): continue it with --resume "
                               f"(Trainer.resume) or replace it with --overwrite (overwrite=True)")
 
@@ -197,8 +199,8 @@ class Trainer:
                     runs.add(json.loads(line).get("run"))
                 except (ValueError, AttributeError):
                     runs.add(None)
-        if runs == {self.run_id} and self._resumed_from is not None:
-            return  # this run, resumed: it goes on appending
+        if runs == {self.run_id}:
+            return  # this run's own (resumed, or fit again): it goes on appending
         if self.overwrite:
             path.write_text("")
             return

@@ -124,3 +124,12 @@ def test_sigint_stops_after_a_whole_step_and_the_resumed_run_is_exact(tmp_path):
                                str(tmp_path / "straight.npz")], capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
     _assert_same_weights(_weights(tmp_path / "straight.npz"), _weights(ckpt))
+
+
+def test_a_trainer_fit_again_continues_its_own_checkpoint_and_history(tmp_path):
+    t = _trainer(max_steps=25, checkpoint=tmp_path / "c.npz", history_path=tmp_path / "h.jsonl")
+    t.fit()
+    t.max_steps = 40
+    t.fit()
+    assert load_checkpoint(tmp_path / "c.npz")["state"]["step"] == 40
+    assert len((tmp_path / "h.jsonl").read_text().splitlines()) == len(t.history)
