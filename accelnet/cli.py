@@ -130,6 +130,7 @@ def _bench_steps(args, out):
 
 def _check_bench_args(args) -> None:
     """Every flag of ``bench`` checked before anything runs: one line naming the flag."""
+    from accelnet.backend import get_backend
     from accelnet.optim import OPTIMIZERS
 
     def bad(flag, msg):
@@ -147,8 +148,6 @@ def _check_bench_args(args) -> None:
     for flag, values in (("--sizes", args.sizes), ("--batches", args.batches)):
         if values is not None and (not values or min(values) < 1):
             bad(flag, f"must be positive integers, got {values}")
-    from accelnet.backend import get_backend
-
     available = get_backend("cpu").available_bytes()
     if args.sizes and available:
         need = 10 * 4 * max(args.sizes)  # the update's float32 arrays, their reference copies and the triads
@@ -280,6 +279,7 @@ def cmd_train(args) -> int:
     from accelnet.checkpoint import describe_checkpoint
     from accelnet.outputs import probe_writable
     from accelnet.train import InsufficientMemory, Trainer
+    from accelnet.validate import within_samples
 
     if args.epochs is not None and args.iterations is not None:
         raise CLIError("--epochs and --iterations both set where the run ends: give one of them")
@@ -296,9 +296,7 @@ def cmd_train(args) -> int:
     if cfg["lr"] is not None:
         opt_kw["lr"] = cfg["lr"]
     opt = get_optimizer(cfg["optimizer"], model, **opt_kw)
-    if cfg["batch_size"] > len(data.x_train):
-        raise CLIError(f"--batch-size {cfg['batch_size']} is larger than the {len(data.x_train)} training samples "
-                       f"of {cfg['dataset']}")
+    within_samples(cfg["batch_size"], len(data.x_train), "--batch-size", cfg["dataset"])
     steps_per_epoch = -(-len(data.x_train) // cfg["batch_size"])
     epochs = cfg["epochs"]
     if cfg["iterations"]:

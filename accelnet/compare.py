@@ -13,6 +13,7 @@ from . import experiments as ex
 from .data import load
 from .outputs import probe_folder
 from .plot import SKIPPED, have_matplotlib
+from .validate import within_samples
 
 __all__ = ["run"]
 
@@ -46,12 +47,9 @@ def _table(header: list, rows: list) -> None:
 def _data(args):
     """The dataset, with the size flags checked against it (exit 2 naming the flag, not a silent cut)."""
     data = load(args.dataset, args.data_dir, flatten=True, seed=args.seed, progress=not args.no_progress)
-    n = len(data.x_train)
     for flag in ("batch_size", "train_size"):
-        value = getattr(args, flag, None)
-        if value is not None and value > n:
-            raise ValueError(f"--{flag.replace('_', '-')} {value} is larger than the {n} training samples of "
-                             f"{data.name}")
+        if getattr(args, flag, None) is not None:
+            within_samples(getattr(args, flag), len(data.x_train), f"--{flag.replace('_', '-')}", data.name)
     return data
 
 
@@ -75,18 +73,19 @@ def trajectories(args, out: Path) -> None:
 
     paths = ex.trajectories(args.optimizers or ex.TRAJECTORY_DEFAULTS, args.function, args.start, args.steps)
     f = ex.parse_function(args.function)
+    with np.errstate(all="ignore"):
+        values = {name: f(p[:, 0], p[:, 1]).astype(float) for name, p in paths.items()}  # f along each path
     _write_csv(out / "trajectories.csv", ["optimizer", "step", "x", "y", "f"],
-               [[name, i, x, y, float(f(x, y))] for name, p in paths.items() for i, (x, y) in enumerate(p)])
+               [[name, i, x, y, float(values[name][i])] for name, p in paths.items() for i, (x, y) in enumerate(p)])
     _plot(args, plot.trajectories, paths, f, out / "trajectories.png", title=f"f(x, y) = {args.function}")
     lrs = args.optimizers or ex.TRAJECTORY_DEFAULTS
-    for name, p in paths.items():
-        values = np.array([float(f(x, y)) for x, y in p])
-        if not np.isfinite(values).all():
-            print(f"note: {name}'s path leaves where f is finite at step {int(np.argmin(np.isfinite(values)))} "
+    for name, v in values.items():
+        if not np.isfinite(v).all():
+            print(f"note: {name}'s path leaves where f is finite at step {int(np.argmin(np.isfinite(v)))} "
                   f"(lr {lrs[name]}): its values from there on are NaN or inf", file=sys.stderr)
     _table(["optimizer", "lr", "final x", "final y", "f(final)", "sign changes of y"],
-           [[n, lrs[n], float(p[-1, 0]), float(p[-1, 1]), float(f(*p[-1])), int(np.sum(np.diff(np.sign(p[:, 1])) != 0))]
-            for n, p in paths.items()])
+           [[n, lrs[n], float(p[-1, 0]), float(p[-1, 1]), float(values[n][-1]),
+             int(np.sum(np.diff(np.sign(p[:, 1])) != 0))] for n, p in paths.items()])
 
 
 def optimizers(args, out: Path) -> None:

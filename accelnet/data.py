@@ -377,12 +377,18 @@ class BatchIterator:
             return {"rng": self._epoch_rng, "position": self.position}
         return {"rng": self.rng.bit_generator.state, "position": 0}
 
+    def check_state(self, state: dict) -> None:
+        """Raise ValueError, changing nothing, unless :meth:`set_state` can take ``state``."""
+        position = state.get("position", 0)
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < len(self):
+            raise ValueError(f"the batch position {position!r} is not a batch of this epoch (0..{len(self) - 1}): "
+                             f"it was saved with another batch size or dataset")
+
     def set_state(self, state: dict) -> None:
         """Continue from :meth:`state`: the next iteration redraws that epoch's order and skips the
         batches already served."""
+        self.check_state(state)
         position = state.get("position", 0)
-        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < max(len(self), 1):
-            raise ValueError(f"the batch position must be an int in [0, {len(self)}), got {position!r}")
         self.rng.bit_generator.state = state["rng"]
         self._epoch_rng = self.rng.bit_generator.state
         self.position = position

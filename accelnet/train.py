@@ -57,8 +57,7 @@ class Trainer:
         if data.input_shape != model.input_shape:
             raise ValueError(f"the data's samples have shape {data.input_shape} but the model expects "
                              f"{model.input_shape}")
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        positive_int(epochs, "epochs")
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
             raise ValueError(f"max_steps must be a positive int or None, got {max_steps!r}")
         if getattr(optimizer, "arena", None) is not model.arena:
@@ -106,11 +105,15 @@ class Trainer:
     _STATE_KEYS = ("model", "optimizer", "model_rng", "batch_rng", "epoch", "step", "history")
     _PROGRESS_KEYS = ("loss_sum", "loss_steps", "interval_sum", "interval_steps", "samples", "seconds")
 
+    @staticmethod
+    def _batch_state(state: dict) -> dict:
+        """The batch iterator's part of a training state (checkpoints before mid-epoch resume have
+        no position: they stopped between epochs)."""
+        return {"rng": state["batch_rng"], "position": state.get("position", 0)}
+
     def _check_position(self, state: dict) -> None:
+        self.batches.check_state(self._batch_state(state))
         position, progress = state.get("position", 0), state.get("progress")
-        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < len(self.batches):
-            raise ValueError(f"the training state's position {position!r} is not a batch of this run's epoch "
-                             f"(0..{len(self.batches) - 1}): it was saved with another batch size or dataset")
         if position and (not isinstance(progress, dict) or any(k not in progress for k in self._PROGRESS_KEYS)):
             raise ValueError(f"the training state stops inside an epoch (batch {position}) but lacks that "
                              f"epoch's progress {list(self._PROGRESS_KEYS)}")
@@ -129,7 +132,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.model.rng.bit_generator.state = state["model_rng"]
-        self.batches.set_state({"rng": state["batch_rng"], "position": state.get("position", 0)})
+        self.batches.set_state(self._batch_state(state))
         self._progress = dict(state["progress"]) if state.get("position") else None
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
@@ -208,14 +211,18 @@ class Trainer:
         raise OutputError(f"history {path} holds another run's records ({named}): a history belongs to one "
                           f"run; choose another file, or replace it with --overwrite (overwrite=True)")
 
-    def memory_estimate(self, batch_size: int | None = None) -> int:
-        """Bytes the run still needs on its device at ``batch_size`` (default: this run's): the larger
-        of a training step and an evaluation pass, plus optimizer state not yet allocated."""
+    def _memory_need(self):
+        """``need(batch_size)``: bytes the run needs on its device at that batch size, the larger of
+        a training step and an evaluation pass, plus optimizer state not yet allocated (the last
+        two measured once, here)."""
         model = self.model
-        step = model.step_bytes(batch_size or self.batches.batch_size)
         evaluation = model.step_bytes(min(self.eval_batch_size, len(self.data.x_test)), train=False)
         state = 0 if self.optimizer._flat_state else len(self.optimizer.state_names) * model.arena.data.nbytes
-        return max(step, evaluation) + state
+        return lambda batch_size: max(model.step_bytes(batch_size), evaluation) + state
+
+    def memory_estimate(self, batch_size: int | None = None) -> int:
+        """Bytes the run still needs on its device at ``batch_size`` (default: this run's)."""
+        return self._memory_need()(batch_size or self.batches.batch_size)
 
     _MARGIN = 1.2  # allocator overhead and what the measurement cannot see
 
@@ -224,24 +231,25 @@ class Trainer:
         if available is None:
             return
         b = self.batches.batch_size
-        need = self.memory_estimate()
-        if need * self._MARGIN <= available:
+        need = self._memory_need()
+        at_b = need(b)
+        if at_b * self._MARGIN <= available:
             return
-        fits = self._largest_batch_that_fits(available, b, need)
+        at_1 = need(1)
+        fits = self._largest_batch_that_fits(need, available, b, at_b, at_1)
         hint = f"batch size {fits} or less fits" if fits else "no batch size fits: free memory or use a smaller model"
-        raise InsufficientMemory(f"batch size {b} needs about {need / 2**30:.2f} GiB on the {self.model.backend.name} "
-                                 f"({(need - self.memory_estimate(1)) / max(b - 1, 1) / 2**20:.2f} MiB per sample), "
+        raise InsufficientMemory(f"batch size {b} needs about {at_b / 2**30:.2f} GiB on the {self.model.backend.name} "
+                                 f"({(at_b - at_1) / max(b - 1, 1) / 2**20:.2f} MiB per sample), "
                                  f"{available / 2**30:.2f} GiB is available: {hint}")
 
-    def _largest_batch_that_fits(self, available: int, batch: int, need: int) -> int:
-        """A batch size whose estimate fits ``available`` (0 if not even 1 does): the linear guess from
-        the estimates at 1 and ``batch``, then checked and shrunk until its own estimate fits."""
-        base = self.memory_estimate(1)
-        if base * self._MARGIN > available:
+    def _largest_batch_that_fits(self, need, available: int, batch: int, at_batch: int, at_1: int) -> int:
+        """A batch size whose ``need`` fits ``available`` (0 if not even 1 does): the linear guess
+        from the needs at 1 and ``batch``, then checked and shrunk until its own need fits."""
+        if at_1 * self._MARGIN > available:
             return 0
-        per_sample = max((need - base) / max(batch - 1, 1), 1.0)
-        guess = min(batch - 1, 1 + int((available / self._MARGIN - base) / per_sample))
-        while guess > 1 and self.memory_estimate(guess) * self._MARGIN > available:
+        per_sample = max((at_batch - at_1) / max(batch - 1, 1), 1.0)
+        guess = min(batch - 1, 1 + int((available / self._MARGIN - at_1) / per_sample))
+        while guess > 1 and need(guess) * self._MARGIN > available:
             guess = int(guess * 0.9)
         return max(guess, 1)
 
@@ -399,16 +407,13 @@ class Trainer:
             p["seconds"] += time.perf_counter() - t0
             mid_epoch = stopped and 0 < self.batches.position < len(self.batches)
             if mid_epoch:
-                if p["interval_steps"]:
-                    self._check_finite(interval, p["interval_steps"])
+                flushed = self._flush_interval(p, interval)  # checks the open interval's loss
                 p["interval_sum"] = float(interval)  # exact: a float32 or float64 value in a Python float
                 self._check_state_finite(f"by step {self.step}")
                 if self._signal is not None:
                     self._publish(None, meta)
-                    raise Interrupted(f"stopped by signal {self._signal} after step {self.step}"
-                                      + (f"; checkpoint {self.checkpoint} holds it: continue with --resume"
-                                         if self.checkpoint else ""))
-                self._publish(self._record(self._flush_interval(p, interval), partial=True), meta)
+                    raise self._interrupted("")
+                self._publish(self._record(flushed, partial=True), meta)
                 return self.history
             p = self._flush_interval(p, interval)
             self.epoch += 1
@@ -418,10 +423,13 @@ class Trainer:
             self._progress = None
             self._publish(record, meta)
             if self._signal is not None:
-                raise Interrupted(f"stopped by signal {self._signal} after step {self.step} (end of epoch "
-                                  f"{self.epoch})" + (f"; checkpoint {self.checkpoint} holds it: continue with "
-                                                      f"--resume" if self.checkpoint else ""))
+                raise self._interrupted(f" (end of epoch {self.epoch})")
         return self.history
+
+    def _interrupted(self, where: str) -> Interrupted:
+        return Interrupted(f"stopped by signal {self._signal} after step {self.step}{where}"
+                           + (f"; checkpoint {self.checkpoint} holds it: continue with --resume"
+                              if self.checkpoint else ""))
 
     def _flush_interval(self, p: dict, interval) -> dict:
         """``p`` with the loss interval in progress counted into the epoch's loss (for a record);

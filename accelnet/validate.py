@@ -37,3 +37,11 @@ def positive_pair(v, what: str) -> tuple[int, int]:
     if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and p > 0 for p in pair):
         raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
     return int(pair[0]), int(pair[1])
+
+
+def within_samples(value: int, n: int, flag: str, dataset: str) -> int:
+    """``value`` (a batch size, a training subset) if ``dataset``'s ``n`` training samples can
+    supply it: a larger one would silently shrink to the dataset."""
+    if value > n:
+        raise ValueError(f"{flag} {value} is larger than the {n} training samples of {dataset}")
+    return value

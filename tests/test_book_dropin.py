@@ -51,20 +51,30 @@ def _update_both(ours, theirs, p_ours, p_book, grads):
     theirs.update(p_book, _copy(grads))
 
 
+def _book_pair(name):
+    """(ours, the book's, ours' params, the book's copy of them, the constructor args) for ``name``."""
+    ours_cls, books_cls, args = PAIRS[name]
+    p_ours = _multi_layer_net_params()
+    return ours_cls(*args), books_cls(*args), p_ours, _copy(p_ours), args
+
+
+def _assert_bitwise_the_books(name, ours, theirs, p_ours, p_book):
+    """Parameters and every state buffer (the book's attribute names) equal bit for bit."""
+    for k in p_book:
+        np.testing.assert_array_equal(p_ours[k], p_book[k])
+        for s in STATE[name]:
+            np.testing.assert_array_equal(getattr(ours, s)[k], getattr(theirs, s)[k])
+
+
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_the_books_update_loop_gives_bitwise_the_books_parameters_and_state(name):
-    ours_cls, books_cls, args = PAIRS[name]
-    ours, theirs = ours_cls(*args), books_cls(*args)
-    p_ours = _multi_layer_net_params()
-    p_book = _copy(p_ours)
+    ours, theirs, p_ours, p_book, _ = _book_pair(name)
     arrays = {k: v for k, v in p_ours.items()}
     for grads in _grad_stream(p_ours, 50):
         _update_both(ours, theirs, p_ours, p_book, grads)
     for k in p_book:
         assert p_ours[k] is arrays[k]  # updated in place, as the book's layers require
-        np.testing.assert_array_equal(p_ours[k], p_book[k])
-        for s in STATE[name]:
-            np.testing.assert_array_equal(getattr(ours, s)[k], getattr(theirs, s)[k])
+    _assert_bitwise_the_books(name, ours, theirs, p_ours, p_book)
 
 
 @pytest.mark.parametrize("name", sorted(PAIRS))
@@ -78,18 +88,12 @@ def test_a_models_fused_step_gives_bitwise_the_books_parameters(name):
             model.grads[k][...] = g
         ours.step()
         theirs.update(p_book, grads)
-    for k, v in model.params.items():
-        np.testing.assert_array_equal(v, p_book[k])
-        for s in STATE[name]:
-            np.testing.assert_array_equal(getattr(ours, s)[k], getattr(theirs, s)[k])
+    _assert_bitwise_the_books(name, ours, theirs, model.params, p_book)
 
 
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_lr_set_between_updates_is_used_by_the_next_update(name):
-    ours_cls, books_cls, args = PAIRS[name]
-    ours, theirs = ours_cls(*args), books_cls(*args)
-    p_ours = _multi_layer_net_params()
-    p_book = _copy(p_ours)
+    ours, theirs, p_ours, p_book, args = _book_pair(name)
     for i, grads in enumerate(_grad_stream(p_ours, 6)):
         if i == 3:
             ours.lr = theirs.lr = args[0] / 4  # the book's own schedules do this
