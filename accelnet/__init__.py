@@ -5,6 +5,7 @@
 from . import cpu_runtime as _cpu_runtime
 
 _cpu_runtime.preset_openblas_timeout()
+_cpu_runtime.preset_threads_per_rank()
 
 from .backend import Backend, BackendUnavailable, get_backend
 from .gradcheck import check_gradients, numerical_gradient

@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import sys
+import warnings
 
 __all__ = ["main"]
 
@@ -246,19 +247,13 @@ _TRAIN_DEFAULTS = {"model": "simple_convnet", "optimizer": "adam", "lr": None, "
                    "clip_norm": None}
 
 
-def _train_config(args) -> tuple[dict, dict | None]:
+def _train_config(args, ckpt) -> dict:
     """The run's config: defaults, then the checkpoint's (on --resume), then the flags given."""
-    from accelnet.checkpoint import load_checkpoint
-
     given = {k: getattr(args, k) for k in _TRAIN_DEFAULTS if getattr(args, k) is not None}
     if args.batchnorm is False:
         given.pop("batchnorm", None)
     cfg = dict(_TRAIN_DEFAULTS)
-    ckpt = None
-    if args.resume:
-        if not args.checkpoint:
-            raise CLIError("--resume needs --checkpoint PATH")
-        ckpt = load_checkpoint(args.checkpoint)
+    if ckpt is not None:
         saved = ckpt["meta"].get("config", {})
         for k, v in given.items():
             if k in _FIXED_ON_RESUME and k in saved and saved[k] != v:
@@ -268,55 +263,61 @@ def _train_config(args) -> tuple[dict, dict | None]:
         if "epochs" in given or "iterations" in given:  # a new end of the run replaces the saved one
             cfg["epochs"], cfg["iterations"] = _TRAIN_DEFAULTS["epochs"], None
     cfg.update(given)
-    return cfg, ckpt
+    return cfg
+
+
+def _world(device: str):
+    """The communicator of this run: one process, or every rank of ``mpiexec -n N accelnet train``
+    (MPI on the CPU, NCCL on GPUs). Ranks other than 0 print nothing but their own failures."""
+    from accelnet import distributed
+
+    if distributed.launched_world()[1] > 1 and device == "auto":
+        from accelnet.backend import gpu_status
+
+        device = "gpu" if gpu_status()[0] else "cpu"
+    comm = distributed.init("cpu" if device == "auto" else device)
+    if comm.rank != 0:
+        sys.stdout = open(os.devnull, "w")
+    return comm
 
 
 def cmd_train(args) -> int:
-    from accelnet.data import load
-    from accelnet.presets import get_preset
-    from accelnet.optim import get_optimizer
-    from accelnet.backend import get_backend
-    from accelnet.checkpoint import describe_checkpoint
-    from accelnet.outputs import probe_writable
-    from accelnet.train import InsufficientMemory, Trainer
-    from accelnet.validate import within_samples
+    from accelnet.checkpoint import describe_checkpoint, load_checkpoint
+    from accelnet.distributed import on_all_ranks, raised_on_all_ranks
+    from accelnet.train import InsufficientMemory
 
     if args.epochs is not None and args.iterations is not None:
         raise CLIError("--epochs and --iterations both set where the run ends: give one of them")
-    cfg, ckpt = _train_config(args)
-    if args.init_std is not None and cfg["init"] != "std":
-        raise CLIError(f"--init-std applies with --init std, not with --init {cfg['init'] or '(the preset default)'}")
-    backend = get_backend(args.device)  # a missing GPU fails before any data is read
-    preset = get_preset(cfg["model"])
-    model_kw = _model_kwargs(cfg)
-    conv = cfg["model"] in ("simple_convnet", "deep_convnet")
-    data = load(cfg["dataset"], args.data_dir, flatten=not conv, seed=cfg["seed"], progress=not args.no_progress)
-    model = preset(backend=backend, dtype=cfg["dtype"], seed=cfg["seed"], **model_kw)
-    opt_kw = {"weight_decay": cfg["weight_decay"], "clip_norm": cfg["clip_norm"]}
-    if cfg["lr"] is not None:
-        opt_kw["lr"] = cfg["lr"]
-    opt = get_optimizer(cfg["optimizer"], model, **opt_kw)
-    within_samples(cfg["batch_size"], len(data.x_train), "--batch-size", cfg["dataset"])
-    steps_per_epoch = -(-len(data.x_train) // cfg["batch_size"])
-    epochs = cfg["epochs"]
-    if cfg["iterations"]:
-        epochs = -(-cfg["iterations"] // steps_per_epoch)
-    if args.plot:
-        probe_writable(args.plot, "--plot")
-    trainer = Trainer(model, opt, data, batch_size=cfg["batch_size"], epochs=epochs, checkpoint=args.checkpoint,
-                      history_path=args.history, progress=not args.no_progress, seed=cfg["seed"],
-                      max_steps=cfg["iterations"], overwrite=args.overwrite)
+    if args.resume and not args.checkpoint:
+        raise CLIError("--resume needs --checkpoint PATH")
+    comm = _world(args.device)
+    ckpt = comm.on_root(lambda: load_checkpoint(args.checkpoint)) if args.resume else None
+    error = None
+    try:  # every rank sets up its part; a failure on any rank ends all of them with its message
+        cfg = _train_config(args, ckpt)
+        trainer, data = _build_trainer(args, cfg, comm)
+    except Exception as exc:  # handed to comm.agree, which raises it (or the first rank's) on every rank
+        error = exc
+    comm.agree(error)
+    model, opt = trainer.model, trainer.optimizer
     if ckpt is not None:
-        trainer.resume(args.checkpoint)
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always")
+            trainer.resume(args.checkpoint)
+        for note in notes:
+            print(f"note: {note.message}", file=sys.stderr)  # rank 0's: the others do not warn
         if trainer.finished:
             end = f"--iterations {cfg['iterations']}" if cfg["iterations"] else f"--epochs {cfg['epochs']}"
-            raise CLIError(f"nothing to train: {args.checkpoint} is at epoch {trainer.epoch}, step {trainer.step}, "
-                           f"which already reaches {end}; give a later end (--epochs or --iterations) to continue")
+            raise on_all_ranks(CLIError(
+                f"nothing to train: {args.checkpoint} is at epoch {trainer.epoch}, step {trainer.step}, "
+                f"which already reaches {end}; give a later end (--epochs or --iterations) to continue"))
     position = trainer.batches.position
     where = (f"step {trainer.step} (batch {position} of {len(trainer.batches)} in epoch {trainer.epoch + 1})"
              if position else f"epoch {trainer.epoch}")
+    ranks = (f", {comm.size} ranks ({comm.engine}, {cfg['batch_size'] // comm.size} samples each"
+             f"{', synchronized batch norm' if args.sync_batchnorm else ''})" if comm.size > 1 else "")
     print(f"{cfg['model']} on {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test), "
-          f"{model.backend.name}, {model.dtype.name}, {opt!r}, batch {cfg['batch_size']}, "
+          f"{model.backend.name}, {model.dtype.name}, {opt!r}, batch {cfg['batch_size']}{ranks}, "
           f"{model.num_params:,} parameters" + (f", resumed at {where}" if ckpt else ""))
     header = f"{'epoch':>5}  {'step':>7}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>8}  {'samples/s':>9}"
     print(header)
@@ -332,15 +333,16 @@ def cmd_train(args) -> int:
     try:
         trainer.fit(meta={"config": cfg})
     except MemoryError as exc:
+        mark = on_all_ranks if raised_on_all_ranks(exc) else (lambda e: e)
         if isinstance(exc, InsufficientMemory):
-            raise CLIError(f"accelnet: {exc} (--batch-size)") from None
+            raise mark(CLIError(f"accelnet: {exc} (--batch-size)")) from None
         kept = (f"the checkpoint {args.checkpoint} is intact ({describe_checkpoint(args.checkpoint)})"
                 if args.checkpoint and os.path.exists(args.checkpoint) else "no checkpoint was written")
-        raise CLIError(f"accelnet: out of memory at step {trainer.step + 1} (batch size {cfg['batch_size']}): {kept}; "
-                       f"try a smaller --batch-size") from None
+        raise mark(CLIError(f"accelnet: out of memory at step {trainer.step + 1} (batch size {cfg['batch_size']}): "
+                            f"{kept}; try a smaller --batch-size")) from None
     final = trainer.history[-1]["test_acc"]
     print(f"final test accuracy: {final:.4f}")
-    if args.plot:
+    if args.plot and comm.rank == 0:
         from accelnet.plot import SKIPPED, have_matplotlib, training_curves
 
         if have_matplotlib():
@@ -349,6 +351,54 @@ def cmd_train(args) -> int:
         else:
             print(SKIPPED, file=sys.stderr)
     return 0
+
+
+def _build_trainer(args, cfg: dict, comm):
+    """The Trainer (and its data) of ``accelnet train``'s config on this rank."""
+    from accelnet.backend import get_backend
+    from accelnet.data import load
+    from accelnet.optim import get_optimizer
+    from accelnet.outputs import probe_writable
+    from accelnet.presets import get_preset
+    from accelnet.train import Trainer
+    from accelnet.validate import within_samples
+
+    if args.init_std is not None and cfg["init"] != "std":
+        raise CLIError(f"--init-std applies with --init std, not with --init {cfg['init'] or '(the preset default)'}")
+    if cfg["batch_size"] % comm.size:
+        b, n = cfg["batch_size"], comm.size
+        raise CLIError(f"--batch-size {b} (the global batch) does not split evenly over {n} ranks: use a multiple "
+                       f"of {n}, e.g. {b - b % n or n}")
+    backend = get_backend(args.device)  # a missing GPU fails before any data is read
+    preset = get_preset(cfg["model"])
+    model_kw = _model_kwargs(cfg)
+    conv = cfg["model"] in ("simple_convnet", "deep_convnet")
+
+    def read():
+        return load(cfg["dataset"], args.data_dir, flatten=not conv, seed=cfg["seed"],
+                    progress=not args.no_progress and comm.rank == 0)
+
+    # rank 0 first: a missing file is downloaded once, not by every rank at the same time
+    data = read() if comm.rank == 0 else None
+    comm.bcast_obj(None)
+    data = data or read()
+    model = preset(backend=backend, dtype=cfg["dtype"], seed=cfg["seed"], **model_kw)
+    opt_kw = {"weight_decay": cfg["weight_decay"], "clip_norm": cfg["clip_norm"]}
+    if cfg["lr"] is not None:
+        opt_kw["lr"] = cfg["lr"]
+    opt = get_optimizer(cfg["optimizer"], model, **opt_kw)
+    within_samples(cfg["batch_size"], len(data.x_train), "--batch-size", cfg["dataset"])
+    steps_per_epoch = -(-len(data.x_train) // cfg["batch_size"])
+    epochs = cfg["epochs"]
+    if cfg["iterations"]:
+        epochs = -(-cfg["iterations"] // steps_per_epoch)
+    if args.plot:
+        probe_writable(args.plot, "--plot")
+    trainer = Trainer(model, opt, data, batch_size=cfg["batch_size"], epochs=epochs, checkpoint=args.checkpoint,
+                      history_path=args.history, progress=not args.no_progress, seed=cfg["seed"],
+                      max_steps=cfg["iterations"], overwrite=args.overwrite, comm=comm,
+                      sync_batchnorm=args.sync_batchnorm, check_every=args.check_every)
+    return trainer, data
 
 
 def _optimizer_lrs(defaults: dict):
@@ -479,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--history", help="append one JSON line per epoch to this file")
     t.add_argument("--plot", help="write loss/accuracy curves to this PNG")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--sync-batchnorm", action="store_true",
+                   help="under mpiexec: batch norm statistics over the global batch (default: each rank's own)")
+    t.add_argument("--check-every", type=_positive_int_arg("--check-every"), metavar="STEPS",
+                   help="under mpiexec: compare the ranks' parameters every STEPS steps too (always at epoch ends)")
     t.set_defaults(func=cmd_train)
     info = sub.add_parser("info", help="versions, available backends, GPU name, Numba threading layer")
     info.set_defaults(func=cmd_info)
@@ -502,25 +556,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run a command; user errors print one line on stderr (exit 2), divergence exits 3."""
+    """Run a command; user errors print one line on stderr (exit 2), divergence exits 3.
+
+    Under ``mpiexec``, an error every rank met is printed once, by rank 0, and every rank exits
+    with its code; an error one rank met alone is printed with its rank and ends the whole job
+    (MPI_Abort), so no rank waits forever for it.
+    """
     from accelnet.backend import BackendUnavailable
     from accelnet.checkpoint import CheckpointError
     from accelnet.data import DataError
+    from accelnet.distributed import DistributedError
     from accelnet.train import Diverged
 
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except Diverged as exc:
-        print(f"accelnet: diverged: {exc}", file=sys.stderr)
-        return 3
-    except (CLIError, ValueError, DataError, CheckpointError, BackendUnavailable, OSError) as exc:
+        return _report(exc, 3, f"accelnet: diverged: {exc}")
+    except (CLIError, ValueError, DataError, CheckpointError, BackendUnavailable, DistributedError, OSError) as exc:
         msg = str(exc) if isinstance(exc, CLIError) else f"error: {exc}"
-        print(f"accelnet: {msg}" if not msg.startswith("accelnet") else msg, file=sys.stderr)
-        return 2
+        return _report(exc, 2, f"accelnet: {msg}" if not msg.startswith("accelnet") else msg)
     except KeyboardInterrupt as exc:
-        print(f"accelnet: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
-        return 130
+        return _report(exc, 130, f"accelnet: interrupted{': ' + str(exc) if str(exc) else ''}")
+
+
+def _report(exc: BaseException, code: int, line: str) -> int:
+    from accelnet import distributed
+
+    comm = distributed.world()
+    if comm.size == 1:
+        print(line, file=sys.stderr)
+        return code
+    if distributed.raised_on_all_ranks(exc):
+        if comm.rank == 0:
+            print(line, file=sys.stderr)
+        return code
+    print(f"accelnet: rank {comm.rank} of {comm.size}: {line.removeprefix('accelnet: ')}", file=sys.stderr)
+    comm.abort(code)
+    return code
 
 
 if __name__ == "__main__":

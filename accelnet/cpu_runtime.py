@@ -5,6 +5,10 @@ Each was measured inside whole training steps on 2 cores (README, "Thread pools"
 * ``OPENBLAS_THREAD_TIMEOUT=4`` in the environment, only when accelnet is imported before
   NumPy (NumPy reads it when it loads OpenBLAS): idle OpenBLAS workers sleep instead of
   spinning on the cores the next Numba kernel needs. A value you set wins.
+* Under ``mpiexec`` with several ranks on a node, each rank's share of the cores as
+  ``NUMBA_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``OMP_NUM_THREADS`` (again only when
+  accelnet is imported before NumPy): ranks that each start a thread per core oversubscribe
+  the node. Any of these you set wins, and then accelnet sets none of them.
 * ``GOMP_SPINCOUNT=10000`` while Numba's OpenMP pool starts (then removed again): its workers
   spin only briefly after a kernel. A ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` you set wins.
 * OpenBLAS's thread count, through its C API: one thread for small products
@@ -30,14 +34,33 @@ import platform
 import sys
 import threading
 
+from .launcher import launched_world
+
 __all__ = ["denormals_flushed", "flushes_denormals", "flush_denormals_in_this_thread", "set_blas_threads",
-           "keep_freed_memory", "preset_openblas_timeout", "start", "settings"]
+           "keep_freed_memory", "preset_openblas_timeout", "preset_threads_per_rank", "start", "settings"]
 
 
 def preset_openblas_timeout() -> None:
     """Default ``OPENBLAS_THREAD_TIMEOUT`` to 4 if NumPy has not loaded OpenBLAS yet."""
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def preset_threads_per_rank() -> int | None:
+    """Set each rank's threads to its share of this node's cores when ``mpiexec`` started several
+    ranks here and NumPy has not loaded yet; returns that count (None when nothing was set)."""
+    local = launched_world()[3]
+    if local <= 1 or "numpy" in sys.modules or any(v in os.environ for v in THREAD_VARIABLES):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, cores // local)
+    for v in THREAD_VARIABLES:
+        os.environ[v] = str(n)
+    _SETTINGS["threads_per_rank"] = (n, local)
+    return n
 
 
 # -- flush-to-zero -------------------------------------------------------------------------------
@@ -231,7 +254,8 @@ def start(run_parallel_kernel) -> dict:
     finally:
         if not user_set:
             del os.environ["GOMP_SPINCOUNT"]
-    _SETTINGS.update(ftz=flush_to_zero_available(), keep_memory=keep_freed_memory())
+    _SETTINGS.update(ftz=flush_to_zero_available(), keep_memory=keep_freed_memory(),
+                     numba_threads=numba.get_num_threads())
     return dict(_SETTINGS)
 
 
@@ -242,6 +266,8 @@ def settings() -> str:
     set_blas_threads.threads()  # finds OpenBLAS, if it has not been yet
     blas = set_blas_threads.default
     on = lambda flag: "on" if flag else "off"  # noqa: E731
+    per_rank = _SETTINGS.get("threads_per_rank")
+    shared = f" (this node's cores shared by {per_rank[1]} ranks)" if per_rank else ""
     return (f"flush-to-zero {on(_SETTINGS['ftz'])} (in accelnet's calls and Numba's workers), "
-            f"freed memory kept {on(_SETTINGS['keep_memory'])}, "
-            f"OpenBLAS threads {blas if blas else 'unknown'} (1 for small products)")
+            f"freed memory kept {on(_SETTINGS['keep_memory'])}, Numba threads {_SETTINGS['numba_threads']}, "
+            f"OpenBLAS threads {blas if blas else 'unknown'} (1 for small products){shared}")

@@ -348,17 +348,30 @@ class BatchIterator:
     progress drew its order from, and how many of its batches were served) is part of a checkpoint,
     so a run resumed mid-epoch sees the same remaining batches, in the same order, as an
     uninterrupted one.
+
+    Data-parallel (``world`` ranks): ``batch_size`` is the global batch; every rank draws the same
+    order and yields its contiguous shard of each global batch (shard sizes differ by at most one
+    sample, in a last partial batch; one with fewer samples than ranks is dropped).
+    ``batch_samples`` is the size of the global batch whose shard was yielded last.
     """
 
     def __init__(self, x: np.ndarray, t: np.ndarray, batch_size: int, backend: str | Backend = "cpu",
-                 dtype=np.float32, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False):
+                 dtype=np.float32, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False,
+                 rank: int = 0, world: int = 1):
         if len(x) != len(t):
             raise ValueError(f"x has {len(x)} samples but t has {len(t)}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if len(x) == 0:
             raise ValueError("the dataset is empty")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank!r} is not in a world of {world!r} ranks")
+        if batch_size % world:
+            raise ValueError(f"the global batch size {batch_size} does not split evenly over {world} ranks: "
+                             f"use a multiple of {world} (e.g. {batch_size - batch_size % world or world})")
         self.x, self.t = x, t
+        self.rank, self.world = int(rank), int(world)
+        self.batch_samples = 0
         self.batch_size = int(batch_size)
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
@@ -369,7 +382,8 @@ class BatchIterator:
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        last = n % b
+        return n // b if self.drop_last or last < self.world else n // b + 1
 
     def state(self) -> dict:
         """Where the batch order stands: ``{"rng": ..., "position": ...}`` (JSON-able)."""
@@ -403,6 +417,9 @@ class BatchIterator:
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         for i in range(self.position, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            self.batch_samples = len(idx)
+            if self.world > 1:
+                idx = np.array_split(idx, self.world)[self.rank]
             batch = self.backend.to_device(self.x[idx], self.dtype), self.backend.to_device(self.t[idx])
             self.position = i + 1  # the consumer has this batch: a stop after it resumes at the next
             yield batch

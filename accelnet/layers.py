@@ -299,6 +299,9 @@ class BatchNorm(Layer):
     Training normalizes with the batch statistics and updates the running ones
     (``running = momentum * running + (1 - momentum) * batch``, the book's rule);
     evaluation uses the running statistics, so it is deterministic.
+
+    Data-parallel, the statistics are each rank's own (as PyTorch DDP's); with ``comm`` set (a
+    Trainer's ``sync_batchnorm``) they are those of the global batch, summed over the ranks.
     """
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-6, name=None):
@@ -308,6 +311,7 @@ class BatchNorm(Layer):
         if not eps > 0:
             raise ValueError(f"BatchNorm eps must be positive, got {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
+        self.comm = None  # a communicator: batch statistics over every rank's samples
 
     def _build(self, in_shape, ctx):
         self._require_rank(in_shape, (2, 4), "(N, D) or (N, C, H, W)")
@@ -326,9 +330,12 @@ class BatchNorm(Layer):
         xp, b = self.xp, self._bshape
         gamma, beta = self.params["gamma"].reshape(b), self.params["beta"].reshape(b)
         if self.training:
-            mu = x.mean(axis=self._axes, keepdims=True)
-            xc = x - mu
-            var = (xc * xc).mean(axis=self._axes, keepdims=True)
+            if self.comm is None:
+                mu = x.mean(axis=self._axes, keepdims=True)
+                xc = x - mu
+                var = (xc * xc).mean(axis=self._axes, keepdims=True)
+            else:
+                mu, xc, var = self._global_statistics(x)
             m = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm[...] = m * rm + (1 - m) * mu.reshape(-1)
@@ -350,11 +357,27 @@ class BatchNorm(Layer):
         if not self._batch_stats:
             return dxhat / self._std
         # d/dx of (x - mean) / std(x) with batch statistics, over m = N (or N*H*W) samples.
-        return (
-            dxhat
-            - dxhat.mean(axis=axes, keepdims=True)
-            - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
-        ) / self._std
+        if self.comm is None:
+            mean_dxhat = dxhat.mean(axis=axes, keepdims=True)
+            mean_dxhat_xhat = (dxhat * xhat).mean(axis=axes, keepdims=True)
+        else:  # the means over the global batch: one all-reduce of both sums
+            c = b[1]
+            sums = self.comm.allreduce(xp.concatenate([dxhat.sum(axis=axes), (dxhat * xhat).sum(axis=axes)]))
+            mean_dxhat, mean_dxhat_xhat = (sums[:c] / self._count).reshape(b), (sums[c:] / self._count).reshape(b)
+        return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) / self._std
+
+    def _global_statistics(self, x):
+        """Mean, centred input and variance over the samples of every rank (two passes, as the
+        single-process statistics: the sum and count, then the squared deviations)."""
+        xp, axes, b = self.xp, self._axes, self._bshape
+        c = b[1]
+        local = xp.concatenate([x.sum(axis=axes), xp.full(1, x.size // c, dtype=x.dtype)])
+        self.comm.allreduce(local)
+        self._count = local[c]
+        mu = (local[:c] / self._count).reshape(b)
+        xc = x - mu
+        var = (self.comm.allreduce((xc * xc).sum(axis=axes)) / self._count).reshape(b)
+        return mu, xc, var
 
     def _repr_args(self):
         return f"momentum={self.momentum:g}, eps={self.eps:g}"

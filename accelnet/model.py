@@ -155,10 +155,14 @@ class Sequential:
 
     def accuracy(self, x, t, batch_size: int = 1000) -> float:
         """Fraction of samples whose top score is the label (class indices or one-hot)."""
+        return self.count_correct(x, t, batch_size) / len(x)
+
+    def count_correct(self, x, t, batch_size: int = 1000) -> int:
+        """Number of samples whose top score is the label (class indices or one-hot)."""
         self._check_input(x, batch_size, "accuracy")
         t = self.class_indices(t, len(x))
         pred = self.backend.to_numpy(self.predict(x, batch_size).argmax(axis=1))
-        return float((pred == t).mean())
+        return int((pred == t).sum())
 
     def step_bytes(self, batch_size: int, train: bool = True) -> int:
         """Device bytes a training step (or, with ``train=False``, a forward pass) at ``batch_size``

@@ -1,5 +1,6 @@
 """Training: ``Trainer.fit`` with evaluation, history, a progress bar, callbacks, atomic
-checkpoints, exact resume after any stop, checks before the first step and a divergence guard."""
+checkpoints, exact resume after any stop, checks before the first step, a divergence guard,
+and data-parallel training over a communicator (``distributed.py``)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ import signal
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import (CheckpointError, describe_checkpoint, load_checkpoint, remove_stale_temp_files,
                          save_checkpoint)
+from .backend import host_rng
 from .cpu_runtime import FLUSHED
 from .data import BatchIterator, Dataset
+from .distributed import LOCAL, DistributedError, ReplicaMismatch, checksum, on_all_ranks
+from .layers import BatchNorm
 from .outputs import OutputError, OutputLock, probe_writable
 from .validate import positive_int
 
@@ -47,13 +52,22 @@ class Trainer:
     continues bitwise as if uninterrupted. The checkpoint and history files belong to one run:
     an existing one is continued only after :meth:`resume`, replaced only with ``overwrite``,
     and locked while ``fit`` runs.
+
+    Data-parallel with ``comm`` (:func:`accelnet.distributed.init`), every rank runs the same
+    Trainer: ``batch_size`` is the global batch, each rank computes the gradient of its shard,
+    one all-reduce of the flat gradient buffer sums them (weighted by shard size: the global
+    batch's mean gradient), and every rank takes the same optimizer step. Parameters are
+    broadcast from rank 0 when ``fit`` starts and compared by checksum at every epoch end (and
+    every ``check_every`` steps). Evaluation is sharded; rank 0 alone writes the checkpoint and
+    history and shows progress. ``fit``, ``evaluate``, ``save``, ``resume`` and
+    ``check_replicas`` are collective: call them on every rank.
     """
 
     def __init__(self, model, optimizer, data: Dataset, batch_size: int = 100, epochs: int = 10,
                  checkpoint: str | os.PathLike | None = None, history_path: str | os.PathLike | None = None,
                  eval_batch_size: int = 1000, train_eval_samples: int | None = 10000, log_every: int = 20,
                  progress: bool = True, callbacks=(), seed: int = 0, max_steps: int | None = None,
-                 overwrite: bool = False):
+                 overwrite: bool = False, comm=None, sync_batchnorm: bool = False, check_every: int | None = None):
         if data.input_shape != model.input_shape:
             raise ValueError(f"the data's samples have shape {data.input_shape} but the model expects "
                              f"{model.input_shape}")
@@ -63,17 +77,28 @@ class Trainer:
         if getattr(optimizer, "arena", None) is not model.arena:
             raise ValueError(f"the optimizer ({optimizer!r}) updates another model's parameters: construct it with "
                              f"this model, e.g. {type(optimizer).__name__}(model, lr=...)")
+        self.comm = LOCAL if comm is None else comm
+        if self.comm.device is not None and self.comm.device != model.backend.name:
+            raise ValueError(f"the communicator ({self.comm!r}) reduces {self.comm.device} arrays but the model is on "
+                             f"the {model.backend.name}: initialize it with distributed.init('{model.backend.name}')")
+        if check_every is not None:
+            positive_int(check_every, "check_every")
         self.model, self.optimizer, self.data = model, optimizer, data
         self.epochs = epochs
+        self.seed = seed
         self.batches = BatchIterator(data.x_train, data.t_train, batch_size, model.backend, model.dtype,
-                                     seed=np.random.SeedSequence(seed).spawn(1)[0])
+                                     seed=np.random.SeedSequence(seed).spawn(1)[0], rank=self.comm.rank,
+                                     world=self.comm.size)
+        self.sync_batchnorm = bool(sync_batchnorm)
+        self.check_every = check_every
+
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.history_path = Path(history_path) if history_path else None
         self.overwrite = bool(overwrite)
         self.eval_batch_size = eval_batch_size
         self.train_eval_samples = train_eval_samples
         self.log_every = max(1, int(log_every))
-        self.progress = progress
+        self.progress = progress and self.comm.rank == 0
         self.callbacks = list(callbacks)
         self.max_steps = max_steps
         self.epoch = 0  # epochs completed
@@ -83,14 +108,29 @@ class Trainer:
         self.run_id = uuid.uuid4().hex[:12]  # kept by resumed runs: one id per training run
         self._progress: dict | None = None  # the epoch in progress: its loss sums, samples, seconds
         self._own_checkpoint: Path | None = None  # the checkpoint this run resumed from or wrote
-        self._signal: int | None = None
+        self._signal: int | str | None = None
+        self._interval_sum = 0.0  # this rank's part of an open loss interval, after a resume
+        if self.comm.size > 1:
+            self._rank_rng()  # dropout masks differ by rank
+            for layer in model.layers:
+                if isinstance(layer, BatchNorm):
+                    layer.comm = self.comm if self.sync_batchnorm else None
+
+    def _rank_rng(self) -> None:
+        """Give this rank's dropout its own stream, from the seed, the rank and the step."""
+        seq = np.random.SeedSequence(self.seed, spawn_key=(1, self.comm.rank, self.step))
+        self.model.rng.bit_generator.state = host_rng(seq).bit_generator.state
 
     # -- state --------------------------------------------------------------------------
     def state(self) -> dict:
-        """Everything a resume needs, on the host."""
+        """Everything a resume needs, on the host. Data-parallel (collective), the model's
+        BatchNorm statistics are the ranks' average, and ``ranks`` holds each rank's own (with its
+        dropout RNG and its part of an open loss interval), for an exact resume."""
         batches = self.batches.state()
-        return {
-            "model": self.model.state_dict(),
+        with self._replica_buffers():
+            model_state = self.model.state_dict()
+        state = {
+            "model": model_state,
             "optimizer": self.optimizer.state_dict(),
             "model_rng": self.model.rng.bit_generator.state,
             "batch_rng": batches["rng"],
@@ -100,7 +140,13 @@ class Trainer:
             "step": self.step,
             "history": self.history,
             "run_id": self.run_id,
+            "world_size": self.comm.size,
         }
+        if self.comm.size > 1:
+            own = {"model_rng": state["model_rng"], "interval_sum": self._interval_sum,
+                   "buffers": {k: self.model.backend.to_numpy(v).copy() for k, v in self.model.buffers().items()}}
+            state["ranks"] = self.comm.allgather_obj(own)
+        return state
 
     _STATE_KEYS = ("model", "optimizer", "model_rng", "batch_rng", "epoch", "step", "history")
     _PROGRESS_KEYS = ("loss_sum", "loss_steps", "interval_sum", "interval_steps", "samples", "seconds")
@@ -118,9 +164,10 @@ class Trainer:
             raise ValueError(f"the training state stops inside an epoch (batch {position}) but lacks that "
                              f"epoch's progress {list(self._PROGRESS_KEYS)}")
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict) -> str | None:
         """Restore :meth:`state`: checked completely (keys, the model's and the optimizer's state,
-        the position in the epoch) before anything changes."""
+        the position in the epoch) before anything changes. Returns a note when the state was
+        saved by another number of ranks (the run continues, its sums in another order)."""
         if not isinstance(state, dict):
             raise ValueError(f"the training state must be a dict, got {type(state).__name__}")
         missing = [k for k in self._STATE_KEYS if k not in state]
@@ -137,20 +184,89 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         self.run_id = str(state.get("run_id") or self.run_id)
+        return self._load_rank_state(state)
+
+    def _load_rank_state(self, state: dict) -> str | None:
+        """This rank's own part of ``state``: the same rank's when the world size is the one that
+        saved it; else the model's averaged statistics, a fresh dropout stream and the open loss
+        interval counted once (on rank 0)."""
+        saved, world, rank = int(state.get("world_size", 1)), self.comm.size, self.comm.rank
+        ranks = state.get("ranks")
+        progress = state.get("progress") if state.get("position") else None
+        interval = float(progress["interval_sum"]) if progress else 0.0
+        if saved == world and ranks:
+            own = ranks[rank]
+            self.model.rng.bit_generator.state = own["model_rng"]
+            for k, v in self.model.buffers().items():
+                v[...] = self.model.backend.to_device(own["buffers"][k], self.model.dtype)
+            self._interval_sum = float(own["interval_sum"])
+        else:
+            if ranks:
+                interval = sum(float(r["interval_sum"]) for r in ranks)
+            if rank > 0:
+                self._rank_rng()
+            self._interval_sum = interval if rank == 0 else 0.0
+        if progress:
+            self._progress["interval_sum"] = self._interval_sum
+        if saved == world:
+            return None
+        return (f"resumed on {world} rank{'s' if world > 1 else ''} from a checkpoint written by {saved}: the global "
+                f"batch and its order are the same, but gradients and losses are summed in another order (and "
+                f"dropout draws differ), so the run is not bitwise the one {saved} rank{'s' if saved > 1 else ''} "
+                f"would have continued")
 
     def resume(self, path=None) -> dict:
-        """Continue from a checkpoint (default: this trainer's checkpoint path); returns its meta."""
+        """Continue from a checkpoint (default: this trainer's checkpoint path); returns its meta.
+        Data-parallel, rank 0 reads it and every rank loads it; a change in the number of ranks
+        is a warning (see :meth:`load_state`)."""
         path = Path(path or self.checkpoint)
-        ckpt = load_checkpoint(path)
-        self.load_state(ckpt["state"])
+        ckpt = self.comm.on_root(lambda: load_checkpoint(path))
+        note = self._collectively(lambda: self.load_state(ckpt["state"]))
+        if note and self.comm.rank == 0:
+            warnings.warn(note, stacklevel=2)
         self._own_checkpoint = path.resolve()
         return ckpt["meta"]
 
     def save(self, path=None, meta: dict | None = None) -> None:
-        """Write a checkpoint atomically (temp file, fsync, rename)."""
+        """Write a checkpoint atomically (temp file, fsync, rename); data-parallel, rank 0 writes."""
         path = Path(path or self.checkpoint)
-        save_checkpoint(path, self.state(), meta)
+        state = self.state()
+        self.comm.on_root(lambda: save_checkpoint(path, state, meta))
         self._own_checkpoint = path.resolve()
+
+    def _collectively(self, fn):
+        """``fn()`` on every rank; an error on any rank is raised on all of them."""
+        result, error = None, None
+        try:
+            result = fn()
+        except Exception as exc:  # every rank learns of it before raising
+            error = exc
+        self.comm.agree(error)
+        return result
+
+    @contextlib.contextmanager
+    def _replica_buffers(self):
+        """Data-parallel with per-rank BatchNorm statistics: inside, every rank holds the ranks'
+        average (the model that is evaluated and saved); each rank's own come back after. The
+        average of the ranks' running means is the running mean of the ranks' averages, so this
+        is what keeping them in sync every step would give."""
+        buffers = list(self.model.buffers().values())
+        if self.comm.size == 1 or self.sync_batchnorm or not buffers:
+            yield
+            return
+        xp = self.model.backend.xp
+        own = [b.copy() for b in buffers]
+        flat = self.comm.allreduce(xp.concatenate([b.ravel() for b in buffers]))
+        flat /= self.comm.size
+        offset = 0
+        for b in buffers:
+            b[...] = flat[offset : offset + b.size].reshape(b.shape)
+            offset += b.size
+        try:
+            yield
+        finally:
+            for b, o in zip(buffers, own):
+                b[...] = o
 
     @property
     def finished(self) -> bool:
@@ -164,19 +280,23 @@ class Trainer:
         refuse to replace what another run wrote unless ``overwrite``."""
         locks = []
         try:
-            if self.checkpoint:
-                probe_writable(self.checkpoint, "checkpoint")
-                locks.append(OutputLock(self.checkpoint, self.run_id, "checkpoint").acquire())
-                self._check_checkpoint_owner()
-                remove_stale_temp_files(self.checkpoint)  # debris of writers killed mid-save
-            if self.history_path:
-                probe_writable(self.history_path, "history")
-                locks.append(OutputLock(self.history_path, self.run_id, "history").acquire())
-                self._check_history_owner()
+            # data-parallel, rank 0 alone writes; the others learn its outcome
+            self._collectively(lambda: self._claim_outputs(locks) if self.comm.rank == 0 else None)
             yield
         finally:
             for lock in reversed(locks):
                 lock.release()
+
+    def _claim_outputs(self, locks: list) -> None:
+        if self.checkpoint:
+            probe_writable(self.checkpoint, "checkpoint")
+            locks.append(OutputLock(self.checkpoint, self.run_id, "checkpoint").acquire())
+            self._check_checkpoint_owner()
+            remove_stale_temp_files(self.checkpoint)  # debris of writers killed mid-save
+        if self.history_path:
+            probe_writable(self.history_path, "history")
+            locks.append(OutputLock(self.history_path, self.run_id, "history").acquire())
+            self._check_history_owner()
 
     def _check_checkpoint_owner(self) -> None:
         path = self.checkpoint
@@ -221,8 +341,9 @@ class Trainer:
         return lambda batch_size: max(model.step_bytes(batch_size), evaluation) + state
 
     def memory_estimate(self, batch_size: int | None = None) -> int:
-        """Bytes the run still needs on its device at ``batch_size`` (default: this run's)."""
-        return self._memory_need()(batch_size or self.batches.batch_size)
+        """Bytes the run still needs on its device at ``batch_size`` (default: this run's; per
+        rank, data-parallel)."""
+        return self._memory_need()(batch_size or self.batches.batch_size // self.comm.size)
 
     _MARGIN = 1.2  # allocator overhead and what the measurement cannot see
 
@@ -230,15 +351,18 @@ class Trainer:
         available = self.model.backend.available_bytes()
         if available is None:
             return
-        b = self.batches.batch_size
+        b = self.batches.batch_size // self.comm.size  # this rank's shard
         need = self._memory_need()
         at_b = need(b)
         if at_b * self._MARGIN <= available:
             return
         at_1 = need(1)
         fits = self._largest_batch_that_fits(need, available, b, at_b, at_1)
-        hint = f"batch size {fits} or less fits" if fits else "no batch size fits: free memory or use a smaller model"
-        raise InsufficientMemory(f"batch size {b} needs about {at_b / 2**30:.2f} GiB on the {self.model.backend.name} "
+        world = self.comm.size
+        hint = (f"batch size {fits * world} or less fits" if fits else
+                "no batch size fits: free memory or use a smaller model")
+        shard = f" ({b} per rank)" if world > 1 else ""
+        raise InsufficientMemory(f"batch size {b * world}{shard} needs about {at_b / 2**30:.2f} GiB on the {self.model.backend.name} "
                                  f"({(at_b - at_1) / max(b - 1, 1) / 2**20:.2f} MiB per sample), "
                                  f"{available / 2**30:.2f} GiB is available: {hint}")
 
@@ -276,12 +400,52 @@ class Trainer:
 
     # -- running --------------------------------------------------------------------------
     def evaluate(self, x, t, limit: int | None = None) -> float:
-        """Accuracy of the model on ``x``, ``t`` (the first ``limit`` samples if given)."""
+        """Accuracy of the model on ``x``, ``t`` (the first ``limit`` samples if given).
+        Data-parallel, each rank predicts its contiguous shard and the counts are summed."""
         if limit is not None:
             positive_int(limit, "evaluate: limit")
         if limit is not None and len(x) > limit:
             x, t = x[:limit], t[:limit]
-        return self.model.accuracy(x, t, self.eval_batch_size)
+        model, world = self.model, self.comm.size
+        if world == 1:
+            return model.accuracy(x, t, self.eval_batch_size)
+        model._check_input(x, self.eval_batch_size, "evaluate")  # the same answer on every rank
+        t = model.class_indices(t, len(x), "evaluate")
+        bounds = np.linspace(0, len(x), world + 1).astype(int)
+        lo, hi = bounds[self.comm.rank], bounds[self.comm.rank + 1]
+        with self._replica_buffers():
+            correct = model.count_correct(x[lo:hi], t[lo:hi], self.eval_batch_size) if hi > lo else 0
+        return float(self.comm.allreduce_host(np.array([correct]))[0]) / len(x)
+
+    def check_replicas(self) -> None:
+        """Collective: raise :class:`ReplicaMismatch` on every rank unless every rank holds the
+        same parameters and optimizer state, bit for bit (a no-op in one process)."""
+        if self.comm.size > 1:
+            self._agree_at(f"at step {self.step}")
+
+    def _agree_at(self, where: str) -> bool:
+        """Collective check of the replicas: the non-finite state of any rank is a divergence on
+        all, differing checksums a :class:`ReplicaMismatch`; returns whether any rank was signalled
+        to stop."""
+        flat = self.optimizer._flat_state or {}
+        signalled = self._signal is not None
+        mine = (self._non_finite_state(), checksum([self.model.arena.data, *flat.values()]), signalled)
+        views = self.comm.allgather_obj(mine)
+        bad = sorted({name for b, _, _ in views for name in b})
+        if bad:
+            raise on_all_ranks(self._diverged(f"{', '.join(bad)} became non-finite {where} (not saved)"))
+        sums = [c for _, c, _ in views]
+        if len(set(sums)) > 1:
+            differ = [r for r, c in enumerate(sums) if c != sums[0]]
+            raise on_all_ranks(ReplicaMismatch(
+                f"the replicas differ {where}: rank{'s' if len(differ) > 1 else ''} "
+                f"{', '.join(map(str, differ))} hold{'s' if len(differ) == 1 else ''} other parameters or optimizer "
+                f"state than rank 0 (checksums {', '.join(f'{c:08x}' for c in sums)}); a rank computed another "
+                f"update: not saved, stopping"))
+        if any(s for _, _, s in views):
+            self._signal = self._signal if signalled else "to another rank"
+            return True
+        return False
 
     def _non_finite_state(self) -> list[str]:
         """Names of the parameters, buffers (BatchNorm statistics) and optimizer state holding NaN
@@ -313,27 +477,76 @@ class Trainer:
         advice = self._advice()
         return Diverged(f"{what}: training stopped; {self._untouched()}. {advice[0].upper()}{advice[1:]}.")
 
-    def _check_finite(self, loss_sum, steps: int) -> float:
-        mean = float(loss_sum) / steps
+    def _interval_mean(self, interval, steps: int) -> tuple[float, bool]:
+        """The mean loss of the last ``steps`` steps (one device-to-host read; data-parallel, one
+        host all-reduce that also carries each rank's stop request) and whether any rank was
+        signalled to stop. A non-finite mean is a divergence, on every rank."""
+        value, signalled = float(interval), self._signal is not None
+        if self.comm.size > 1:
+            value, votes = map(float, self.comm.allreduce_host(np.array([value, float(signalled)])))
+            signalled = votes > 0
+            if signalled and self._signal is None:
+                self._signal = "to another rank"
+        mean = value / steps
         if not math.isfinite(mean):
-            raise self._diverged(f"loss became {mean} at step {self.step} (epoch {self.epoch + 1})")
-        return mean
+            raise on_all_ranks(self._diverged(f"loss became {mean} at step {self.step} (epoch {self.epoch + 1})"))
+        return mean, signalled
 
-    def _check_state_finite(self, where: str) -> None:
+    def _check_state(self, where: str) -> bool:
+        """Before a checkpoint: every parameter, buffer and optimizer state finite; data-parallel,
+        also the replicas equal (:meth:`_agree_at`). Returns whether to stop for a signal (any
+        rank's, data-parallel)."""
+        if self.comm.size > 1:
+            return self._agree_at(where)
         bad = self._non_finite_state()
         if bad:
             raise self._diverged(f"{', '.join(bad)} became non-finite {where} (not saved)")
+        return self._signal is not None
+
+    def _check_same_run(self, meta) -> None:
+        """Data-parallel: every rank was started with the same run (model, optimizer, data, batch,
+        seeds, position, the CLI's config), else an error on all ranks naming what differs."""
+        model, d, b = self.model, self.data, self.batches
+        mine = {"accelnet version": __import__("accelnet").__version__, "backend": model.backend.name,
+                "model": " -> ".join(repr(layer) for layer in model.layers), "input shape": model.input_shape,
+                "dtype": model.dtype.name, "parameters": model.num_params, "optimizer": repr(self.optimizer),
+                "global batch size": b.batch_size, "epochs": self.epochs, "max steps": self.max_steps,
+                "seed": self.seed, "dataset": f"{d.name} ({len(d.x_train)} train, {len(d.x_test)} test)",
+                "training data checksum": checksum([d.x_train, d.t_train]), "sync batchnorm": self.sync_batchnorm,
+                "check every": self.check_every, "log every": self.log_every, "eval batch size": self.eval_batch_size,
+                "train eval samples": self.train_eval_samples, "resumed at": (self.epoch, self.step, b.position)}
+        for k, v in ((meta or {}).get("config") or {}).items():
+            mine[f"--{k.replace('_', '-')}"] = v
+        runs = self.comm.allgather_obj(mine)
+        short = lambda v: (s if len(s := str(v)) <= 60 else s[:57] + "...")  # noqa: E731
+        diffs = [f"rank {r} has {k} {short(run.get(k))} where rank 0 has {short(runs[0].get(k))}"
+                 for r, run in enumerate(runs[1:], 1) for k in sorted(set(run) | set(runs[0]))
+                 if run.get(k) != runs[0].get(k)]
+        if diffs:
+            more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
+            raise on_all_ranks(DistributedError(f"the ranks were started with different runs: {'; '.join(diffs[:4])}"
+                                                f"{more}; start every rank with the same command"))
+
+    def _start_replicas(self, meta) -> None:
+        """Data-parallel start: one run id, the same run on every rank, rank 0's parameters and
+        optimizer state everywhere."""
+        self.run_id = self.comm.bcast_obj(self.run_id)
+        self._check_same_run(meta)
+        self.comm.broadcast(self.model.arena.data)
+        for v in (self.optimizer._flat_state or {}).values():
+            self.comm.broadcast(v)
 
     def fit(self, meta: dict | None = None) -> list[dict]:
         """Train until ``epochs`` epochs (or ``max_steps`` steps) are complete, counting resumed ones;
         returns the history. Before the first step: outputs proven writable and locked, memory
-        estimated."""
-
+        estimated (and, data-parallel, the ranks' runs compared and the parameters broadcast)."""
+        if self.comm.size > 1:
+            self._start_replicas(meta)
         # The divergence guard reports a NaN/Inf loss itself; NumPy's overflow warnings would only
         # bury its message.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), FLUSHED, self._owned_outputs():
             if not self.finished:
-                self._check_memory()
+                self._collectively(self._check_memory)
             with self._stop_on_signals():
                 return self._fit(meta)
 
@@ -356,7 +569,8 @@ class Trainer:
 
     def _publish(self, record: dict | None, meta) -> None:
         """Checkpoint the state (with ``record`` in its history), then append ``record`` to the
-        history file and show it to the callbacks."""
+        history file and show it to the callbacks (on every rank; a stop any of them asks for
+        stops all)."""
         if record is not None:
             self.history.append(record)
         if self.checkpoint:
@@ -364,41 +578,54 @@ class Trainer:
         if record is None:
             return
         if self.history_path:
-            with open(self.history_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            def append():
+                with open(self.history_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            self.comm.on_root(append)
         for cb in self.callbacks:
             cb(self, record)
+        if self.comm.size > 1:
+            self.stop = any(self.comm.allgather_obj(bool(self.stop)))
 
     def _fit(self, meta):
         from tqdm.auto import tqdm
 
-        model, opt = self.model, self.optimizer
-        xp = model.backend.xp
+        model, opt, comm = self.model, self.optimizer, self.comm
+        xp, world = model.backend.xp, comm.size
         while not self.finished and not self.stop:
             model.train()
             t0 = time.perf_counter()
             p = self._progress = self._progress or dict.fromkeys(self._PROGRESS_KEYS, 0)
-            interval = xp.asarray(p["interval_sum"], dtype=model.dtype)
+            interval = xp.asarray(self._interval_sum if world > 1 else p["interval_sum"], dtype=model.dtype)
             stopped = False
             bar = tqdm(total=len(self.batches), initial=self.batches.position, desc=f"epoch {self.epoch + 1}/{self.epochs}",
                        unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
             try:
                 for x, t in self.batches:
                     loss = model.loss(x, t)
-                    model.backward()
+                    if world == 1:
+                        model.backward()
+                    else:  # this shard's part of the global batch's mean gradient, then the sum over ranks
+                        weight = len(x) / self.batches.batch_samples
+                        model.backward(model.loss_fn.backward(weight))
+                        comm.allreduce(model.arena.grad)
+                        loss = loss * weight
                     opt.step()
                     self.step += 1
-                    p["samples"] += len(x)
+                    p["samples"] += self.batches.batch_samples
                     interval = interval + loss
                     p["interval_steps"] += 1
+                    signalled = self._signal is not None and world == 1
                     if p["interval_steps"] == self.log_every:
-                        mean = self._check_finite(interval, p["interval_steps"])  # one device->host read
+                        mean, signalled = self._interval_mean(interval, p["interval_steps"])
                         p["loss_sum"] += mean * p["interval_steps"]
                         p["loss_steps"] += p["interval_steps"]
                         interval, p["interval_steps"] = xp.zeros((), model.dtype), 0
                         bar.set_postfix(loss=f"{mean:.4f}")
+                    if self.check_every and self.step % self.check_every == 0:
+                        self.check_replicas()
                     bar.update(1)
-                    if self._signal is not None or (self.max_steps is not None and self.step >= self.max_steps):
+                    if signalled or (self.max_steps is not None and self.step >= self.max_steps):
                         stopped = True
                         break
             finally:
@@ -408,9 +635,9 @@ class Trainer:
             mid_epoch = stopped and 0 < self.batches.position < len(self.batches)
             if mid_epoch:
                 flushed = self._flush_interval(p, interval)  # checks the open interval's loss
-                p["interval_sum"] = float(interval)  # exact: a float32 or float64 value in a Python float
-                self._check_state_finite(f"by step {self.step}")
-                if self._signal is not None:
+                # exact: a float32 or float64 value in a Python float (data-parallel, this rank's part)
+                p["interval_sum"] = self._interval_sum = float(interval)
+                if self._check_state(f"by step {self.step}"):
                     self._publish(None, meta)
                     raise self._interrupted("")
                 self._publish(self._record(flushed, partial=True), meta)
@@ -418,24 +645,25 @@ class Trainer:
             p = self._flush_interval(p, interval)
             self.epoch += 1
             opt.epoch_end()
-            self._check_state_finite(f"in epoch {self.epoch}")
+            signalled = self._check_state(f"in epoch {self.epoch}")
             record = self._record(p, partial=False)
-            self._progress = None
+            self._progress, self._interval_sum = None, 0.0
             self._publish(record, meta)
-            if self._signal is not None:
+            if signalled or (world == 1 and self._signal is not None):
                 raise self._interrupted(f" (end of epoch {self.epoch})")
         return self.history
 
     def _interrupted(self, where: str) -> Interrupted:
-        return Interrupted(f"stopped by signal {self._signal} after step {self.step}{where}"
-                           + (f"; checkpoint {self.checkpoint} holds it: continue with --resume"
-                              if self.checkpoint else ""))
+        what = f"signal {self._signal}" if isinstance(self._signal, int) else f"a signal {self._signal}"
+        return on_all_ranks(Interrupted(f"stopped by {what} after step {self.step}{where}"
+                                        + (f"; checkpoint {self.checkpoint} holds it: continue with --resume"
+                                           if self.checkpoint else "")))
 
     def _flush_interval(self, p: dict, interval) -> dict:
         """``p`` with the loss interval in progress counted into the epoch's loss (for a record);
         ``p`` itself keeps the open interval, so a resumed run sums exactly as an uninterrupted one."""
         if not p["interval_steps"]:
             return p
-        mean = self._check_finite(interval, p["interval_steps"])
+        mean, _ = self._interval_mean(interval, p["interval_steps"])
         return {**p, "loss_sum": p["loss_sum"] + mean * p["interval_steps"],
                 "loss_steps": p["loss_steps"] + p["interval_steps"]}
