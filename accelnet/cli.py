@@ -311,6 +311,7 @@ def cmd_train(args) -> int:
             raise on_all_ranks(CLIError(
                 f"nothing to train: {args.checkpoint} is at epoch {trainer.epoch}, step {trainer.step}, "
                 f"which already reaches {end}; give a later end (--epochs or --iterations) to continue"))
+    trainer.check_same_run({"config": cfg})
     position = trainer.batches.position
     where = (f"step {trainer.step} (batch {position} of {len(trainer.batches)} in epoch {trainer.epoch + 1})"
              if position else f"epoch {trainer.epoch}")

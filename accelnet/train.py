@@ -503,9 +503,12 @@ class Trainer:
             raise self._diverged(f"{', '.join(bad)} became non-finite {where} (not saved)")
         return self._signal is not None
 
-    def _check_same_run(self, meta) -> None:
-        """Data-parallel: every rank was started with the same run (model, optimizer, data, batch,
-        seeds, position, the CLI's config), else an error on all ranks naming what differs."""
+    def check_same_run(self, meta: dict | None = None) -> None:
+        """Collective: every rank was started with the same run (model, optimizer, data, batch,
+        seeds, position, ``meta``'s config), else an error on all ranks naming what differs
+        (``fit`` checks it before the first step; a no-op in one process)."""
+        if self.comm.size == 1:
+            return
         model, d, b = self.model, self.data, self.batches
         mine = {"accelnet version": __import__("accelnet").__version__, "backend": model.backend.name,
                 "model": " -> ".join(repr(layer) for layer in model.layers), "input shape": model.input_shape,
@@ -531,7 +534,7 @@ class Trainer:
         """Data-parallel start: one run id, the same run on every rank, rank 0's parameters and
         optimizer state everywhere."""
         self.run_id = self.comm.bcast_obj(self.run_id)
-        self._check_same_run(meta)
+        self.check_same_run(meta)
         self.comm.broadcast(self.model.arena.data)
         for v in (self.optimizer._flat_state or {}).values():
             self.comm.broadcast(v)
