@@ -267,18 +267,24 @@ def _train_config(args, ckpt) -> dict:
 
 
 def _world(device: str):
-    """The communicator of this run: one process, or every rank of ``mpiexec -n N accelnet train``
-    (MPI on the CPU, NCCL on GPUs). Ranks other than 0 print nothing but their own failures."""
+    """The communicator of this run and its device: one process, or every rank of ``mpiexec -n N
+    accelnet train`` (MPI on the CPU, NCCL on GPUs, which picks each rank's GPU before any GPU
+    work). Ranks other than 0 print nothing but their own failures."""
     from accelnet import distributed
 
-    if distributed.launched_world()[1] > 1 and device == "auto":
-        from accelnet.backend import gpu_status
+    if distributed.launched_world()[1] == 1:
+        return distributed.LOCAL, device
+    if device == "auto":
+        try:
+            import cupy
 
-        device = "gpu" if gpu_status()[0] else "cpu"
-    comm = distributed.init("cpu" if device == "auto" else device)
+            device = "gpu" if cupy.cuda.runtime.getDeviceCount() > 0 else "cpu"
+        except Exception:  # no CuPy, no driver: the CPU
+            device = "cpu"
+    comm = distributed.init(device)
     if comm.rank != 0:
         sys.stdout = open(os.devnull, "w")
-    return comm
+    return comm, device
 
 
 def cmd_train(args) -> int:
@@ -290,12 +296,12 @@ def cmd_train(args) -> int:
         raise CLIError("--epochs and --iterations both set where the run ends: give one of them")
     if args.resume and not args.checkpoint:
         raise CLIError("--resume needs --checkpoint PATH")
-    comm = _world(args.device)
+    comm, device = _world(args.device)
     ckpt = comm.on_root(lambda: load_checkpoint(args.checkpoint)) if args.resume else None
     error = None
     try:  # every rank sets up its part; a failure on any rank ends all of them with its message
         cfg = _train_config(args, ckpt)
-        trainer, data = _build_trainer(args, cfg, comm)
+        trainer, data = _build_trainer(args, cfg, comm, device)
     except Exception as exc:  # handed to comm.agree, which raises it (or the first rank's) on every rank
         error = exc
     comm.agree(error)
@@ -354,7 +360,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _build_trainer(args, cfg: dict, comm):
+def _build_trainer(args, cfg: dict, comm, device: str):
     """The Trainer (and its data) of ``accelnet train``'s config on this rank."""
     from accelnet.backend import get_backend
     from accelnet.data import load
@@ -370,7 +376,7 @@ def _build_trainer(args, cfg: dict, comm):
         b, n = cfg["batch_size"], comm.size
         raise CLIError(f"--batch-size {b} (the global batch) does not split evenly over {n} ranks: use a multiple "
                        f"of {n}, e.g. {b - b % n or n}")
-    backend = get_backend(args.device)  # a missing GPU fails before any data is read
+    backend = get_backend(device)  # a missing GPU fails before any data is read
     preset = get_preset(cfg["model"])
     model_kw = _model_kwargs(cfg)
     conv = cfg["model"] in ("simple_convnet", "deep_convnet")

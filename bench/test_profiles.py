@@ -41,3 +41,20 @@ def test_gpu_check_writes_every_part_of_its_report(tmp_path):
     assert "failed:" not in report, report
     assert "| adam (fused) |" in report and "| deep_convnet | 8 |" in report and "| cpu | 1 |" in report
     assert report.count("| met |") + report.count("| NOT met |") == 5, report
+
+
+def test_distributed_scaling_reports_every_preset_for_one_and_two_ranks(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    import pytest
+
+    import distributed_scaling
+
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed: pip install 'accelnet[mpi]'")
+    distributed_scaling.main(["--runs", "1", "--steps", "1", "--batch", "4", "--json", str(tmp_path / "runs.json")])
+    table = capsys.readouterr().out
+    assert all(f"| {name} |" in table for name in distributed_scaling.PRESETS)
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert sorted(runs) == ["1", "2"] and runs["2"][0]["ranks"] == 2

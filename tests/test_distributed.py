@@ -298,3 +298,110 @@ def test_a_last_batch_smaller_than_the_number_of_ranks_is_dropped():
 def test_a_global_batch_that_does_not_split_evenly_is_refused():
     with pytest.raises(ValueError, match="global batch size 100 does not split evenly over 3 ranks"):
         BatchIterator(np.zeros((10, 1), np.float32), np.zeros(10, np.int64), 100, world=3)
+
+
+# -- NCCL -------------------------------------------------------------------------------------------
+
+class _FakeNccl:
+    """Records the NCCL calls a communicator makes (the constants are NCCL's own values)."""
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_INT64, NCCL_SUM = 7, 8, 4, 0
+
+    def __init__(self):
+        self.calls = []
+
+    def get_unique_id(self):
+        return b"id"
+
+    def NcclCommunicator(self, size, uid, rank):  # noqa: N802 - CuPy's name
+        nccl = self
+
+        class Comm:
+            def allReduce(self, *args):  # noqa: N802
+                nccl.calls.append(("allReduce", *args))
+
+            def bcast(self, *args):
+                nccl.calls.append(("bcast", *args))
+
+        self.calls.append(("init", size, uid, rank))
+        return Comm()
+
+
+def _fake_cupy(gpus: int, used: list):
+    import types
+
+    stream = types.SimpleNamespace(ptr=1234)
+    cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: gpus),
+                                 Device=lambda i: types.SimpleNamespace(use=lambda: used.append(i)),
+                                 get_current_stream=lambda: stream)
+    return types.SimpleNamespace(cuda=cuda)
+
+
+def _device_array(dtype, n, ptr=99):
+    import types
+
+    return types.SimpleNamespace(dtype=np.dtype(dtype), size=n, data=types.SimpleNamespace(ptr=ptr),
+                                 flags=types.SimpleNamespace(c_contiguous=True))
+
+
+@needs_mpi
+def test_the_nccl_communicator_reduces_the_buffer_in_place_on_cupys_stream():
+    from mpi4py import MPI
+
+    nccl, used = _FakeNccl(), []
+    comm = distributed.NCCLCommunicator(MPI.COMM_SELF, cupy=_fake_cupy(1, used), nccl=nccl)
+    comm.allreduce(_device_array("float32", 10))
+    comm.broadcast(_device_array("float64", 3, ptr=7))
+    assert used == [0] and nccl.calls[0] == ("init", 1, b"id", 0)
+    assert nccl.calls[1:] == [("allReduce", 99, 99, 10, 7, 0, 1234), ("bcast", 7, 3, 8, 0, 1234)]
+    with pytest.raises(ValueError, match="NCCL collectives take C-contiguous arrays"):
+        comm.allreduce(_device_array("int8", 3))
+
+
+def _nccl_ready() -> tuple[bool, str]:
+    from accelnet.backend import gpu_status
+
+    ok, reason = gpu_status()
+    if not ok:
+        return False, f"no GPU: {reason}"
+    from cupy.cuda import nccl
+
+    if not getattr(nccl, "available", True):
+        return False, f"NCCL not loadable: {distributed.NCCL_HINT}"
+    if importlib.util.find_spec("mpi4py") is None:
+        return False, "mpi4py is not installed"
+    return True, ""
+
+
+@pytest.mark.gpu
+def test_a_one_rank_nccl_communicator_reduces_and_broadcasts_on_the_gpu():
+    ok, reason = _nccl_ready()
+    if not ok:
+        pytest.skip(reason)
+    import cupy
+    from mpi4py import MPI
+
+    comm = distributed.NCCLCommunicator(MPI.COMM_SELF)
+    for dtype in ("float32", "float64"):
+        a = cupy.arange(1000, dtype=dtype)
+        comm.allreduce(a)
+        comm.broadcast(a)
+        cupy.cuda.get_current_stream().synchronize()
+        assert cupy.array_equal(a, cupy.arange(1000, dtype=dtype))
+
+
+@pytest.mark.gpu
+def test_two_gpu_ranks_equal_one_cpu_process(tmp_path, data_dir):
+    ok, reason = _nccl_ready()
+    if not ok:
+        pytest.skip(reason)
+    import cupy
+
+    if cupy.cuda.runtime.getDeviceCount() < 2 or MPIEXEC is None:
+        pytest.skip("needs 2 GPUs and mpiexec")
+    flags = ("--model", "simple_convnet", "--dtype", "float64", "--iterations", "20")
+    gpu, cpu = tmp_path / "gpu.npz", tmp_path / "cpu.npz"
+    done = train(2, data_dir, *flags, "--device", "gpu", "--checkpoint", gpu)
+    assert done.returncode == 0 and "(nccl," in done.stdout, done.stderr
+    assert train(1, data_dir, *flags, "--checkpoint", cpu).returncode == 0
+    a, b = _params(gpu), _params(cpu)
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-9

@@ -45,3 +45,18 @@ def test_gpu_extra_resolves_to_one_cuda_major_with_cublas_nvrtc_and_nvvm(extra, 
     for pkg in ("cuda-bindings", "cuda-toolkit", nvvm):
         assert _major(dists[pkg]) == major, (pkg, dists[pkg])
     assert _major(dists["numba-cuda"]) == 0 and int(dists["numba-cuda"].split(".")[1]) >= 19
+
+
+@pytest.mark.slow
+def test_mpi_extra_brings_mpi4py_and_an_mpi_with_mpiexec(tmp_path):
+    dists = _resolve("mpi", tmp_path)
+    assert "mpi4py" in dists and "mpich" in dists, sorted(dists)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("major", [12, 13])
+def test_nccl_extra_is_the_gpu_stack_with_mpi_and_nccl_of_the_same_cuda_major(major, tmp_path):
+    dists = _resolve(f"nccl-cu{major}", tmp_path)
+    assert [d for d in dists if d.startswith("cupy")] == [f"cupy-cuda{major}x"]
+    assert {"mpi4py", "mpich", f"nvidia-nccl-cu{major}"} <= set(dists), sorted(dists)
+    assert _major(dists[f"nvidia-nccl-cu{major}"]) == 2
