@@ -3,6 +3,8 @@ the all-reduce's share of a step, for every preset.
 
     python bench/distributed_scaling.py [--ranks 2] [--runs 3] [--steps 20] [--batch 100] [--json OUT]
 
+    python bench/distributed_scaling.py --model RUNS.json    # the GPU scaling model from a run's figures
+
 Each configuration runs in fresh processes under ``mpiexec`` (``--runs`` times, interleaved);
 each rank times ``--steps`` training steps at the global ``--batch`` after warm-up: the step as
 the Trainer takes it (forward, backward, one all-reduce of the flat gradient buffer, the fused
@@ -87,6 +89,34 @@ def run(ranks: int, steps: int, batch: int) -> dict:
         return json.loads(Path(out).read_text())
 
 
+# Links of the scaling model (assumptions, not measurements here): NVLink 4 through NVSwitch in an
+# 8-GPU H100/H200 node, and one 400 Gb/s InfiniBand NIC per GPU between nodes; bandwidths as NCCL's
+# bus bandwidth reaches them on large messages, latencies the order of its small-message all-reduce.
+LINKS = {"8 GPUs, one node (NVLink)": (8, 400e9, 20e-6), "4 nodes x 8 GPUs (InfiniBand)": (32, 45e9, 50e-6)}
+
+
+def ring_allreduce_s(nbytes: int, ranks: int, bandwidth: float, latency: float) -> float:
+    """A ring all-reduce: each rank sends and receives 2(N-1)/N of the buffer, plus a latency."""
+    return 2 * (ranks - 1) / ranks * nbytes / bandwidth + latency
+
+
+def model(runs: dict) -> None:
+    """Print the all-reduce time of each preset's gradient buffer on LINKS, and the step time below
+    which it exceeds 10% of a step (data parallelism stops paying its way)."""
+    one = runs["1"] if "1" in runs else runs[1]
+    print("| preset | gradient bytes | measured CPU step ms (1 rank, batch 100) | "
+          + " | ".join(f"{k}: all-reduce us / step ms for <= 10%" for k in LINKS) + " |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in LINKS) + " |")
+    for name in PRESETS:
+        nbytes = one[0]["presets"][name]["bytes"]
+        step = statistics.median(r["presets"][name]["step_ms"] for r in one)
+        cells = []
+        for n, bw, lat in LINKS.values():
+            t = ring_allreduce_s(nbytes, n, bw, lat)
+            cells.append(f"{t * 1e6:.0f} / {9 * t * 1e3:.2f}")
+        print(f"| {name} | {nbytes:,} | {step:.2f} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ranks", type=int, default=2)
@@ -94,8 +124,12 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--json", help="write every run's figures here")
+    p.add_argument("--model", metavar="RUNS.json", help="print the GPU scaling model from a --json file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.model:
+        model(json.loads(Path(args.model).read_text()))
+        return
     if args.worker:
         worker(args.worker, args.steps, args.batch)
         return

@@ -58,3 +58,6 @@ def test_distributed_scaling_reports_every_preset_for_one_and_two_ranks(tmp_path
     assert all(f"| {name} |" in table for name in distributed_scaling.PRESETS)
     runs = json.loads((tmp_path / "runs.json").read_text())
     assert sorted(runs) == ["1", "2"] and runs["2"][0]["ranks"] == 2
+    distributed_scaling.main(["--model", str(tmp_path / "runs.json")])
+    model = capsys.readouterr().out
+    assert all(f"| {name} |" in model for name in distributed_scaling.PRESETS) and "4 nodes x 8 GPUs" in model
