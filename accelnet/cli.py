@@ -592,7 +592,9 @@ def _report(exc: BaseException, code: int, line: str) -> int:
 
     comm = distributed.world()
     if comm.size == 1:
-        print(line, file=sys.stderr)
+        # launched ranks that failed before their world was set up met the same error: rank 0 says it
+        if distributed.launched_world()[0] == 0:
+            print(line, file=sys.stderr)
         return code
     if distributed.raised_on_all_ranks(exc):
         if comm.rank == 0:
