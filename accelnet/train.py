@@ -109,7 +109,6 @@ class Trainer:
         self._progress: dict | None = None  # the epoch in progress: its loss sums, samples, seconds
         self._own_checkpoint: Path | None = None  # the checkpoint this run resumed from or wrote
         self._signal: int | str | None = None
-        self._interval_sum = 0.0  # this rank's part of an open loss interval, after a resume
         if self.comm.size > 1:
             self._rank_rng()  # dropout masks differ by rank
             for layer in model.layers:
@@ -143,7 +142,8 @@ class Trainer:
             "world_size": self.comm.size,
         }
         if self.comm.size > 1:
-            own = {"model_rng": state["model_rng"], "interval_sum": self._interval_sum,
+            interval = state["progress"]["interval_sum"] if state["progress"] else 0.0  # this rank's part
+            own = {"model_rng": state["model_rng"], "interval_sum": interval,
                    "buffers": {k: self.model.backend.to_numpy(v).copy() for k, v in self.model.buffers().items()}}
             state["ranks"] = self.comm.allgather_obj(own)
         return state
@@ -192,22 +192,20 @@ class Trainer:
         interval counted once (on rank 0)."""
         saved, world, rank = int(state.get("world_size", 1)), self.comm.size, self.comm.rank
         ranks = state.get("ranks")
-        progress = state.get("progress") if state.get("position") else None
-        interval = float(progress["interval_sum"]) if progress else 0.0
         if saved == world and ranks:
             own = ranks[rank]
             self.model.rng.bit_generator.state = own["model_rng"]
             for k, v in self.model.buffers().items():
                 v[...] = self.model.backend.to_device(own["buffers"][k], self.model.dtype)
-            self._interval_sum = float(own["interval_sum"])
+            interval = float(own["interval_sum"])
         else:
-            if ranks:
-                interval = sum(float(r["interval_sum"]) for r in ranks)
             if rank > 0:
                 self._rank_rng()
-            self._interval_sum = interval if rank == 0 else 0.0
-        if progress:
-            self._progress["interval_sum"] = self._interval_sum
+            interval = sum(float(r["interval_sum"]) for r in ranks) if ranks else None
+            if rank > 0:
+                interval = 0.0  # the open interval's loss is counted once, by rank 0
+        if self._progress is not None and interval is not None:
+            self._progress["interval_sum"] = interval
         if saved == world:
             return None
         return (f"resumed on {world} rank{'s' if world > 1 else ''} from a checkpoint written by {saved}: the global "
@@ -362,7 +360,8 @@ class Trainer:
         hint = (f"batch size {fits * world} or less fits" if fits else
                 "no batch size fits: free memory or use a smaller model")
         shard = f" ({b} per rank)" if world > 1 else ""
-        raise InsufficientMemory(f"batch size {b * world}{shard} needs about {at_b / 2**30:.2f} GiB on the {self.model.backend.name} "
+        raise InsufficientMemory(f"batch size {b * world}{shard} needs about {at_b / 2**30:.2f} GiB on the "
+                                 f"{self.model.backend.name} "
                                  f"({(at_b - at_1) / max(b - 1, 1) / 2**20:.2f} MiB per sample), "
                                  f"{available / 2**30:.2f} GiB is available: {hint}")
 
@@ -599,7 +598,7 @@ class Trainer:
             model.train()
             t0 = time.perf_counter()
             p = self._progress = self._progress or dict.fromkeys(self._PROGRESS_KEYS, 0)
-            interval = xp.asarray(self._interval_sum if world > 1 else p["interval_sum"], dtype=model.dtype)
+            interval = xp.asarray(p["interval_sum"], dtype=model.dtype)
             stopped = False
             bar = tqdm(total=len(self.batches), initial=self.batches.position, desc=f"epoch {self.epoch + 1}/{self.epochs}",
                        unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
@@ -639,7 +638,7 @@ class Trainer:
             if mid_epoch:
                 flushed = self._flush_interval(p, interval)  # checks the open interval's loss
                 # exact: a float32 or float64 value in a Python float (data-parallel, this rank's part)
-                p["interval_sum"] = self._interval_sum = float(interval)
+                p["interval_sum"] = float(interval)
                 if self._check_state(f"by step {self.step}"):
                     self._publish(None, meta)
                     raise self._interrupted("")
@@ -650,7 +649,7 @@ class Trainer:
             opt.epoch_end()
             signalled = self._check_state(f"in epoch {self.epoch}")
             record = self._record(p, partial=False)
-            self._progress, self._interval_sum = None, 0.0
+            self._progress = None
             self._publish(record, meta)
             if signalled or (world == 1 and self._signal is not None):
                 raise self._interrupted(f" (end of epoch {self.epoch})")

@@ -9,15 +9,17 @@ import sys
 
 import numpy as np
 
-# (name, preset, dtype, preset keywords, trainer keywords)
+# (name, preset, dtype, preset keywords, trainer keywords, Adam keywords)
 CASES = [
-    ("two_layer_net-float64", "two_layer_net", "float64", {}, {}),
-    ("two_layer_net-float32", "two_layer_net", "float32", {}, {}),
-    ("multi_layer_net-float64", "multi_layer_net", "float64", {}, {}),
-    ("multi_layer_net-float32", "multi_layer_net", "float32", {}, {}),
-    ("simple_convnet-float64", "simple_convnet", "float64", {}, {}),
-    ("simple_convnet-float32", "simple_convnet", "float32", {}, {}),
-    ("sync_batchnorm-float64", "multi_layer_net", "float64", {"batchnorm": True}, {"sync_batchnorm": True}),
+    ("two_layer_net-float64", "two_layer_net", "float64", {}, {}, {}),
+    ("two_layer_net-float32", "two_layer_net", "float32", {}, {}, {}),
+    ("multi_layer_net-float64", "multi_layer_net", "float64", {}, {}, {}),
+    ("multi_layer_net-float32", "multi_layer_net", "float32", {}, {}, {}),
+    ("simple_convnet-float64", "simple_convnet", "float64", {}, {}, {}),
+    ("simple_convnet-float32", "simple_convnet", "float32", {}, {}, {}),
+    # clipped to a norm every step reaches, and L2 weight decay: both must see the reduced gradient
+    ("clip_and_decay-float64", "two_layer_net", "float64", {}, {}, {"clip_norm": 0.05, "weight_decay": 0.01}),
+    ("sync_batchnorm-float64", "multi_layer_net", "float64", {"batchnorm": True}, {"sync_batchnorm": True}, {}),
 ]
 STEPS, BATCH = 20, 100
 
@@ -35,10 +37,10 @@ def run_case(case, comm=None) -> dict:
     from accelnet.presets import get_preset
     from accelnet.train import Trainer
 
-    name, preset, dtype, model_kw, trainer_kw = case
+    name, preset, dtype, model_kw, trainer_kw, adam_kw = case
     data = load_data(preset.endswith("convnet"))
     model = get_preset(preset)(dtype=dtype, seed=0, **model_kw)
-    trainer = Trainer(model, Adam(model), data, batch_size=BATCH, epochs=1, max_steps=STEPS, progress=False,
+    trainer = Trainer(model, Adam(model, **adam_kw), data, batch_size=BATCH, epochs=1, max_steps=STEPS, progress=False,
                       comm=comm, train_eval_samples=1000, log_every=10, **trainer_kw)
     trainer.fit()
     return {"params": model.backend.to_numpy(model.arena.data).copy(),
@@ -67,6 +69,21 @@ def replica_mismatch(comm) -> str:
     return ""
 
 
+def dropout_mask_checksums(comm) -> list:
+    """Each rank's first dropout mask of a multi_layer_net step, as a checksum."""
+    from accelnet.distributed import checksum
+    from accelnet.optim import SGD
+    from accelnet.presets import multi_layer_net
+    from accelnet.train import Trainer
+
+    model = multi_layer_net(dropout=0.5, seed=0)
+    trainer = Trainer(model, SGD(model), load_data(False), batch_size=BATCH, progress=False, comm=comm)
+    x, t = next(iter(trainer.batches))
+    model.loss(x, t)
+    masks = [layer._mask for layer in model.layers if type(layer).__name__ == "Dropout"]
+    return comm.allgather_obj(checksum(masks))
+
+
 def main(out: str) -> None:
     from accelnet import distributed
 
@@ -76,9 +93,12 @@ def main(out: str) -> None:
         if comm.rank == 0:
             np.savez(os.path.join(out, f"{case[0]}.npz"), **result)
     messages = comm.allgather_obj(replica_mismatch(comm))
+    masks = dropout_mask_checksums(comm)
     if comm.rank == 0:
         with open(os.path.join(out, "replica_mismatch.txt"), "w") as f:
             f.write("\n".join(messages))
+        with open(os.path.join(out, "dropout_masks.txt"), "w") as f:
+            f.write("\n".join(map(str, masks)))
 
 
 if __name__ == "__main__":
