@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -189,8 +190,10 @@ class NCCLCommunicator(MPICommunicator):
         try:  # every rank learns whether any node lacks GPUs, so none waits in NCCL's set-up
             self.device_id = gpu_for_rank(self.local_rank, self.local_size, cupy.cuda.runtime.getDeviceCount())
             cupy.cuda.Device(self.device_id).use()
-        except Exception as exc:
+        except DistributedUnavailable as exc:
             error = exc
+        except Exception as exc:  # no driver, no device: CuPy's own error, in one line
+            error = DistributedUnavailable(f"no usable GPU ({type(exc).__name__}: {exc})")
         self.agree(error)
         uid = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
         self.nccl_comm = nccl.NcclCommunicator(self.size, uid, self.rank)
@@ -279,7 +282,9 @@ def init(device: str = "cpu") -> Communicator:
         raise DistributedUnavailable(f"launched with {size} ranks, but mpi4py is not installed: {MPI_HINT}")
     if device == "gpu":
         try:
-            from cupy.cuda import nccl
+            with warnings.catch_warnings():  # CuPy warns when NCCL is missing; the error below says it
+                warnings.simplefilter("ignore")
+                from cupy.cuda import nccl
         except ImportError:
             raise DistributedUnavailable("--device gpu with several ranks needs CuPy: "
                                          "pip install 'accelnet[gpu-cu12]'") from None

@@ -89,6 +89,9 @@ class Trainer:
         self.batches = BatchIterator(data.x_train, data.t_train, batch_size, model.backend, model.dtype,
                                      seed=np.random.SeedSequence(seed).spawn(1)[0], rank=self.comm.rank,
                                      world=self.comm.size)
+        if sync_batchnorm and not any(isinstance(layer, BatchNorm) for layer in model.layers):
+            raise ValueError("sync_batchnorm (--sync-batchnorm) applies to models with BatchNorm layers "
+                             "(e.g. multi_layer_net --batchnorm); this model has none")
         self.sync_batchnorm = bool(sync_batchnorm)
         self.check_every = check_every
 

@@ -412,3 +412,14 @@ def test_two_gpu_ranks_equal_one_cpu_process(tmp_path, data_dir):
     assert train(1, data_dir, *flags, "--checkpoint", cpu).returncode == 0
     a, b = _params(gpu), _params(cpu)
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-9
+
+
+def test_sync_batchnorm_on_a_model_without_batchnorm_is_refused():
+    from accelnet.data import synthetic
+    from accelnet.optim import SGD
+    from accelnet.presets import two_layer_net
+    from accelnet.train import Trainer
+
+    model = two_layer_net()
+    with pytest.raises(ValueError, match="sync_batchnorm .* applies to models with BatchNorm layers"):
+        Trainer(model, SGD(model), synthetic(n_train=100, n_test=10, flatten=True), sync_batchnorm=True)
