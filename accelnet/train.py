@@ -78,6 +78,8 @@ class Trainer:
             raise ValueError(f"the optimizer ({optimizer!r}) updates another model's parameters: construct it with "
                              f"this model, e.g. {type(optimizer).__name__}(model, lr=...)")
         self.comm = LOCAL if comm is None else comm
+        # data-parallel steps (a real communicator, even of one rank: the same calls, a real check)
+        self.parallel = self.comm.engine != "local"
         if self.comm.device is not None and self.comm.device != model.backend.name:
             raise ValueError(f"the communicator ({self.comm!r}) reduces {self.comm.device} arrays but the model is on "
                              f"the {model.backend.name}: initialize it with distributed.init('{model.backend.name}')")
@@ -112,7 +114,7 @@ class Trainer:
         self._progress: dict | None = None  # the epoch in progress: its loss sums, samples, seconds
         self._own_checkpoint: Path | None = None  # the checkpoint this run resumed from or wrote
         self._signal: int | str | None = None
-        if self.comm.size > 1:
+        if self.parallel:
             self._rank_rng()  # dropout masks differ by rank
             for layer in model.layers:
                 if isinstance(layer, BatchNorm):
@@ -144,7 +146,7 @@ class Trainer:
             "run_id": self.run_id,
             "world_size": self.comm.size,
         }
-        if self.comm.size > 1:
+        if self.parallel:
             interval = state["progress"]["interval_sum"] if state["progress"] else 0.0  # this rank's part
             own = {"model_rng": state["model_rng"], "interval_sum": interval,
                    "buffers": {k: self.model.backend.to_numpy(v).copy() for k, v in self.model.buffers().items()}}
@@ -409,7 +411,7 @@ class Trainer:
         if limit is not None and len(x) > limit:
             x, t = x[:limit], t[:limit]
         model, world = self.model, self.comm.size
-        if world == 1:
+        if not self.parallel:
             return model.accuracy(x, t, self.eval_batch_size)
         model._check_input(x, self.eval_batch_size, "evaluate")  # the same answer on every rank
         t = model.class_indices(t, len(x), "evaluate")
@@ -422,7 +424,7 @@ class Trainer:
     def check_replicas(self) -> None:
         """Collective: raise :class:`ReplicaMismatch` on every rank unless every rank holds the
         same parameters and optimizer state, bit for bit (a no-op in one process)."""
-        if self.comm.size > 1:
+        if self.parallel:
             self._agree_at(f"at step {self.step}")
 
     def _agree_at(self, where: str) -> bool:
@@ -484,7 +486,7 @@ class Trainer:
         host all-reduce that also carries each rank's stop request) and whether any rank was
         signalled to stop. A non-finite mean is a divergence, on every rank."""
         value, signalled = float(interval), self._signal is not None
-        if self.comm.size > 1:
+        if self.parallel:
             value, votes = map(float, self.comm.allreduce_host(np.array([value, float(signalled)])))
             signalled = votes > 0
             if signalled and self._signal is None:
@@ -498,7 +500,7 @@ class Trainer:
         """Before a checkpoint: every parameter, buffer and optimizer state finite; data-parallel,
         also the replicas equal (:meth:`_agree_at`). Returns whether to stop for a signal (any
         rank's, data-parallel)."""
-        if self.comm.size > 1:
+        if self.parallel:
             return self._agree_at(where)
         bad = self._non_finite_state()
         if bad:
@@ -509,7 +511,7 @@ class Trainer:
         """Collective: every rank was started with the same run (model, optimizer, data, batch,
         seeds, position, ``meta``'s config), else an error on all ranks naming what differs
         (``fit`` checks it before the first step; a no-op in one process)."""
-        if self.comm.size == 1:
+        if not self.parallel:
             return
         model, d, b = self.model, self.data, self.batches
         mine = {"accelnet version": __import__("accelnet").__version__, "backend": model.backend.name,
@@ -545,7 +547,7 @@ class Trainer:
         """Train until ``epochs`` epochs (or ``max_steps`` steps) are complete, counting resumed ones;
         returns the history. Before the first step: outputs proven writable and locked, memory
         estimated (and, data-parallel, the ranks' runs compared and the parameters broadcast)."""
-        if self.comm.size > 1:
+        if self.parallel:
             self._start_replicas(meta)
         # The divergence guard reports a NaN/Inf loss itself; NumPy's overflow warnings would only
         # bury its message.
@@ -589,14 +591,14 @@ class Trainer:
             self.comm.on_root(append)
         for cb in self.callbacks:
             cb(self, record)
-        if self.comm.size > 1:
+        if self.parallel:
             self.stop = any(self.comm.allgather_obj(bool(self.stop)))
 
     def _fit(self, meta):
         from tqdm.auto import tqdm
 
         model, opt, comm = self.model, self.optimizer, self.comm
-        xp, world = model.backend.xp, comm.size
+        xp = model.backend.xp
         while not self.finished and not self.stop:
             model.train()
             t0 = time.perf_counter()
@@ -608,7 +610,7 @@ class Trainer:
             try:
                 for x, t in self.batches:
                     loss = model.loss(x, t)
-                    if world == 1:
+                    if not self.parallel:
                         model.backward()
                     else:  # this shard's part of the global batch's mean gradient, then the sum over ranks
                         weight = len(x) / self.batches.batch_samples
@@ -620,7 +622,7 @@ class Trainer:
                     p["samples"] += self.batches.batch_samples
                     interval = interval + loss
                     p["interval_steps"] += 1
-                    signalled = self._signal is not None and world == 1
+                    signalled = self._signal is not None and not self.parallel
                     if p["interval_steps"] == self.log_every:
                         mean, signalled = self._interval_mean(interval, p["interval_steps"])
                         p["loss_sum"] += mean * p["interval_steps"]
@@ -654,7 +656,7 @@ class Trainer:
             record = self._record(p, partial=False)
             self._progress = None
             self._publish(record, meta)
-            if signalled or (world == 1 and self._signal is not None):
+            if signalled or (not self.parallel and self._signal is not None):
                 raise self._interrupted(f" (end of epoch {self.epoch})")
         return self.history
 

@@ -423,3 +423,38 @@ def test_sync_batchnorm_on_a_model_without_batchnorm_is_refused():
     model = two_layer_net()
     with pytest.raises(ValueError, match="sync_batchnorm .* applies to models with BatchNorm layers"):
         Trainer(model, SGD(model), synthetic(n_train=100, n_test=10, flatten=True), sync_batchnorm=True)
+
+
+def _one_rank_comm(device: str):
+    from mpi4py import MPI
+
+    return distributed.NCCLCommunicator(MPI.COMM_SELF) if device == "gpu" else distributed.MPICommunicator(MPI.COMM_SELF)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_a_one_rank_communicator_takes_the_data_parallel_path_and_trains_as_one_process(device, data_dir):
+    """Every call of a data-parallel step (the all-reduce of the gradient buffer, synchronized
+    batch norm, sharded evaluation, the checksums) on a real communicator of one rank."""
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed: pip install 'accelnet[mpi]'")
+    if device == "gpu":
+        ok, reason = _nccl_ready()
+        if not ok:
+            pytest.skip(reason)
+    os.environ.setdefault("ACCELNET_DATA", str(data_dir))
+    from accelnet.optim import Adam
+    from accelnet.presets import multi_layer_net
+    from accelnet.train import Trainer
+
+    data = distributed_cases.load_data(False)
+    runs = []
+    for comm in (None, _one_rank_comm(device)):
+        model = multi_layer_net(batchnorm=True, dtype="float64", seed=0, backend=device)
+        trainer = Trainer(model, Adam(model), data, max_steps=20, progress=False, comm=comm,
+                          sync_batchnorm=comm is not None, train_eval_samples=1000, check_every=5)
+        trainer.fit()
+        assert trainer.parallel == (comm is not None)
+        runs.append((model.backend.to_numpy(model.arena.data), trainer.history[-1]))
+    (one, h1), (comm_run, h2) = runs
+    np.testing.assert_allclose(comm_run, one, rtol=0, atol=1e-12)
+    assert h1["test_acc"] == h2["test_acc"] and h1["loss"] == pytest.approx(h2["loss"], rel=1e-12)
