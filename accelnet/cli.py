@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -168,6 +169,45 @@ def cmd_bench(args) -> int:
         if i:
             print()
         runners[g](args, sys.stdout)
+    return 0
+
+
+def cmd_bench_ab(args) -> int:
+    import subprocess
+    from pathlib import Path
+
+    from accelnet import ab
+    from accelnet.data import cache_dir
+    from accelnet.outputs import probe_folder
+
+    if args.min_rounds > args.max_rounds:
+        raise CLIError(f"--min-rounds {args.min_rounds} is above --max-rounds {args.max_rounds}")
+    try:
+        repo = Path(args.repo or subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                                                check=True).stdout.strip())
+        ab.resolve(repo, "HEAD")
+    except (subprocess.CalledProcessError, FileNotFoundError, ValueError):
+        raise CLIError(f"bench ab: {args.repo or 'the current directory'} is not in a git repository with commits "
+                       f"(--repo)") from None
+    workloads = args.workloads or list(ab.DEFAULT_WORKLOADS)
+    out = Path(args.out)
+    probe_folder(out, "--out")
+    cache = Path(args.cache) if args.cache else cache_dir() / "ab"
+    base_site, base = ab.build(repo, args.base, cache)
+    head_site, head = ab.build(repo, args.head, cache)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"bench ab: {head} against {base}: {', '.join(workloads)}")
+    result = ab.run_ab(base_site, head_site, base, head, workloads, args.device, args.min_time, args.min_rounds,
+                       args.max_rounds, args.threshold, args.quiet_load, budget_s=args.budget, log=log)
+    table = result.markdown()
+    print(table)
+    (out / "ab.md").write_text(table)
+    (out / "ab.json").write_text(json.dumps(result.to_json(), indent=1))
+    (out / "base.json").write_text(json.dumps(result.pytest_benchmark_json("base"), indent=1))
+    (out / "head.json").write_text(json.dumps(result.pytest_benchmark_json("head"), indent=1))
+    if result.regressions:
+        print(f"regression: {', '.join(result.regressions)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -559,6 +599,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-time", type=_float_arg("--min-time", allow_zero=True), default=0.3,
                    help="seconds of timed calls per workload (default 0.3)")
     b.set_defaults(func=cmd_bench)
+    ab = b.add_subparsers(dest="bench_command", metavar="ab").add_parser(
+        "ab", help="interleaved A/B of two git revisions with a statistical verdict (exit 1 on a regression)")
+    ab.add_argument("base", help="the revision to compare against (a commit, branch or tag)")
+    ab.add_argument("head", nargs="?", help="the revision under test (default: the working tree)")
+    ab.add_argument("--repo", help="the git repository (default: the one holding the current directory)")
+    ab.add_argument("--workloads", type=_csv(str), metavar="W,W",
+                    help="step:PRESET[:BATCH] and OPTIMIZER:N entries (default: every preset's step, adam:1e6, adam:1e7)")
+    ab.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="cpu, or gpu (timed with CUDA events)")
+    ab.add_argument("--threshold", type=_float_arg("--threshold"), default=0.05,
+                    help="a regression is a 95%% interval of HEAD/BASE above 1 + this (default 0.05)")
+    ab.add_argument("--min-rounds", type=_positive_int_arg("--min-rounds"), default=8)
+    ab.add_argument("--max-rounds", type=_positive_int_arg("--max-rounds"), default=20)
+    ab.add_argument("--min-time", type=_float_arg("--min-time"), default=0.3,
+                    help="seconds of timed calls per workload per process (default 0.3)")
+    ab.add_argument("--budget", type=_float_arg("--budget"), metavar="SECONDS", help="stop starting rounds after this")
+    ab.add_argument("--quiet-load", type=_float_arg("--quiet-load", allow_zero=True), default=0.05,
+                    help="repeat a round in which other processes used more than this share of the CPUs (default 0.05)")
+    ab.add_argument("--out", default="accelnet-ab", help="folder for ab.json, ab.md and pytest-benchmark JSON files")
+    ab.add_argument("--cache", help="where built revisions are kept (default ~/.cache/accelnet/ab)")
+    ab.set_defaults(func=cmd_bench_ab)
     return p
 
 

@@ -1,0 +1,360 @@
+"""Interleaved A/B benchmark of two revisions with a statistical verdict (``accelnet bench ab``).
+
+Absolute times on shared machines move 10-30% between runs, so a regression gate cannot compare
+against a stored number. As airspeed velocity's ``asv continuous`` does, both revisions are built
+(each in its own directory, dependencies shared: only the package differs) and timed on the same
+machine, alternating in fresh processes (ABBA order, a discarded warm-up round first). Each
+round gives one paired ratio HEAD/BASE per workload; the verdict comes from the Hodges-Lehmann
+estimate of the ratio and its 95% confidence interval (the Wilcoxon signed-rank interval of the
+log ratios: no normality assumed, exact for any number of rounds). Rounds during which other
+processes took CPU time (``/proc/stat``) are repeated.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DEFAULT_WORKLOADS", "build", "hodges_lehmann", "signed_rank_interval", "verdict", "run_ab", "ABResult",
+           "foreign_load"]
+
+DEFAULT_WORKLOADS = ("step:two_layer_net", "step:multi_layer_net", "step:simple_convnet", "step:deep_convnet",
+                     "adam:1e6", "adam:1e7")
+WORKER = Path(__file__).with_name("ab_worker.py")
+
+
+# -- statistics -----------------------------------------------------------------------------------
+
+def _signed_rank_cdf(n: int) -> list[float]:
+    """P(T+ <= k) for k = 0..n(n+1)/2, T+ the Wilcoxon signed-rank statistic of n pairs (exact)."""
+    top = n * (n + 1) // 2
+    counts = [1] + [0] * top
+    for r in range(1, n + 1):  # subsets of {1..n} by their sum
+        for s in range(top, r - 1, -1):
+            counts[s] += counts[s - r]
+    total, acc, cdf = 2 ** n, 0, []
+    for c in counts:
+        acc += c
+        cdf.append(acc / total)
+    return cdf
+
+
+def _walsh_averages(x: list[float]) -> list[float]:
+    return sorted((x[i] + x[j]) / 2 for i in range(len(x)) for j in range(i, len(x)))
+
+
+def hodges_lehmann(x: list[float]) -> float:
+    """The median of the Walsh averages (the pairwise means, each value with itself included)."""
+    return statistics.median(_walsh_averages(x))
+
+
+def signed_rank_interval(x: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The distribution-free confidence interval of the centre of ``x`` (Hollander & Wolfe): the
+    C-th smallest and largest Walsh averages, C from the exact signed-rank distribution. With too
+    few values for ``confidence`` (fewer than 6 at 95%) it is unbounded: no verdict."""
+    w, n = _walsh_averages(x), len(x)
+    cdf = _signed_rank_cdf(n)
+    alpha = (1 - confidence) / 2
+    if cdf[0] > alpha:  # even the whole range of the averages is not that sure
+        return -math.inf, math.inf
+    c = 1
+    while c < len(w) // 2 and cdf[c] <= alpha:  # P(T+ <= c) <= alpha: cut one more from each end
+        c += 1
+    return w[c - 1], w[len(w) - c]
+
+
+def verdict(low: float, high: float, threshold: float) -> str:
+    """``regression`` when even the interval's lower bound is slower than 1 + threshold,
+    ``improvement`` when its upper bound is faster than 1 / (1 + threshold), else ``same``
+    (within the threshold, or not decided)."""
+    if low > 1 + threshold:
+        return "regression"
+    if high < 1 / (1 + threshold):
+        return "improvement"
+    return "same"
+
+
+# -- load from other processes -----------------------------------------------------------------
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have run since boot (``/proc/stat``), None where unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in (fields + ["0"] * 8)[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    r, c = os.times(), None
+    c = r.children_user + r.children_system
+    return r.user + r.system + c
+
+
+def foreign_load(fn):
+    """Run ``fn()``; returns (its result, the fraction of the machine's CPU time that processes
+    other than this one and its children took meanwhile; None where unknown)."""
+    busy0, own0, t0 = _busy_seconds(), _own_cpu(), time.perf_counter()
+    result = fn()
+    busy1, own1, wall = _busy_seconds(), _own_cpu(), time.perf_counter() - t0
+    if busy0 is None or busy1 is None or wall <= 0:
+        return result, None
+    foreign = max(0.0, (busy1 - busy0) - (own1 - own0))
+    return result, foreign / (wall * (os.cpu_count() or 1))
+
+
+# -- building revisions ---------------------------------------------------------------------------
+
+def _git(repo: Path, *args, **kw) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, **kw).stdout
+
+
+def resolve(repo: Path, rev: str) -> str:
+    """The full commit hash of ``rev``; a clear error when it is not a commit of ``repo``."""
+    try:
+        return _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    except subprocess.CalledProcessError:
+        raise ValueError(f"{rev!r} is not a commit of the repository at {repo}") from None
+
+
+def _pip_install(src: Path, site: Path) -> None:
+    # without network a build needs setuptools installed here; else pip fetches it
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation, "--target",
+                           str(site), str(src)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"building {src} failed: {done.stderr.strip()[-2000:]}")
+
+
+def _tree_files(repo: Path) -> list[str]:
+    return [f for f in _git(repo, "ls-files", "-co", "--exclude-standard", "-z").split("\0") if f]
+
+
+def build(repo: Path, rev: str | None, cache: Path) -> tuple[Path, str]:
+    """Install ``rev`` (None: the working tree) of ``repo`` into a directory of its own, for
+    ``PYTHONPATH``: (that directory, a label). Commits are cached by hash (compiled kernels too);
+    the working tree by the hash of its files."""
+    if rev is None:
+        files = _tree_files(repo)
+        h = hashlib.sha256()
+        for f in files:
+            p = repo / f
+            if p.is_file():
+                h.update(f.encode() + b"\0" + p.read_bytes())
+        key, label = "tree-" + h.hexdigest()[:16], "working tree"
+    else:
+        sha = resolve(repo, rev)
+        key, label = sha, f"{rev} ({sha[:10]})" if rev != sha else sha[:10]
+    site = cache / key
+    if (site / "accelnet" / "__init__.py").exists():
+        return site, label
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        if rev is None:
+            for f in files:
+                if (repo / f).is_file():
+                    (src / f).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(repo / f, src / f)
+        else:
+            archive = subprocess.run(["git", "-C", str(repo), "archive", key], check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        partial = cache / (key + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        _pip_install(src, partial)
+        shutil.rmtree(site, ignore_errors=True)
+        partial.rename(site)
+    return site, label
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+def _run_worker(site: Path, device: str, min_time: float, workloads, timeout: float = 900) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = f"import runpy, sys; sys.argv = [{str(WORKER)!r}] + sys.argv[1:]; runpy.run_path({str(WORKER)!r}, run_name='__main__')"
+    with tempfile.TemporaryDirectory() as cwd:  # nothing of the current directory shadows the revision
+        done = subprocess.run([sys.executable, "-c", code, device, str(min_time), *workloads], capture_output=True,
+                              text=True, env=env, cwd=cwd, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"the benchmark process of {site} failed: {done.stderr.strip()[-2000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if not out["accelnet"].startswith(str(site)):
+        raise RuntimeError(f"the benchmark process imported accelnet from {out['accelnet']}, not from {site}")
+    return out
+
+
+@dataclass
+class ABResult:
+    """Every sample of an A/B run and its verdicts."""
+
+    base: str
+    head: str
+    workloads: list
+    threshold: float
+    rounds: list = field(default_factory=list)  # {"base": {workload: s}, "head": {...}, "load": [..], "quiet": bool}
+    noisy_retries: int = 0
+    seconds: float = 0.0
+    errors: dict = field(default_factory=dict)
+
+    def ratios(self, workload: str) -> list[float]:
+        return [r["head"][workload] / r["base"][workload] for r in self.rounds
+                if workload in r["head"] and workload in r["base"]]
+
+    def summary(self, workload: str) -> dict:
+        ratios = self.ratios(workload)
+        if not ratios:
+            return {"workload": workload, "verdict": "error", "error": self.errors.get(workload, "no samples")}
+        logs = [math.log(r) for r in ratios]
+        lo, hi = signed_rank_interval(logs)
+        est, lo, hi = math.exp(hodges_lehmann(logs)), math.exp(lo), math.exp(hi)
+        base = statistics.median(r["base"][workload] for r in self.rounds if workload in r["base"])
+        head = statistics.median(r["head"][workload] for r in self.rounds if workload in r["head"])
+        return {"workload": workload, "base_median_s": base, "head_median_s": head, "ratio": est, "ci_low": lo,
+                "ci_high": hi, "rounds": len(ratios), "verdict": verdict(lo, hi, self.threshold)}
+
+    def summaries(self) -> list[dict]:
+        return [self.summary(w) for w in self.workloads]
+
+    @property
+    def regressions(self) -> list[str]:
+        return [s["workload"] for s in self.summaries() if s["verdict"] == "regression"]
+
+    @property
+    def quiet_rounds(self) -> int:
+        return sum(1 for r in self.rounds if r["quiet"])
+
+    def markdown(self) -> str:
+        rows = [f"A/B: **{self.head}** against **{self.base}**, {len(self.rounds)} rounds ({self.quiet_rounds} quiet, "
+                f"{self.noisy_retries} repeated for foreign load), {self.seconds:.0f} s; regression when the 95% "
+                f"interval of HEAD/BASE lies above {1 + self.threshold:.2f}", "",
+                "| workload | BASE median | HEAD median | HEAD/BASE | 95% interval | verdict |",
+                "| --- | ---: | ---: | ---: | --- | --- |"]
+        for s in self.summaries():
+            if s["verdict"] == "error":
+                rows.append(f"| {s['workload']} | | | | | error: {s['error']} |")
+                continue
+            rows.append(f"| {s['workload']} | {_ms(s['base_median_s'])} | {_ms(s['head_median_s'])} | "
+                        f"{s['ratio']:.3f} | {_interval(s)} | "
+                        f"{'**' + s['verdict'] + '**' if s['verdict'] != 'same' else 'same'} |")
+        return "\n".join(rows) + "\n"
+
+    def to_json(self) -> dict:
+        return {"base": self.base, "head": self.head, "threshold": self.threshold, "workloads": self.workloads,
+                "summaries": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in s.items()}
+                              for s in self.summaries()], "rounds": self.rounds, "noisy_retries": self.noisy_retries,
+                "seconds": self.seconds, "errors": self.errors, "machine": machine_info()}
+
+    def pytest_benchmark_json(self, side: str) -> dict:
+        """One side in pytest-benchmark's JSON format (``pytest-benchmark compare`` reads it): each
+        workload's per-round medians as its rounds."""
+        benches = []
+        for w in self.workloads:
+            data = [r[side][w] for r in self.rounds if w in r[side]]
+            if not data:
+                continue
+            s = sorted(data)
+            q1, q3 = s[len(s) // 4], s[(3 * len(s)) // 4]
+            benches.append({"group": "ab", "name": w, "fullname": f"ab::{w}", "params": None, "param": None,
+                            "extra_info": {"revision": getattr(self, side)}, "options": {},
+                            "stats": {"min": s[0], "max": s[-1], "mean": statistics.fmean(s),
+                                      "stddev": statistics.stdev(s) if len(s) > 1 else 0.0, "rounds": len(s),
+                                      "median": statistics.median(s), "iqr": q3 - q1, "q1": q1, "q3": q3,
+                                      "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0",
+                                      "ld15iqr": s[0], "hd15iqr": s[-1], "ops": 1 / statistics.fmean(s),
+                                      "total": sum(s), "data": data, "iterations": 1}})
+        return {"machine_info": machine_info(), "commit_info": {"id": getattr(self, side)}, "benchmarks": benches,
+                "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(), "version": "4.0.0"}
+
+
+def _interval(s: dict) -> str:
+    if not math.isfinite(s["ci_high"]):
+        return "none: fewer than 6 rounds"
+    return f"{s['ci_low']:.3f}-{s['ci_high']:.3f}"
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def machine_info() -> dict:
+    import numpy
+
+    info = {"node": platform.node(), "machine": platform.machine(), "processor": platform.processor(),
+            "python_version": platform.python_version(), "python_implementation": platform.python_implementation(),
+            "system": platform.system(), "release": platform.release(), "cpus": os.cpu_count(),
+            "numpy": numpy.__version__}
+    try:
+        import numba
+
+        info["numba"] = numba.__version__
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return info
+
+
+def run_ab(base_site: Path, head_site: Path, base: str, head: str, workloads=DEFAULT_WORKLOADS, device: str = "cpu",
+           min_time: float = 0.3, min_rounds: int = 8, max_rounds: int = 20, threshold: float = 0.05,
+           quiet_load: float = 0.05, retries: int = 2, budget_s: float | None = None, log=None) -> ABResult:
+    """Time both sides in fresh processes, ABBA-interleaved, after a discarded warm-up round;
+    rounds during which other processes used more than ``quiet_load`` of the machine are repeated
+    (up to ``retries`` times each). Stops after ``max_rounds``, after ``budget_s`` seconds, or,
+    from ``min_rounds`` on, once every workload's verdict is decided (its interval clear of the
+    threshold on both sides)."""
+    workloads = list(workloads)
+    result = ABResult(base, head, workloads, threshold)
+    start = time.perf_counter()
+    sides = {"base": base_site, "head": head_site}
+    for side in ("base", "head"):  # warm-up: compiles each revision's kernels into its cache; not counted
+        _run_worker(sides[side], device, min(min_time, 0.05), workloads)
+    while len(result.rounds) < max_rounds:
+        order = ("base", "head") if len(result.rounds) % 2 == 0 else ("head", "base")
+        for attempt in range(retries + 1):
+            samples, loads = {}, []
+            for side in order:
+                out, load = foreign_load(lambda: _run_worker(sides[side], device, min_time, workloads))
+                loads.append(load)
+                samples[side] = {w: v["median"] for w, v in out["workloads"].items() if "median" in v}
+                result.errors.update({w: v["error"] for w, v in out["workloads"].items() if "error" in v})
+            quiet = all(ld is not None and ld <= quiet_load for ld in loads)
+            if quiet or attempt == retries:
+                break
+            result.noisy_retries += 1
+        result.rounds.append({**samples, "load": loads, "quiet": quiet})
+        result.seconds = time.perf_counter() - start
+        if log:
+            log(f"round {len(result.rounds)}: " + ", ".join(
+                f"{w} {samples['head'][w] / samples['base'][w]:.3f}" for w in workloads
+                if w in samples["head"] and w in samples["base"]) + f" (foreign load {max(x or 0 for x in loads):.0%})")
+        if budget_s is not None and result.seconds > budget_s:
+            break
+        if len(result.rounds) >= min_rounds and all(_decided(s, threshold) for s in result.summaries()):
+            break
+    return result
+
+
+def _decided(summary: dict, threshold: float) -> bool:
+    if summary["verdict"] == "error":
+        return True
+    lo, hi = summary["ci_low"], summary["ci_high"]
+    up, down = 1 + threshold, 1 / (1 + threshold)
+    return not (lo <= up <= hi) and not (lo <= down <= hi)
