@@ -4,7 +4,8 @@ Absolute times on shared machines move 10-30% between runs, so a regression gate
 against a stored number. As airspeed velocity's ``asv continuous`` does, both revisions are built
 (each in its own directory, dependencies shared: only the package differs) and timed on the same
 machine, alternating in fresh processes (ABBA order, a discarded warm-up round first). Each
-round gives one paired ratio HEAD/BASE per workload; the verdict comes from the Hodges-Lehmann
+process reports the lower quartile of its timed calls per workload (interference only adds
+time), and each round one paired ratio HEAD/BASE per workload; the verdict comes from the Hodges-Lehmann
 estimate of the ratio and its 95% confidence interval (the Wilcoxon signed-rank interval of the
 log ratios: no normality assumed, exact for any number of rounds). Rounds during which other
 processes took CPU time (``/proc/stat``) are repeated.
@@ -333,7 +334,7 @@ def run_ab(base_site: Path, head_site: Path, base: str, head: str, workloads=DEF
             for side in order:
                 out, load = foreign_load(lambda: _run_worker(sides[side], device, min_time, workloads))
                 loads.append(load)
-                samples[side] = {w: v["median"] for w, v in out["workloads"].items() if "median" in v}
+                samples[side] = {w: v["q25"] for w, v in out["workloads"].items() if "q25" in v}
                 result.errors.update({w: v["error"] for w, v in out["workloads"].items() if "error" in v})
             quiet = all(ld is not None and ld <= quiet_load for ld in loads)
             if quiet or attempt == retries:

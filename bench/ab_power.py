@@ -3,8 +3,8 @@
     python bench/ab_power.py [--runs 10] [--passes 2,1] [--workloads step:deep_convnet] [--json OUT]
 
 Clones this repository into a temporary folder and commits, on top of HEAD, a real slowdown:
-``passes`` extra passes over every layer's activations in ``Sequential.forward`` (2 passes cost
-deep_convnet's step about 10%). Then runs ``accelnet bench ab`` with its default settings
+``passes`` extra passes over every layer's activations in ``Sequential.forward`` (the A/B
+estimates what each costs deep_convnet's step). Then runs ``accelnet bench ab`` with its default settings
 ``--runs`` times for HEAD against itself (A/A: any regression is a false alarm) and for each
 slowed commit against HEAD (A/B), and prints each run: the estimated ratio, its 95% interval, the
 verdict, the rounds and the seconds it took. From the intervals it also states, for thresholds
@@ -58,7 +58,7 @@ def ab_run(repo: Path, base: str, head: str, workloads: str, cache: Path, out: P
             for s in doc["summaries"]]
 
 
-def power(runs: int = 10, passes=(2,), workloads: str = "step:deep_convnet", log=print) -> dict:
+def power(runs: int = 10, passes=(4,), workloads: str = "step:deep_convnet", log=print) -> dict:
     """{"A/A": [summaries], "A/B +N passes": [...]}: ``runs`` A/B runs of each kind, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -95,7 +95,7 @@ def report(results: dict) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--passes", default="2", help="comma-separated extra passes, one slowed commit each")
+    p.add_argument("--passes", default="4", help="comma-separated extra passes, one slowed commit each")
     p.add_argument("--workloads", default="step:deep_convnet")
     p.add_argument("--json", help="write every run's summaries here")
     args = p.parse_args(argv)
