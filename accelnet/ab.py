@@ -3,10 +3,12 @@
 Absolute times on shared machines move 10-30% between runs, so a regression gate cannot compare
 against a stored number. As airspeed velocity's ``asv continuous`` does, both revisions are built
 (each in its own directory, dependencies shared: only the package differs) and timed on the same
-machine, alternating in fresh processes (ABBA order, a discarded warm-up round first). Each
-process reports the lower quartile of its timed calls per workload (interference only adds
-time), and each round one paired ratio HEAD/BASE per workload; the verdict comes from the Hodges-Lehmann
-estimate of the ratio and its 95% confidence interval (the Wilcoxon signed-rank interval of the
+machine. Each round starts a fresh process per revision and alternates them in bursts of a few
+hundredths of a second (ABBA), so the machine's drift, which here moves a step's time by 7% over
+seconds, hits both alike; each side's sample is the lower quartile of its calls (other work only
+adds time). Rounds alternate which side starts, after a discarded warm-up round. Each round gives
+one paired ratio HEAD/BASE per workload; the verdict comes from the Hodges-Lehmann estimate of
+the ratio and its 95% confidence interval (the Wilcoxon signed-rank interval of the
 log ratios: no normality assumed, exact for any number of rounds). Rounds during which other
 processes took CPU time (``/proc/stat``) are repeated.
 """
@@ -185,18 +187,76 @@ def build(repo: Path, rev: str | None, cache: Path) -> tuple[Path, str]:
 
 # -- running ---------------------------------------------------------------------------------------
 
-def _run_worker(site: Path, device: str, min_time: float, workloads, timeout: float = 900) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    code = f"import runpy, sys; sys.argv = [{str(WORKER)!r}] + sys.argv[1:]; runpy.run_path({str(WORKER)!r}, run_name='__main__')"
-    with tempfile.TemporaryDirectory() as cwd:  # nothing of the current directory shadows the revision
-        done = subprocess.run([sys.executable, "-c", code, device, str(min_time), *workloads], capture_output=True,
-                              text=True, env=env, cwd=cwd, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"the benchmark process of {site} failed: {done.stderr.strip()[-2000:]}")
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    if not out["accelnet"].startswith(str(site)):
-        raise RuntimeError(f"the benchmark process imported accelnet from {out['accelnet']}, not from {site}")
-    return out
+class _Worker:
+    """One revision's benchmark process (``ab_worker.py``), started with its package first on
+    ``PYTHONPATH`` and in an empty directory, so nothing else shadows it."""
+
+    def __init__(self, site: Path, device: str, workloads):
+        env = dict(os.environ, PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        code = (f"import runpy, sys; sys.argv = [{str(WORKER)!r}] + sys.argv[1:]; "
+                f"runpy.run_path({str(WORKER)!r}, run_name='__main__')")
+        self.site, self.cwd = site, tempfile.TemporaryDirectory()
+        self.stderr = open(os.path.join(self.cwd.name, "stderr"), "w+")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, device, *workloads], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env, cwd=self.cwd.name)
+
+    def _reply(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            raise RuntimeError(f"the benchmark process of {self.site} failed: {self.stderr.read().strip()[-2000:]}")
+        return json.loads(line)
+
+    def ready(self) -> dict:
+        info = self._reply()
+        if not info["accelnet"].startswith(str(self.site)):
+            raise RuntimeError(f"the benchmark process imported accelnet from {info['accelnet']}, not from {self.site}")
+        return info
+
+    def time(self, i: int, n: int) -> list[float]:
+        self.proc.stdin.write(f"{i} {n}\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.stderr.close()
+            self.cwd.cleanup()
+
+
+def _round(sites: dict, order: tuple, device: str, workloads: list, min_time: float, errors: dict,
+           burst_s: float = 0.05) -> dict:
+    """One round: a fresh process per side, then, workload by workload, bursts of about
+    ``burst_s`` seconds alternating between the sides (ABBA) until each side has ``min_time``
+    seconds of calls; each side's sample is the lower quartile of its calls."""
+    workers = {side: _Worker(sites[side], device, workloads) for side in order}
+    try:
+        info = {side: w.ready() for side, w in workers.items()}
+        samples = {side: {} for side in order}
+        for i, spec in enumerate(workloads):
+            failed = {side: info[side]["errors"][spec] for side in order if spec in info[side]["errors"]}
+            if failed:
+                errors.update({spec: "; ".join(f"{side}: {msg}" for side, msg in failed.items())})
+                continue
+            per_call = max(info[side]["per_call"][spec] for side in order)
+            n = max(1, int(burst_s / per_call))
+            times = {side: [] for side in order}
+            for k in range(max(4, math.ceil(min_time / (n * per_call)))):
+                for side in (order if k % 2 == 0 else order[::-1]):
+                    times[side] += workers[side].time(i, n)
+            for side in order:
+                t = sorted(times[side])
+                samples[side][spec] = t[len(t) // 4]  # other work on the machine only ever adds time
+        return samples
+    finally:
+        for w in workers.values():
+            w.close()
 
 
 @dataclass
@@ -207,7 +267,7 @@ class ABResult:
     head: str
     workloads: list
     threshold: float
-    rounds: list = field(default_factory=list)  # {"base": {workload: s}, "head": {...}, "load": [..], "quiet": bool}
+    rounds: list = field(default_factory=list)  # {"base": {workload: s}, "head": {...}, "load": f, "quiet": bool}
     noisy_retries: int = 0
     seconds: float = 0.0
     errors: dict = field(default_factory=dict)
@@ -314,38 +374,38 @@ def machine_info() -> dict:
 
 
 def run_ab(base_site: Path, head_site: Path, base: str, head: str, workloads=DEFAULT_WORKLOADS, device: str = "cpu",
-           min_time: float = 0.3, min_rounds: int = 8, max_rounds: int = 20, threshold: float = 0.05,
+           min_time: float = 0.5, min_rounds: int = 8, max_rounds: int = 20, threshold: float = 0.05,
            quiet_load: float = 0.05, retries: int = 2, budget_s: float | None = None, log=None) -> ABResult:
-    """Time both sides in fresh processes, ABBA-interleaved, after a discarded warm-up round;
-    rounds during which other processes used more than ``quiet_load`` of the machine are repeated
+    """Time both sides, a fresh process each per round, in alternating bursts (:func:`_round`),
+    after a discarded warm-up round; rounds during which other processes used more than
+    ``quiet_load`` of the machine are repeated
     (up to ``retries`` times each). Stops after ``max_rounds``, after ``budget_s`` seconds, or,
     from ``min_rounds`` on, once every workload's verdict is decided (its interval clear of the
     threshold on both sides)."""
     workloads = list(workloads)
     result = ABResult(base, head, workloads, threshold)
     start = time.perf_counter()
-    sides = {"base": base_site, "head": head_site}
+    sites = {"base": base_site, "head": head_site}
     for side in ("base", "head"):  # warm-up: compiles each revision's kernels into its cache; not counted
-        _run_worker(sides[side], device, min(min_time, 0.05), workloads)
+        w = _Worker(sites[side], device, workloads)
+        try:
+            w.ready()
+        finally:
+            w.close()
     while len(result.rounds) < max_rounds:
         order = ("base", "head") if len(result.rounds) % 2 == 0 else ("head", "base")
         for attempt in range(retries + 1):
-            samples, loads = {}, []
-            for side in order:
-                out, load = foreign_load(lambda: _run_worker(sides[side], device, min_time, workloads))
-                loads.append(load)
-                samples[side] = {w: v["q25"] for w, v in out["workloads"].items() if "q25" in v}
-                result.errors.update({w: v["error"] for w, v in out["workloads"].items() if "error" in v})
-            quiet = all(ld is not None and ld <= quiet_load for ld in loads)
+            samples, load = foreign_load(lambda: _round(sites, order, device, workloads, min_time, result.errors))
+            quiet = load is not None and load <= quiet_load
             if quiet or attempt == retries:
                 break
             result.noisy_retries += 1
-        result.rounds.append({**samples, "load": loads, "quiet": quiet})
+        result.rounds.append({**samples, "load": load, "quiet": quiet})
         result.seconds = time.perf_counter() - start
         if log:
             log(f"round {len(result.rounds)}: " + ", ".join(
                 f"{w} {samples['head'][w] / samples['base'][w]:.3f}" for w in workloads
-                if w in samples["head"] and w in samples["base"]) + f" (foreign load {max(x or 0 for x in loads):.0%})")
+                if w in samples["head"] and w in samples["base"]) + f" (foreign load {load or 0:.0%})")
         if budget_s is not None and result.seconds > budget_s:
             break
         if len(result.rounds) >= min_rounds and all(_decided(s, threshold) for s in result.summaries()):

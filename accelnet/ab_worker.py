@@ -1,15 +1,19 @@
-"""One process of an A/B benchmark (``accelnet bench ab``): times workloads with whatever accelnet
-is first on ``sys.path`` (the revision under test) and prints one JSON line.
+"""One side of an A/B benchmark round (``accelnet bench ab``): a process that imports whatever
+accelnet is first on ``sys.path`` (the revision under test), builds and warms up the workloads,
+then times bursts of calls on request, so the orchestrator can alternate the two revisions'
+processes every few tenths of a second (the machine's drift then hits both alike).
 
 Run as a file, not as ``accelnet.ab_worker``: the revision under test need not have this module.
-It uses only ``accelnet.workloads`` (``train_step``, ``optimizer_update``, ``measure``), which
-every revision the A/B compares has.
+It uses only ``accelnet.workloads`` (``train_step``, ``optimizer_update``), which every revision
+the A/B compares has. Protocol on stdin/stdout, one JSON line per reply:
 
-    python ab_worker.py DEVICE MIN_TIME WORKLOAD [WORKLOAD ...]    # step:PRESET[:BATCH], adam:N
+    python ab_worker.py DEVICE WORKLOAD [WORKLOAD ...]    # step:PRESET[:BATCH], OPTIMIZER:N
+    -> {"accelnet": path, "per_call": {workload: seconds}, "errors": {workload: message}}
+    <- "I N"     time N calls of workload number I
+    -> [seconds, ...]
 """
 
 import json
-import statistics
 import sys
 import time
 
@@ -26,24 +30,43 @@ def _workload(spec: str, device: str):
     raise ValueError(f"unknown workload {spec!r}: expected step:PRESET[:BATCH] or OPTIMIZER:N")
 
 
-def main(argv) -> None:
-    device, min_time, specs = argv[0], float(argv[1]), argv[2:]
-    start = time.perf_counter()
-    import accelnet
-    from accelnet import workloads
+def _timer(w):
+    """Seconds one call takes: CUDA events on a GPU backend (``time_call``), else the host clock
+    around the call and its synchronization."""
+    backend = getattr(w, "backend", None)
+    if backend is not None and hasattr(backend, "time_call"):
+        return lambda: backend.time_call(w)
 
-    out = {"accelnet": accelnet.__file__, "import_s": time.perf_counter() - start, "workloads": {}}
+    def host():
+        t0 = time.perf_counter()
+        w()
+        return time.perf_counter() - t0
+    return host
+
+
+def main(argv) -> None:
+    device, specs = argv[0], argv[1:]
+    import accelnet
+
+    timers, per_call, errors = [], {}, {}
     for spec in specs:
         try:
-            timing = workloads.measure(_workload(spec, device), min_time=min_time)
+            w = _workload(spec, device)
+            for _ in range(3):  # JIT, first-call allocations, library set-up
+                w()
+            timer = _timer(w)
+            t_end, times = time.perf_counter() + 0.1, []
+            while time.perf_counter() < t_end or not times:
+                times.append(timer())
+            per_call[spec] = min(times)
         except Exception as exc:  # a workload this revision cannot run: reported, the others still timed
-            out["workloads"][spec] = {"error": f"{type(exc).__name__}: {exc}"}
-            continue
-        times = sorted(timing.times)
-        # the lower quartile: calls slowed by other work on the machine only ever add time
-        out["workloads"][spec] = {"median": statistics.median(times), "q25": times[len(times) // 4],
-                                  "times": list(timing.times)}
-    print(json.dumps(out))
+            errors[spec] = f"{type(exc).__name__}: {exc}"
+            timer = None
+        timers.append(timer)
+    print(json.dumps({"accelnet": accelnet.__file__, "per_call": per_call, "errors": errors}), flush=True)
+    for line in sys.stdin:
+        i, n = (int(v) for v in line.split())
+        print(json.dumps([timers[i]() for _ in range(n)]), flush=True)
 
 
 if __name__ == "__main__":

@@ -611,8 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a regression is a 95%% interval of HEAD/BASE above 1 + this (default 0.05)")
     ab.add_argument("--min-rounds", type=_positive_int_arg("--min-rounds"), default=8)
     ab.add_argument("--max-rounds", type=_positive_int_arg("--max-rounds"), default=20)
-    ab.add_argument("--min-time", type=_float_arg("--min-time"), default=0.3,
-                    help="seconds of timed calls per workload per process (default 0.3)")
+    ab.add_argument("--min-time", type=_float_arg("--min-time"), default=0.5,
+                    help="seconds of timed calls per side, workload and round (default 0.5)")
     ab.add_argument("--budget", type=_float_arg("--budget"), metavar="SECONDS", help="stop starting rounds after this")
     ab.add_argument("--quiet-load", type=_float_arg("--quiet-load", allow_zero=True), default=0.05,
                     help="repeat a round in which other processes used more than this share of the CPUs (default 0.05)")

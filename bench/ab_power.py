@@ -1,6 +1,6 @@
 """The false-alarm rate and the power of ``accelnet bench ab`` on this machine.
 
-    python bench/ab_power.py [--runs 10] [--passes 2,1] [--workloads step:deep_convnet] [--json OUT]
+    python bench/ab_power.py [--runs 10] [--passes 8,3] [--workloads step:deep_convnet] [--json OUT]
 
 Clones this repository into a temporary folder and commits, on top of HEAD, a real slowdown:
 ``passes`` extra passes over every layer's activations in ``Sequential.forward`` (the A/B
@@ -58,7 +58,7 @@ def ab_run(repo: Path, base: str, head: str, workloads: str, cache: Path, out: P
             for s in doc["summaries"]]
 
 
-def power(runs: int = 10, passes=(4,), workloads: str = "step:deep_convnet", log=print) -> dict:
+def power(runs: int = 10, passes=(8,), workloads: str = "step:deep_convnet", log=print) -> dict:
     """{"A/A": [summaries], "A/B +N passes": [...]}: ``runs`` A/B runs of each kind, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -95,7 +95,7 @@ def report(results: dict) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--passes", default="4", help="comma-separated extra passes, one slowed commit each")
+    p.add_argument("--passes", default="8", help="comma-separated extra passes, one slowed commit each")
     p.add_argument("--workloads", default="step:deep_convnet")
     p.add_argument("--json", help="write every run's summaries here")
     args = p.parse_args(argv)

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def runs():
-    return ab_power.power(runs=10, passes=(4,))
+    return ab_power.power(runs=10, passes=(8,))
 
 
 def test_a_revision_against_itself_is_never_a_regression(runs):
@@ -23,7 +23,7 @@ def test_a_revision_against_itself_is_never_a_regression(runs):
     assert verdicts.count("regression") == 0, ab_power.report(runs)
 
 
-def test_four_extra_passes_over_the_activations_are_a_regression_every_time(runs):
-    summaries = [s for run in runs["A/B +4 passes"] for s in run]
+def test_eight_extra_passes_over_the_activations_are_a_regression_every_time(runs):
+    summaries = [s for run in runs["A/B +8 passes"] for s in run]
     assert all(s["verdict"] == "regression" for s in summaries), ab_power.report(runs)
     assert all(1.05 < s["ratio"] < 1.2 for s in summaries)  # the slowdown is the ~10% it is meant to be
