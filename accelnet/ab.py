@@ -31,12 +31,36 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_WORKLOADS", "build", "hodges_lehmann", "signed_rank_interval", "verdict", "run_ab", "ABResult",
+__all__ = ["ABError", "DEFAULT_WORKLOADS", "build", "hodges_lehmann", "signed_rank_interval", "verdict", "run_ab", "ABResult",
            "foreign_load"]
 
 DEFAULT_WORKLOADS = ("step:two_layer_net", "step:multi_layer_net", "step:simple_convnet", "step:deep_convnet",
                      "adam:1e6", "adam:1e7")
 WORKER = Path(__file__).with_name("ab_worker.py")
+
+
+class ABError(RuntimeError):
+    """A revision could not be built, or its benchmark process failed."""
+
+
+def check_workloads(specs) -> list[str]:
+    """``specs`` if each is ``step:PRESET[:BATCH]`` or ``OPTIMIZER:N`` (as ``ab_worker.py`` reads
+    them), else a ValueError naming the first that is not."""
+    from .optim import OPTIMIZERS
+    from .presets import PRESETS
+
+    for spec in specs:
+        kind, _, arg = spec.partition(":")
+        name, _, size = arg.partition(":")
+        try:
+            ok = (kind == "step" and name in PRESETS and (not size or int(size) > 0)) or (
+                kind in OPTIMIZERS and not size and float(arg) >= 1)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"workload {spec!r}: expected step:PRESET[:BATCH] (PRESET one of {sorted(PRESETS)}) or "
+                             f"OPTIMIZER:N (OPTIMIZER one of {sorted(OPTIMIZERS)}, N elements, e.g. adam:1e6)")
+    return list(specs)
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -104,9 +128,9 @@ def _busy_seconds() -> float | None:
 
 
 def _own_cpu() -> float:
-    r, c = os.times(), None
-    c = r.children_user + r.children_system
-    return r.user + r.system + c
+    """CPU seconds of this process and its children that have been waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def foreign_load(fn):
@@ -141,7 +165,7 @@ def _pip_install(src: Path, site: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation, "--target",
                            str(site), str(src)], capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"building {src} failed: {done.stderr.strip()[-2000:]}")
+        raise ABError(f"building {src} failed: {done.stderr.strip()[-2000:]}")
 
 
 def _tree_files(repo: Path) -> list[str]:
@@ -204,13 +228,13 @@ class _Worker:
         line = self.proc.stdout.readline()
         if not line:
             self.stderr.seek(0)
-            raise RuntimeError(f"the benchmark process of {self.site} failed: {self.stderr.read().strip()[-2000:]}")
+            raise ABError(f"the benchmark process of {self.site} failed: {self.stderr.read().strip()[-2000:]}")
         return json.loads(line)
 
     def ready(self) -> dict:
         info = self._reply()
         if not info["accelnet"].startswith(str(self.site)):
-            raise RuntimeError(f"the benchmark process imported accelnet from {info['accelnet']}, not from {self.site}")
+            raise ABError(f"the benchmark process imported accelnet from {info['accelnet']}, not from {self.site}")
         return info
 
     def time(self, i: int, n: int) -> list[float]:

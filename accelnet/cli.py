@@ -189,16 +189,19 @@ def cmd_bench_ab(args) -> int:
     except (subprocess.CalledProcessError, FileNotFoundError, ValueError):
         raise CLIError(f"bench ab: {args.repo or 'the current directory'} is not in a git repository with commits "
                        f"(--repo)") from None
-    workloads = args.workloads or list(ab.DEFAULT_WORKLOADS)
+    workloads = ab.check_workloads(args.workloads or ab.DEFAULT_WORKLOADS)
     out = Path(args.out)
     probe_folder(out, "--out")
     cache = Path(args.cache) if args.cache else cache_dir() / "ab"
-    base_site, base = ab.build(repo, args.base, cache)
-    head_site, head = ab.build(repo, args.head, cache)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"bench ab: {head} against {base}: {', '.join(workloads)}")
-    result = ab.run_ab(base_site, head_site, base, head, workloads, args.device, args.min_time, args.min_rounds,
-                       args.max_rounds, args.threshold, args.quiet_load, budget_s=args.budget, log=log)
+    try:
+        base_site, base = ab.build(repo, args.base, cache)
+        head_site, head = ab.build(repo, args.head, cache)
+        log(f"bench ab: {head} against {base}: {', '.join(workloads)}")
+        result = ab.run_ab(base_site, head_site, base, head, workloads, args.device, args.min_time, args.min_rounds,
+                           args.max_rounds, args.threshold, args.quiet_load, budget_s=args.budget, log=log)
+    except ab.ABError as exc:
+        raise CLIError(f"bench ab: {exc}") from None
     table = result.markdown()
     print(table)
     (out / "ab.md").write_text(table)

@@ -91,6 +91,12 @@ def test_an_unknown_revision_is_one_error(capsys):
     assert "'no-such-revision' is not a commit of the repository" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("spec", ["step:resnet", "adam:lots", "step:deep_convnet:0", "lion:1e6"])
+def test_a_workload_that_does_not_exist_is_one_error(spec, capsys):
+    assert main(["bench", "ab", "HEAD", "--repo", str(ROOT), "--workloads", spec]) == 2
+    assert f"workload {spec!r}: expected step:PRESET[:BATCH]" in capsys.readouterr().err
+
+
 def test_outside_a_git_repository_is_one_error(tmp_path, capsys):
     assert main(["bench", "ab", "HEAD", "--repo", str(tmp_path)]) == 2
     assert "is not in a git repository with commits (--repo)" in capsys.readouterr().err
