@@ -341,13 +341,12 @@ def cmd_train(args) -> int:
         raise CLIError("--resume needs --checkpoint PATH")
     comm, device = _world(args.device)
     ckpt = comm.on_root(lambda: load_checkpoint(args.checkpoint)) if args.resume else None
-    error = None
-    try:  # every rank sets up its part; a failure on any rank ends all of them with its message
+    def set_up():
         cfg = _train_config(args, ckpt)
-        trainer, data = _build_trainer(args, cfg, comm, device)
-    except Exception as exc:  # handed to comm.agree, which raises it (or the first rank's) on every rank
-        error = exc
-    comm.agree(error)
+        return (cfg, *_build_trainer(args, cfg, comm, device))
+
+    # every rank sets up its part; a failure on any rank ends all of them with its message
+    cfg, trainer, data = comm.collectively(set_up)
     model, opt = trainer.model, trainer.optimizer
     if ckpt is not None:
         with warnings.catch_warnings(record=True) as notes:

@@ -53,11 +53,14 @@ def raised_on_all_ranks(exc: BaseException) -> bool:
 
 
 def checksum(arrays) -> int:
-    """CRC-32 of the arrays' bytes, in order: equal replicas give equal checksums, bit for bit."""
+    """CRC-32 of the arrays' bytes (host or device), in order: equal replicas give equal
+    checksums, bit for bit."""
+    from .backend import get_backend
+
+    to_numpy = get_backend("cpu").to_numpy  # any array (NumPy or CuPy) as a host array
     crc = 0
     for a in arrays:
-        a = a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
-        crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8), crc)
+        crc = zlib.crc32(np.ascontiguousarray(to_numpy(a)).view(np.uint8), crc)
     return crc
 
 
@@ -111,6 +114,17 @@ class Communicator:
         except Exception:  # an exception type that cannot be rebuilt from its message
             exc = DistributedError(f"{prefix}{cls.__name__}: {msg}")
         raise on_all_ranks(exc)
+
+    def collectively(self, fn):
+        """Call ``fn()`` on every rank and return its result; an error it raises on any rank is
+        raised on every rank."""
+        result, error = None, None
+        try:
+            result = fn()
+        except Exception as exc:  # every rank learns of it before raising
+            error = exc
+        self.agree(error)
+        return result
 
     def on_root(self, fn, root: int = 0):
         """Call ``fn()`` on ``root`` alone and return its result on every rank; an error it raises

@@ -203,12 +203,11 @@ class Trainer:
             for k, v in self.model.buffers().items():
                 v[...] = self.model.backend.to_device(own["buffers"][k], self.model.dtype)
             interval = float(own["interval_sum"])
+        elif rank > 0:
+            self._rank_rng()
+            interval = 0.0  # the open interval's loss is counted once, by rank 0
         else:
-            if rank > 0:
-                self._rank_rng()
             interval = sum(float(r["interval_sum"]) for r in ranks) if ranks else None
-            if rank > 0:
-                interval = 0.0  # the open interval's loss is counted once, by rank 0
         if self._progress is not None and interval is not None:
             self._progress["interval_sum"] = interval
         if saved == world:
@@ -224,7 +223,7 @@ class Trainer:
         is a warning (see :meth:`load_state`)."""
         path = Path(path or self.checkpoint)
         ckpt = self.comm.on_root(lambda: load_checkpoint(path))
-        note = self._collectively(lambda: self.load_state(ckpt["state"]))
+        note = self.comm.collectively(lambda: self.load_state(ckpt["state"]))
         if note and self.comm.rank == 0:
             warnings.warn(note, stacklevel=2)
         self._own_checkpoint = path.resolve()
@@ -236,16 +235,6 @@ class Trainer:
         state = self.state()
         self.comm.on_root(lambda: save_checkpoint(path, state, meta))
         self._own_checkpoint = path.resolve()
-
-    def _collectively(self, fn):
-        """``fn()`` on every rank; an error on any rank is raised on all of them."""
-        result, error = None, None
-        try:
-            result = fn()
-        except Exception as exc:  # every rank learns of it before raising
-            error = exc
-        self.comm.agree(error)
-        return result
 
     @contextlib.contextmanager
     def _replica_buffers(self):
@@ -284,7 +273,7 @@ class Trainer:
         locks = []
         try:
             # data-parallel, rank 0 alone writes; the others learn its outcome
-            self._collectively(lambda: self._claim_outputs(locks) if self.comm.rank == 0 else None)
+            self.comm.collectively(lambda: self._claim_outputs(locks) if self.comm.rank == 0 else None)
             yield
         finally:
             for lock in reversed(locks):
@@ -553,7 +542,7 @@ class Trainer:
         # bury its message.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), FLUSHED, self._owned_outputs():
             if not self.finished:
-                self._collectively(self._check_memory)
+                self.comm.collectively(self._check_memory)
             with self._stop_on_signals():
                 return self._fit(meta)
 
