@@ -16,6 +16,7 @@ processes took CPU time (``/proc/stat``) are repeated.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import importlib.util
 import json
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ABError", "DEFAULT_WORKLOADS", "build", "hodges_lehmann", "signed_rank_interval", "verdict", "run_ab", "ABResult",
-           "foreign_load"]
+           "foreign_load", "finished"]
 
 DEFAULT_WORKLOADS = ("step:two_layer_net", "step:multi_layer_net", "step:simple_convnet", "step:deep_convnet",
                      "adam:1e6", "adam:1e7")
@@ -65,7 +66,8 @@ def check_workloads(specs) -> list[str]:
 
 # -- statistics -----------------------------------------------------------------------------------
 
-def _signed_rank_cdf(n: int) -> list[float]:
+@functools.lru_cache(maxsize=None)
+def _signed_rank_cdf(n: int) -> tuple[float, ...]:
     """P(T+ <= k) for k = 0..n(n+1)/2, T+ the Wilcoxon signed-rank statistic of n pairs (exact)."""
     top = n * (n + 1) // 2
     counts = [1] + [0] * top
@@ -76,7 +78,7 @@ def _signed_rank_cdf(n: int) -> list[float]:
     for c in counts:
         acc += c
         cdf.append(acc / total)
-    return cdf
+    return tuple(cdf)
 
 
 def _walsh_averages(x: list[float]) -> list[float]:
@@ -105,12 +107,17 @@ def signed_rank_interval(x: list[float], confidence: float = 0.95) -> tuple[floa
 
 def verdict(low: float, high: float, threshold: float) -> str:
     """``regression`` when even the interval's lower bound is slower than 1 + threshold,
-    ``improvement`` when its upper bound is faster than 1 / (1 + threshold), else ``same``
-    (within the threshold, or not decided)."""
+    ``improvement`` when its upper bound is faster than 1 / (1 + threshold); ``slower`` or
+    ``faster`` when the interval excludes 1 but not the threshold (a real change, within what
+    the gate accepts); else ``same`` (no change shown)."""
     if low > 1 + threshold:
         return "regression"
     if high < 1 / (1 + threshold):
         return "improvement"
+    if low > 1:
+        return "slower"
+    if high < 1:
+        return "faster"
     return "same"
 
 
@@ -335,7 +342,7 @@ class ABResult:
                 continue
             rows.append(f"| {s['workload']} | {_ms(s['base_median_s'])} | {_ms(s['head_median_s'])} | "
                         f"{s['ratio']:.3f} | {_interval(s)} | "
-                        f"{'**' + s['verdict'] + '**' if s['verdict'] != 'same' else 'same'} |")
+                        f"{'**' + s['verdict'] + '**' if s['verdict'] in ('regression', 'improvement') else s['verdict']} |")
         return "\n".join(rows) + "\n"
 
     def to_json(self) -> dict:
@@ -424,17 +431,25 @@ def run_ab(base_site: Path, head_site: Path, base: str, head: str, workloads=DEF
             if quiet or attempt == retries:
                 break
             result.noisy_retries += 1
-        result.rounds.append({**samples, "load": load, "quiet": quiet})
+        result.rounds.append({**samples, "load": load, "quiet": quiet,
+                              "seconds": time.perf_counter() - start - result.seconds})
         result.seconds = time.perf_counter() - start
         if log:
             log(f"round {len(result.rounds)}: " + ", ".join(
                 f"{w} {samples['head'][w] / samples['base'][w]:.3f}" for w in workloads
                 if w in samples["head"] and w in samples["base"]) + f" (foreign load {load or 0:.0%})")
-        if budget_s is not None and result.seconds > budget_s:
-            break
-        if len(result.rounds) >= min_rounds and all(_decided(s, threshold) for s in result.summaries()):
+        if finished(result, min_rounds, max_rounds, budget_s):
             break
     return result
+
+
+def finished(result: ABResult, min_rounds: int, max_rounds: int, budget_s: float | None) -> bool:
+    """The stopping rule: ``max_rounds`` rounds, or ``budget_s`` seconds spent, or, from
+    ``min_rounds`` on, every workload decided (its interval clear of the threshold on both sides).
+    ``bench/ab_false_alarms.py`` replays recorded rounds through it."""
+    if len(result.rounds) >= max_rounds or (budget_s is not None and result.seconds > budget_s):
+        return True
+    return len(result.rounds) >= min_rounds and all(_decided(s, result.threshold) for s in result.summaries())
 
 
 def _decided(summary: dict, threshold: float) -> bool:

@@ -44,8 +44,8 @@ def test_the_hodges_lehmann_estimate_ignores_one_wild_round():
     assert ab.hodges_lehmann([1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 5.0]) == pytest.approx(1.005, abs=0.01)
 
 
-@pytest.mark.parametrize("low,high,expected", [(1.06, 1.2, "regression"), (1.04, 1.2, "same"), (0.8, 0.94, "improvement"),
-                                               (0.8, 0.96, "same"), (0.97, 1.03, "same")])
+@pytest.mark.parametrize("low,high,expected", [(1.06, 1.2, "regression"), (1.04, 1.2, "slower"), (0.8, 0.94, "improvement"),
+                                               (0.8, 0.96, "faster"), (0.97, 1.03, "same"), (0.99, 1.2, "same")])
 def test_the_verdict_needs_the_whole_interval_past_the_threshold(low, high, expected):
     assert ab.verdict(low, high, 0.05) == expected
 
