@@ -13,6 +13,7 @@ from .layers import AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Layer, Linea
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .model import Sequential
 from .presets import deep_convnet, multi_layer_net, simple_convnet, two_layer_net
+from .saved_model import load_model, save_model
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,5 @@ __all__ = [
     "MeanSquaredError", "SoftmaxCrossEntropy",
     "Sequential",
     "deep_convnet", "multi_layer_net", "simple_convnet", "two_layer_net",
+    "load_model", "save_model",
 ]

@@ -450,6 +450,114 @@ def _build_trainer(args, cfg: dict, comm, device: str):
     return trainer, data
 
 
+def _trained_model(args):
+    """The model of ``--checkpoint``, rebuilt on ``--device``, and the checkpoint's training config."""
+    from accelnet.backend import get_backend
+    from accelnet.checkpoint import load_checkpoint
+    from accelnet.saved_model import model_from
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from(ckpt, args.checkpoint, backend=get_backend(args.device))
+    return model, ckpt["meta"].get("config") or {}
+
+
+def _describe_trained(model, cfg: dict, path) -> str:
+    what = cfg.get("model") or f"a {len(model.layers)}-layer Sequential"
+    return f"{what} from {path} ({model.num_params:,} parameters, {model.backend.name}, {model.dtype.name})"
+
+
+def cmd_evaluate(args) -> int:
+    from accelnet.data import class_names, load
+    from accelnet.evaluation import evaluate
+    from accelnet.outputs import probe_writable
+
+    if args.plot:
+        probe_writable(args.plot, "--plot")
+    model, cfg = _trained_model(args)
+    dataset = args.dataset or cfg.get("dataset") or "mnist"
+    data = load(dataset, args.data_dir, flatten=len(model.input_shape) == 1, seed=cfg.get("seed", 0),
+                progress=not args.no_progress)
+    if data.input_shape != model.input_shape:
+        raise CLIError(f"the model takes samples of shape {model.input_shape}, {dataset} has {data.input_shape}")
+    names = class_names(dataset) if model.output_shape == (10,) else None
+    result = evaluate(model, data.x_test, data.t_test, args.batch_size, names)
+    print(f"{_describe_trained(model, cfg, args.checkpoint)} on the {len(data.x_test):,} {dataset} test images")
+    print(result.report())
+    if args.plot:
+        from accelnet.plot import SKIPPED, confusion_matrix, have_matplotlib
+
+        if have_matplotlib():
+            confusion_matrix(result.matrix, args.plot, result.class_names,
+                             title=f"{cfg.get('model', 'model')} on {dataset}: {result.accuracy:.2%}")
+            print(f"confusion matrix written to {args.plot}")
+        else:
+            print(SKIPPED, file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from accelnet.data import class_names
+    from accelnet.inputs import InputError, read_inputs
+
+    model, cfg = _trained_model(args)
+    names = class_names(cfg.get("dataset", "mnist")) if model.output_shape == (10,) else None
+    samples, labels, failed = [], [], 0
+    for f in args.files:
+        try:
+            x = read_inputs(f, model.input_shape, invert=args.invert)
+        except InputError as exc:
+            print(f"accelnet predict: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        samples.append(x)
+        labels += [f] if len(x) == 1 else [f"{f}[{i}]" for i in range(len(x))]
+    if samples:
+        scores = model.backend.to_numpy(model.predict(np.concatenate(samples), args.batch_size)).astype(np.float64)
+        z = np.exp(scores - scores.max(axis=1, keepdims=True))
+        prob = z / z.sum(axis=1, keepdims=True)
+        width = max(5, *(len(label) for label in labels))
+        print(f"{'input':<{width}}  class  probability")
+        for label, p in zip(labels, prob):
+            k = int(p.argmax())
+            shown = f"{k}" + (f" {names[k]}" if names and names[k] != str(k) else "")
+            print(f"{label:<{width}}  {shown:<5}  {p[k]:.4f}")
+    if failed:
+        rest = "the others were predicted" if samples else "nothing was predicted"
+        print(f"accelnet predict: {failed} of {len(args.files)} file{'s' if len(args.files) > 1 else ''} could not be "
+              f"read (above); {rest}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_export(args) -> int:
+    import tempfile
+
+    from accelnet.onnx_export import MISSING, export_onnx
+    from accelnet.outputs import probe_writable
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise CLIError(f"accelnet: {MISSING}") from None
+    probe_writable(args.onnx, "--onnx")
+    model, cfg = _trained_model(args)
+    folder = os.path.dirname(os.path.abspath(args.onnx))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(args.onnx)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        export_onnx(model, tmp, opset=args.opset)
+        os.replace(tmp, args.onnx)  # an existing file is replaced only by a complete, checked graph
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"{_describe_trained(model, cfg, args.checkpoint)} written to {args.onnx} (ONNX opset {args.opset}; input "
+          f"'input' float32 (N, {', '.join(map(str, model.input_shape))}) in [0, 1], output 'scores'"
+          + (", 'probabilities'" if model.loss_fn.__class__.__name__ == "SoftmaxCrossEntropy" else "") + ")")
+    return 0
+
+
 def _optimizer_lrs(defaults: dict):
     """argparse type: 'sgd=0.95,adam=0.3' -> {'sgd': 0.95, 'adam': 0.3}; a name alone takes its lr in
     ``defaults`` (else the optimizer's own default)."""
@@ -583,6 +691,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--check-every", type=_positive_int_arg("--check-every"), metavar="STEPS",
                    help="under mpiexec: compare the ranks' parameters every STEPS steps too (always at epoch ends)")
     t.set_defaults(func=cmd_train)
+    def trained(p, batch=True):
+        p.add_argument("--checkpoint", required=True, help="a checkpoint of accelnet train (or accelnet.save_model)")
+        p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu", help="the backend to run on")
+        if batch:
+            p.add_argument("--batch-size", type=_positive_int_arg("--batch-size"), default=1000,
+                           help="samples per forward pass (default 1000)")
+
+    e = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and the confusion matrix of a checkpoint",
+                       description="Evaluate a trained model on its dataset's test images.")
+    trained(e)
+    e.add_argument("--dataset", choices=sorted(DATASETS) + ["synthetic"],
+                   help="default: the one it was trained on")
+    e.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ (else $ACCELNET_DATA, the cache)")
+    e.add_argument("--plot", help="write the confusion matrix to this PNG")
+    e.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    e.set_defaults(func=cmd_evaluate)
+    pr = sub.add_parser("predict", help="class and probability of images, .npy arrays or IDX files",
+                        description="Predict with a trained model. Images are converted to grayscale, resized to "
+                                    "the model's input and scaled to [0, 1]; integer arrays are scaled from 0-255.")
+    trained(pr)
+    pr.add_argument("files", nargs="+", metavar="FILE", help="PNG/JPEG/... images, .npy arrays or IDX files")
+    pr.add_argument("--invert", action="store_true",
+                    help="dark strokes on a light background (MNIST's digits are light on dark)")
+    pr.set_defaults(func=cmd_predict)
+    ex = sub.add_parser("export", help="write a checkpoint's model as an ONNX graph",
+                        description="Export a trained model to ONNX (needs the export extra).")
+    trained(ex, batch=False)
+    ex.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
+    ex.add_argument("--opset", type=_positive_int_arg("--opset"), default=17, help="ONNX opset (default 17)")
+    ex.set_defaults(func=cmd_export)
+
     info = sub.add_parser("info", help="versions, available backends, GPU name, Numba threading layer")
     info.set_defaults(func=cmd_info)
 

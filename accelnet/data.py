@@ -25,7 +25,7 @@ import numpy as np
 from .backend import Backend, get_backend
 
 __all__ = ["DataError", "Dataset", "DATASETS", "load", "load_mnist", "synthetic", "read_idx", "write_idx",
-           "validation_split", "BatchIterator", "search_dirs", "cache_dir"]
+           "validation_split", "BatchIterator", "search_dirs", "cache_dir", "class_names"]
 
 
 class DataError(RuntimeError):
@@ -67,8 +67,15 @@ DATASETS = {
                                  "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
         },
         "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot"),
     },
 }
+
+
+def class_names(dataset: str) -> tuple:
+    """The names of ``dataset``'s classes, by index (digits for MNIST)."""
+    return DATASETS.get(dataset, {}).get("classes") or tuple(str(i) for i in range(10))
 
 
 @dataclass

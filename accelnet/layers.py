@@ -184,6 +184,15 @@ class Layer:
     def _repr_args(self) -> str:
         return ""
 
+    def config(self) -> dict:
+        """The constructor's keywords (JSON values) that rebuild this layer's architecture:
+        ``type(layer)(**layer.config())``. An initializer that is a function is left out."""
+        return {}
+
+
+def _init_config(init) -> dict:
+    return {"init": init} if isinstance(init, (str, int, float)) and not isinstance(init, bool) else {}
+
 
 class Linear(Layer):
     """Fully connected ``x @ W + b`` (the book's Affine); flattens (N, ...) input.
@@ -227,6 +236,9 @@ class Linear(Layer):
 
     def _repr_args(self):
         return f"{self.in_features}, {self.out_features}" if self.in_features else f"{self.out_features}"
+
+    def config(self):
+        return {"out_features": self.out_features, "in_features": self.in_features, **_init_config(self.init)}
 
 
 class ReLU(Layer):
@@ -291,6 +303,9 @@ class Dropout(Layer):
 
     def _repr_args(self):
         return f"{self.ratio:g}"
+
+    def config(self):
+        return {"ratio": self.ratio}
 
 
 class BatchNorm(Layer):
@@ -382,6 +397,9 @@ class BatchNorm(Layer):
     def _repr_args(self):
         return f"momentum={self.momentum:g}, eps={self.eps:g}"
 
+    def config(self):
+        return {"momentum": self.momentum, "eps": self.eps}
+
 
 class Conv2d(Layer):
     """2-D convolution: weights (FN, C, FH, FW), bias (FN,), input (N, C, H, W). The backend's
@@ -456,6 +474,11 @@ class Conv2d(Layer):
         pool = f", pool={self.pool}" if self.pool else ""
         return f"{self.out_channels}, kernel_size={fh}x{fw}, stride={self.stride}, pad={self.pad}{act}{pool}"
 
+    def config(self):
+        return {"out_channels": self.out_channels, "kernel_size": list(self.kernel_size), "stride": self.stride,
+                "pad": self.pad, "in_channels": self.in_channels, "activation": self.activation, "pool": self.pool,
+                **_init_config(self.init)}
+
 
 class _Pool2d(Layer):
     """Pooling over (kernel_size) windows moving by ``stride`` (default: the window size)."""
@@ -477,6 +500,9 @@ class _Pool2d(Layer):
     def _repr_args(self):
         ph, pw = self.kernel_size
         return f"{ph}x{pw}, stride={self.stride}"
+
+    def config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": self.stride}
 
 
 class MaxPool2d(_Pool2d):
@@ -518,3 +544,8 @@ class Flatten(Layer):
 
     def _backward(self, dout):
         return dout.reshape(self._x_shape)
+
+
+# The layers a saved architecture may name (``accelnet.saved_model``), by class name.
+LAYERS = {cls.__name__: cls for cls in (Linear, ReLU, Sigmoid, Tanh, Dropout, BatchNorm, Conv2d, MaxPool2d, AvgPool2d,
+                                        Flatten)}

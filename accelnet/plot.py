@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["have_matplotlib", "SKIPPED", "training_curves"]
+__all__ = ["have_matplotlib", "SKIPPED", "training_curves", "confusion_matrix"]
 
 SKIPPED = "plot skipped: matplotlib is not installed (pip install 'accelnet[plot]')"
 
@@ -52,6 +52,25 @@ def training_curves(history: list[dict], path, title: str = "") -> None:
 
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _save(fig, path, title)
+
+
+def confusion_matrix(matrix, path, class_names, title: str = "") -> None:
+    """The confusion matrix (rows: true class, columns: predicted) as a PNG heat map, each cell
+    labelled with its count."""
+    plt = _pyplot()
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k))
+    ax.imshow(matrix, cmap="Blues")
+    top = matrix.max() or 1
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{matrix[i, j]:,}", ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > top / 2 else "black")
+    ax.set_xticks(range(k), [str(n) for n in class_names], rotation=45 if any(len(str(n)) > 2 for n in class_names)
+                  else 0, ha="right" if any(len(str(n)) > 2 for n in class_names) else "center")
+    ax.set_yticks(range(k), [str(n) for n in class_names])
+    ax.set(xlabel="predicted class", ylabel="true class")
     _save(fig, path, title)
 
 

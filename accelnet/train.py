@@ -25,6 +25,7 @@ from .data import BatchIterator, Dataset
 from .distributed import LOCAL, DistributedError, ReplicaMismatch, checksum, on_all_ranks
 from .layers import BatchNorm
 from .outputs import OutputError, OutputLock, probe_writable
+from .saved_model import recorded_architecture
 from .validate import positive_int
 
 __all__ = ["Trainer", "Diverged", "Interrupted", "InsufficientMemory"]
@@ -233,6 +234,7 @@ class Trainer:
         """Write a checkpoint atomically (temp file, fsync, rename); data-parallel, rank 0 writes."""
         path = Path(path or self.checkpoint)
         state = self.state()
+        meta = {**(meta or {}), "architecture": recorded_architecture(self.model)}
         self.comm.on_root(lambda: save_checkpoint(path, state, meta))
         self._own_checkpoint = path.resolve()
 
