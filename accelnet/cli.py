@@ -281,13 +281,17 @@ def _model_kwargs(cfg: dict) -> dict:
 
 # Config keys a resume must keep (they decide the computation); the rest may change.
 _FIXED_ON_RESUME = ("model", "optimizer", "lr", "batch_size", "weight_decay", "dropout", "batchnorm", "activation",
-                    "init",
-                    "init_std", "dataset", "dtype", "seed")
+                    "init", "init_std", "dataset", "dtype", "seed", "schedule", "step_epochs", "gamma", "warmup_epochs",
+                    "min_lr_factor", "augment")
 _TRAIN_DEFAULTS = {"model": "simple_convnet", "optimizer": "adam", "lr": None, "batch_size": 100,
                    "weight_decay": 0.0, "dropout": None, "batchnorm": False, "activation": None, "init": None,
                    "init_std": 0.01,
                    "dataset": "mnist", "dtype": "float32", "seed": 0, "epochs": 20, "iterations": None,
-                   "clip_norm": None}
+                   "clip_norm": None, "schedule": "constant", "step_epochs": None, "gamma": None, "warmup_epochs": None,
+                   "min_lr_factor": None, "augment": None, "eval_every": 1}
+# Each schedule's parameters and their defaults (resolved when a run starts, then saved with it).
+_SCHEDULE_PARAMS = {"step": {"step_epochs": None, "gamma": 0.1}, "cosine": {"min_lr_factor": 0.0},
+                    "warmup-cosine": {"warmup_epochs": 1, "min_lr_factor": 0.0}, "constant": {}}
 
 
 def _train_config(args, ckpt) -> dict:
@@ -307,6 +311,36 @@ def _train_config(args, ckpt) -> dict:
             cfg["epochs"], cfg["iterations"] = _TRAIN_DEFAULTS["epochs"], None
     cfg.update(given)
     return cfg
+
+
+def _schedule(args, cfg: dict, epochs: int, steps_per_epoch: int):
+    """The learning-rate schedule of ``cfg`` over the run's steps (None: constant). Its parameters
+    and its length are resolved at the run's start and saved in ``cfg``, so a resumed run (even
+    one given a later end) follows the schedule it started with."""
+    from accelnet.schedules import CosineDecay, StepDecay, Warmup
+
+    name = cfg["schedule"]
+    for key in ("step_epochs", "gamma", "warmup_epochs", "min_lr_factor"):
+        if getattr(args, key) is not None and key not in _SCHEDULE_PARAMS[name]:
+            users = [n for n, ps in _SCHEDULE_PARAMS.items() if key in ps]
+            raise CLIError(f"--{key.replace('_', '-')} applies to --schedule {' or '.join(users)}, not {name}")
+    for key, default in _SCHEDULE_PARAMS[name].items():
+        if cfg[key] is None:
+            cfg[key] = max(1, epochs // 3) if key == "step_epochs" else default
+    if cfg.get("min_lr_factor") is not None and not 0 <= cfg["min_lr_factor"] <= 1:
+        raise CLIError(f"--min-lr-factor must be in [0, 1], got {cfg['min_lr_factor']}")
+    total = cfg.setdefault("schedule_steps", cfg["iterations"] or epochs * steps_per_epoch)
+    if name == "step":
+        return StepDecay(cfg["step_epochs"] * steps_per_epoch, cfg["gamma"])
+    if name == "cosine":
+        return CosineDecay(total, cfg["min_lr_factor"])
+    if name == "warmup-cosine":
+        warmup = cfg["warmup_epochs"] * steps_per_epoch
+        if warmup >= total:
+            raise CLIError(f"--warmup-epochs {cfg['warmup_epochs']} ({warmup} steps) leaves nothing of the run's "
+                           f"{total} steps to decay over")
+        return Warmup(warmup, CosineDecay(total - warmup, cfg["min_lr_factor"]))
+    return None
 
 
 def _world(device: str):
@@ -360,6 +394,10 @@ def cmd_train(args) -> int:
                 f"nothing to train: {args.checkpoint} is at epoch {trainer.epoch}, step {trainer.step}, "
                 f"which already reaches {end}; give a later end (--epochs or --iterations) to continue"))
     trainer.check_same_run({"config": cfg})
+    end = cfg["iterations"] or trainer.epochs * len(trainer.batches)
+    if ckpt is not None and cfg["schedule"] != "constant" and end > cfg["schedule_steps"]:
+        print(f"note: the {cfg['schedule']} schedule covers the run's first {cfg['schedule_steps']:,} steps; the "
+              f"{end - cfg['schedule_steps']:,} after them keep its final learning rate", file=sys.stderr)
     position = trainer.batches.position
     where = (f"step {trainer.step} (batch {position} of {len(trainer.batches)} in epoch {trainer.epoch + 1})"
              if position else f"epoch {trainer.epoch}")
@@ -367,12 +405,15 @@ def cmd_train(args) -> int:
              f"{', synchronized batch norm' if args.sync_batchnorm else ''})" if comm.size > 1 else "")
     print(f"{cfg['model']} on {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test), "
           f"{model.backend.name}, {model.dtype.name}, {opt!r}, batch {cfg['batch_size']}{ranks}, "
+          + (f"{cfg['schedule']} schedule over {cfg['schedule_steps']:,} steps, " if cfg["schedule"] != "constant" else "")
+          + (f"random shifts of up to {cfg['augment']} px, " if cfg["augment"] else "") + 
           f"{model.num_params:,} parameters" + (f", resumed at {where}" if ckpt else ""))
     header = f"{'epoch':>5}  {'step':>7}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>8}  {'samples/s':>9}"
     print(header)
 
     def show(trainer, r):
-        print(f"{r['epoch']:>5}  {r['step']:>7}  {r['loss']:>8.4f}  {r['train_acc']:>9.4f}  {r['test_acc']:>8.4f}  "
+        acc = lambda v, w: f"{v:>{w}.4f}" if v is not None else f"{'-':>{w}}"  # noqa: E731 (--eval-every)
+        print(f"{r['epoch']:>5}  {r['step']:>7}  {r['loss']:>8.4f}  {acc(r['train_acc'], 9)}  {acc(r['test_acc'], 8)}  "
               f"{r['seconds']:>8.1f}  {r['samples_per_s']:>9,.0f}" + ("  (stopped inside the epoch)"
                                                                       if r.get("partial") else ""), flush=True)
 
@@ -404,6 +445,7 @@ def cmd_train(args) -> int:
 
 def _build_trainer(args, cfg: dict, comm, device: str):
     """The Trainer (and its data) of ``accelnet train``'s config on this rank."""
+    from accelnet.augment import RandomShift
     from accelnet.backend import get_backend
     from accelnet.data import load
     from accelnet.optim import get_optimizer
@@ -432,21 +474,23 @@ def _build_trainer(args, cfg: dict, comm, device: str):
     comm.bcast_obj(None)
     data = data or read()
     model = preset(backend=backend, dtype=cfg["dtype"], seed=cfg["seed"], **model_kw)
-    opt_kw = {"weight_decay": cfg["weight_decay"], "clip_norm": cfg["clip_norm"]}
-    if cfg["lr"] is not None:
-        opt_kw["lr"] = cfg["lr"]
-    opt = get_optimizer(cfg["optimizer"], model, **opt_kw)
     within_samples(cfg["batch_size"], len(data.x_train), "--batch-size", cfg["dataset"])
     steps_per_epoch = -(-len(data.x_train) // cfg["batch_size"])
     epochs = cfg["epochs"]
     if cfg["iterations"]:
         epochs = -(-cfg["iterations"] // steps_per_epoch)
+    opt_kw = {"weight_decay": cfg["weight_decay"], "clip_norm": cfg["clip_norm"],
+              "schedule": _schedule(args, cfg, epochs, steps_per_epoch)}
+    if cfg["lr"] is not None:
+        opt_kw["lr"] = cfg["lr"]
+    opt = get_optimizer(cfg["optimizer"], model, **opt_kw)
     if args.plot:
         probe_writable(args.plot, "--plot")
     trainer = Trainer(model, opt, data, batch_size=cfg["batch_size"], epochs=epochs, checkpoint=args.checkpoint,
                       history_path=args.history, progress=not args.no_progress, seed=cfg["seed"],
                       max_steps=cfg["iterations"], overwrite=args.overwrite, comm=comm,
-                      sync_batchnorm=args.sync_batchnorm, check_every=args.check_every)
+                      sync_batchnorm=args.sync_batchnorm, check_every=args.check_every,
+                      augment=RandomShift(cfg["augment"]) if cfg["augment"] else None, eval_every=cfg["eval_every"])
     return trainer, data
 
 
@@ -668,6 +712,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--iterations", type=_positive_int_arg("--iterations"), help="stop after this many steps instead")
     t.add_argument("--weight-decay", type=_float_arg("--weight-decay", allow_zero=True), help="L2 (decoupled for adamw)")
     t.add_argument("--clip-norm", type=_float_arg("--clip-norm"), help="clip gradients to this global norm")
+    t.add_argument("--schedule", choices=["constant", "step", "cosine", "warmup-cosine"],
+                   help="learning-rate schedule over the run's steps (default constant)")
+    t.add_argument("--step-epochs", type=_positive_int_arg("--step-epochs"), metavar="EPOCHS",
+                   help="step: multiply the lr by --gamma every EPOCHS epochs (default: a third of the run)")
+    t.add_argument("--gamma", type=_float_arg("--gamma"), help="step: the factor (default 0.1)")
+    t.add_argument("--warmup-epochs", type=_positive_int_arg("--warmup-epochs"), metavar="EPOCHS",
+                   help="warmup-cosine: epochs of linear warm-up before the cosine (default 1)")
+    t.add_argument("--min-lr-factor", type=_float_arg("--min-lr-factor", allow_zero=True), metavar="F",
+                   help="cosine, warmup-cosine: the last lr as a fraction of --lr (default 0)")
+    t.add_argument("--augment", type=_positive_int_arg("--augment"), nargs="?", const=2, metavar="PIXELS",
+                   help="shift each training image by up to PIXELS (default 2) pixels each way, at random (seeded)")
+    t.add_argument("--eval-every", type=_positive_int_arg("--eval-every"), metavar="EPOCHS",
+                   help="measure train/test accuracy every EPOCHS epochs (default 1; always where the run stops)")
     t.add_argument("--dropout", type=_float_arg("--dropout", allow_zero=True), help="dropout ratio (multi_layer_net, deep_convnet)")
     t.add_argument("--batchnorm", action="store_true", default=False, help="batch norm (multi_layer_net)")
     t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"],

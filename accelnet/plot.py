@@ -44,8 +44,9 @@ def training_curves(history: list[dict], path, title: str = "") -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [r["loss"] for r in history], marker="o")
     ax1.set(xlabel="epoch", ylabel="training loss", title="loss")
-    ax2.plot(epochs, [r["train_acc"] for r in history], marker="o", label="train")
-    ax2.plot(epochs, [r["test_acc"] for r in history], marker="s", label="test")
+    evaluated = [r for r in history if r.get("test_acc") is not None]  # --eval-every skips some epochs
+    ax2.plot([r["epoch"] for r in evaluated], [r["train_acc"] for r in evaluated], marker="o", label="train")
+    ax2.plot([r["epoch"] for r in evaluated], [r["test_acc"] for r in evaluated], marker="s", label="test")
     ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax2.legend()
     from matplotlib.ticker import MaxNLocator

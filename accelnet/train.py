@@ -62,13 +62,18 @@ class Trainer:
     every ``check_every`` steps). Evaluation is sharded; rank 0 alone writes the checkpoint and
     history and shows progress. ``fit``, ``evaluate``, ``save``, ``resume`` and
     ``check_replicas`` are collective: call them on every rank.
+
+    ``augment`` (e.g. :class:`~accelnet.augment.RandomShift`) transforms each training batch on
+    the device, drawing from a stream keyed by the seed and the step; accuracies are measured
+    every ``eval_every`` epochs (None in the other epochs' records) and wherever the run stops.
     """
 
     def __init__(self, model, optimizer, data: Dataset, batch_size: int = 100, epochs: int = 10,
                  checkpoint: str | os.PathLike | None = None, history_path: str | os.PathLike | None = None,
                  eval_batch_size: int = 1000, train_eval_samples: int | None = 10000, log_every: int = 20,
                  progress: bool = True, callbacks=(), seed: int = 0, max_steps: int | None = None,
-                 overwrite: bool = False, comm=None, sync_batchnorm: bool = False, check_every: int | None = None):
+                 overwrite: bool = False, comm=None, sync_batchnorm: bool = False, check_every: int | None = None,
+                 augment=None, eval_every: int = 1):
         if data.input_shape != model.input_shape:
             raise ValueError(f"the data's samples have shape {data.input_shape} but the model expects "
                              f"{model.input_shape}")
@@ -86,6 +91,10 @@ class Trainer:
                              f"the {model.backend.name}: initialize it with distributed.init('{model.backend.name}')")
         if check_every is not None:
             positive_int(check_every, "check_every")
+        if augment is not None:
+            augment.check(model.input_shape)
+        self.augment = augment
+        self.eval_every = positive_int(eval_every, "eval_every")
         self.model, self.optimizer, self.data = model, optimizer, data
         self.epochs = epochs
         self.seed = seed
@@ -550,12 +559,14 @@ class Trainer:
 
     def _record(self, p: dict, partial: bool) -> dict:
         d, opt = self.data, self.optimizer
+        # every eval_every epochs, and always where the run stops
+        evaluated = partial or self.epoch % self.eval_every == 0 or self.finished or self.stop
         record = {
             "epoch": self.epoch + (1 if partial else 0),
             "step": self.step,
             "loss": p["loss_sum"] / max(p["loss_steps"], 1),
-            "train_acc": self.evaluate(d.x_train, d.t_train, self.train_eval_samples),
-            "test_acc": self.evaluate(d.x_test, d.t_test),
+            "train_acc": self.evaluate(d.x_train, d.t_train, self.train_eval_samples) if evaluated else None,
+            "test_acc": self.evaluate(d.x_test, d.t_test) if evaluated else None,
             "seconds": p["seconds"],
             "samples_per_s": p["samples"] / p["seconds"] if p["seconds"] > 0 else float("nan"),
             "lr": opt.lr,
@@ -600,6 +611,8 @@ class Trainer:
                        unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
             try:
                 for x, t in self.batches:
+                    if self.augment is not None:
+                        x = self._augmented(x)
                     loss = model.loss(x, t)
                     if not self.parallel:
                         model.backward()
@@ -650,6 +663,16 @@ class Trainer:
             if signalled or (not self.parallel and self._signal is not None):
                 raise self._interrupted(f" (end of epoch {self.epoch})")
         return self.history
+
+    def _augmented(self, x):
+        """``x`` augmented with the draws of this step's global batch (this rank's part of them),
+        from a stream keyed by the seed and the step: a resumed or data-parallel run draws the
+        same as one uninterrupted process."""
+        rng = host_rng(np.random.SeedSequence(self.seed, spawn_key=(2, self.step)))
+        draws = self.augment.draw(rng, self.batches.batch_samples)
+        if self.comm.size > 1:
+            draws = np.array_split(draws, self.comm.size, axis=-1)[self.comm.rank]
+        return self.augment(x, draws, self.model.backend)
 
     def _interrupted(self, where: str) -> Interrupted:
         what = f"signal {self._signal}" if isinstance(self._signal, int) else f"a signal {self._signal}"

@@ -294,6 +294,36 @@ def _avgpool2d_backward(dout, ph, pw, stride, dx):
                         plane[oy * stride + ky, ox * stride + kx] += g
 
 
+@_loop()
+def _shift2d(x, dy, dx, out):
+    n, c, h, w = x.shape
+    zero = x.dtype.type(0)
+    for p in prange(n * c):
+        i = p // c
+        ch = p - i * c
+        a, b = dy[i], dx[i]
+        for y in range(h):
+            sy = y - a
+            if sy < 0 or sy >= h:
+                for xx in range(w):
+                    out[i, ch, y, xx] = zero
+                continue
+            for xx in range(w):
+                sx = xx - b
+                out[i, ch, y, xx] = x[i, ch, sy, sx] if 0 <= sx < w else zero
+
+
+def shift2d(x, dy, dx, out=None):
+    """Each image ``x[i]`` (N, C, H, W) moved ``dy[i]`` rows down and ``dx[i]`` columns right,
+    zeros shifted in (random-shift augmentation)."""
+    x = np.ascontiguousarray(x)
+    if len(dy) != len(x) or len(dx) != len(x):
+        raise ValueError(f"shift2d: {len(x)} images but {len(dy)} row and {len(dx)} column shifts")
+    out = _checked_out(out, x.shape, x.dtype)
+    _shift2d(x.size, x, np.ascontiguousarray(dy, np.int64), np.ascontiguousarray(dx, np.int64), out)
+    return out
+
+
 def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
     """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max,
     dtype ``argmax_dtype(ph, pw)``)."""

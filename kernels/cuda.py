@@ -338,6 +338,30 @@ def _avgpool2d_backward(dout, ph, pw, stride, cnt, zero, dx):
         dx[i, ch, y, x] = s
 
 
+@cuda.jit(cache=True)
+def _shift2d(x, dy, dx, zero, out):
+    n, c, h, w = out.shape
+    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        i, ch, y, xx = _unravel(e, c, h, w)
+        sy, sx = y - dy[i], xx - dx[i]
+        if sy >= 0 and sy < h and sx >= 0 and sx < w:
+            out[i, ch, y, xx] = x[i, ch, sy, sx]
+        else:
+            out[i, ch, y, xx] = zero
+
+
+def shift2d(x, dy, dx, out=None):
+    """Each image ``x[i]`` (N, C, H, W) moved ``dy[i]`` rows down and ``dx[i]`` columns right,
+    zeros shifted in (random-shift augmentation)."""
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x)
+    if len(dy) != len(x) or len(dx) != len(x):
+        raise ValueError(f"shift2d: {len(x)} images but {len(dy)} row and {len(dx)} column shifts")
+    out = _checked_out(xp, out, x.shape, x.dtype)
+    _launch(_shift2d, out.size, x, xp.asarray(dy, dtype=xp.int64), xp.asarray(dx, dtype=xp.int64), _zero(x), out)
+    return out
+
+
 def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
     """Max over each window -> (out (N, C, OH, OW), argmax: the window-local index of the max,
     dtype ``argmax_dtype(ph, pw)``)."""

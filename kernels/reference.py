@@ -287,3 +287,20 @@ def conv2d_backward(dout, ctx: ConvContext, dw, db, need_dx: bool = True):
     if not need_dx:
         return None
     return col2im(drows @ ctx.w.reshape(f, -1), ctx.x.shape, fh, fw, ctx.stride, ctx.pad)
+
+
+# -- augmentation ------------------------------------------------------------------------------------
+
+
+def shift2d(x, dy, dx, out=None):
+    """Each image ``x[i]`` (N, C, H, W) moved ``dy[i]`` rows down and ``dx[i]`` columns right,
+    zeros shifted in (random-shift augmentation)."""
+    xp = array_namespace(x)
+    n, c, h, w = x.shape
+    out = _out(xp, out, x.shape, x.dtype)
+    out[...] = 0
+    for i, (a, b) in enumerate(zip(dy.tolist(), dx.tolist())):
+        if abs(a) < h and abs(b) < w:
+            out[i, :, max(a, 0):h + min(a, 0), max(b, 0):w + min(b, 0)] = \
+                x[i, :, max(-a, 0):h + min(-a, 0), max(-b, 0):w + min(-b, 0)]
+    return out

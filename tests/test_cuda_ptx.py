@@ -34,6 +34,7 @@ SIGNATURES = {
     "_maxpool2d_backward": (P, uint8[:, :, :, ::1], I, I, I, F, P),
     "_avgpool2d": (P, I, I, I, F, F, P),
     "_avgpool2d_backward": (P, I, I, I, F, F, P),
+    "_shift2d": (P, I[::1], I[::1], F, P),
     "_relu": (V, boolean[::1], F, F, V),
     "_relu_backward": (V, boolean[::1], F, F, V),
     "_rows_to_nchw": (M, V, P),

@@ -133,6 +133,19 @@ def test_pooling_kernels_match_the_reference(kernels, size, ph, pw, stride, dtyp
                                ref.avgpool2d_backward(dout, x.shape, ph, pw, stride), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_shift2d_matches_the_reference_for_every_shift_and_beyond_the_image(kernels, dtype):
+    r = np.random.default_rng(6)
+    x = r.standard_normal((12, 2, 5, 7)).astype(dtype)
+    dy = np.array([0, 1, -1, 2, -2, 0, 0, 3, -4, 5, -7, 1])  # 5 and -7: the whole image shifted out
+    dx = np.array([0, 0, 0, 1, -1, 2, -2, -3, 4, 0, 1, 7])
+    out = kernels.shift2d(x, dy, dx)
+    np.testing.assert_array_equal(out, ref.shift2d(x, dy, dx))
+    np.testing.assert_array_equal(out[0], x[0])
+    np.testing.assert_array_equal(out[1, :, 1:], x[1, :, :-1])
+    assert (out[1, :, 0] == 0).all() and (out[9] == 0).all() and (out[10] == 0).all()
+
+
 def test_conv_layout_kernels_match_the_reference(kernels):
     r = np.random.default_rng(5)
     rows, b = r.standard_normal((2 * 3 * 4, 5)), r.standard_normal(5)
