@@ -163,12 +163,50 @@ class Backend:
         return {"cpu": f"{platform.machine()}, {os.cpu_count()} cores", "threading": threading,
                 "cpu settings": cpu_runtime.settings()}
 
+    def compile_notice(self, optimizer=None, convolutions: bool = False) -> str | None:
+        """The line to show before a run compiles kernels that Numba's on-disk cache does not yet
+        hold for this machine (a first run, or the first after an upgrade): the optimizer's update
+        and, with ``convolutions``, the convolution kernels (the slow ones to compile). None when
+        they are cached."""
+        k = self.kernels
+        probes = []
+        if optimizer is not None:
+            probes.append(getattr(k, "_UPDATES", {}).get(optimizer.rule))
+        if convolutions:
+            conv = getattr(k, "cpu_conv", None)
+            probes += list(vars(conv).values()) if conv else [getattr(k, "_im2col", None), getattr(k, "_col2im", None)]
+        if any(_cached(p) is False for p in probes):
+            what = "GPU" if self.name == "gpu" else "CPU"
+            return (f"compiling accelnet's kernels for this {what} (the first run only: about "
+                    f"{'10-40 s' if convolutions else '2-10 s'}; later runs load them from Numba's cache)")
+        return None
+
     def is_array(self, a) -> bool:
         """Whether ``a`` lives in this backend's memory."""
         return isinstance(a, self.xp.ndarray)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
+
+
+def _cached(kernel) -> bool | None:
+    """Whether Numba's on-disk cache holds machine code of ``kernel`` (a dispatcher, or a parallel
+    and serial pair) for this machine; None for anything that is not a cached dispatcher, or when
+    the cache cannot be read (its index is a Numba internal: then nothing is claimed)."""
+    found = None
+    for d in (getattr(kernel, "parallel", None), getattr(kernel, "serial", None), kernel):
+        cache = getattr(d, "_cache", None)
+        if not hasattr(cache, "_cache_file"):
+            continue
+        try:
+            magic = d.targetctx.codegen().magic_tuple()
+            index = cache._cache_file._load_index()  # {} when the source changed since it was written
+        except Exception:
+            return None
+        if any(isinstance(key, tuple) and len(key) > 1 and key[1] == magic for key in index):
+            return True
+        found = False
+    return found
 
 
 def _peak_hook(cupy):

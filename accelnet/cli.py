@@ -409,6 +409,8 @@ def cmd_train(args) -> int:
           + (f"random shifts of up to {cfg['augment']} px, " if cfg["augment"] else "") + 
           f"{model.num_params:,} parameters" + (f", resumed at {where}" if ckpt else ""))
     header = f"{'epoch':>5}  {'step':>7}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>8}  {'samples/s':>9}"
+    sys.stdout.flush()
+    _compile_notice(model, opt, comm.rank)
     print(header)
 
     def show(trainer, r):
@@ -505,6 +507,15 @@ def _trained_model(args):
     return model, ckpt["meta"].get("config") or {}
 
 
+def _compile_notice(model, optimizer=None, rank: int = 0) -> None:
+    """Say so before the first run on this machine compiles the kernels (it takes a while)."""
+    from accelnet.layers import Conv2d
+
+    notice = model.backend.compile_notice(optimizer, any(isinstance(layer, Conv2d) for layer in model.layers))
+    if notice and rank == 0:
+        print(notice, file=sys.stderr, flush=True)
+
+
 def _describe_trained(model, cfg: dict, path) -> str:
     what = cfg.get("model") or f"a {len(model.layers)}-layer Sequential"
     return f"{what} from {path} ({model.num_params:,} parameters, {model.backend.name}, {model.dtype.name})"
@@ -524,6 +535,7 @@ def cmd_evaluate(args) -> int:
     if data.input_shape != model.input_shape:
         raise CLIError(f"the model takes samples of shape {model.input_shape}, {dataset} has {data.input_shape}")
     names = class_names(dataset) if model.output_shape == (10,) else None
+    _compile_notice(model)
     result = evaluate(model, data.x_test, data.t_test, args.batch_size, names)
     print(f"{_describe_trained(model, cfg, args.checkpoint)} on the {len(data.x_test):,} {dataset} test images")
     print(result.report())
@@ -558,6 +570,7 @@ def cmd_predict(args) -> int:
         samples.append(x)
         labels += [f] if len(x) == 1 else [f"{f}[{i}]" for i in range(len(x))]
     if samples:
+        _compile_notice(model)
         scores = model.backend.to_numpy(model.predict(np.concatenate(samples), args.batch_size)).astype(np.float64)
         z = np.exp(scores - scores.max(axis=1, keepdims=True))
         prob = z / z.sum(axis=1, keepdims=True)

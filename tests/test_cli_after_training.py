@@ -147,3 +147,34 @@ def test_export_without_onnx_names_the_extra(run, tmp_path, capsys, monkeypatch)
     assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     assert "pip install 'accelnet[export]'" in line
+
+
+def _first_run(argv, tmp_path, cache):
+    """``accelnet ARGV`` in a fresh process whose Numba cache is ``cache``: (stdout, stderr)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    done = subprocess.run([sys.executable, "-m", "accelnet.cli", *argv], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, done.stderr
+
+
+def test_the_first_run_on_a_machine_says_it_compiles_before_training_and_later_runs_do_not(tmp_path):
+    argv = ["train", "--model", "two_layer_net", "--iterations", "5", *QUICK]
+    out, err = _first_run(argv, tmp_path, tmp_path / "numba")
+    assert "compiling accelnet's kernels for this CPU (the first run only: about 2-10 s" in err
+    out, err = _first_run(argv, tmp_path, tmp_path / "numba")
+    assert "compiling" not in err
+
+
+def test_a_convolutional_model_warns_of_its_longer_compile(tmp_path):
+    import os
+    import subprocess
+
+    code = ("from accelnet.backend import get_backend; from accelnet.presets import simple_convnet; "
+            "from accelnet.optim import Adam; m = simple_convnet(); print(get_backend('cpu').compile_notice(Adam(m), True))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")})
+    assert "about 10-40 s" in done.stdout, done.stderr[-2000:]
