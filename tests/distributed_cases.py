@@ -20,6 +20,8 @@ CASES = [
     # clipped to a norm every step reaches, and L2 weight decay: both must see the reduced gradient
     ("clip_and_decay-float64", "two_layer_net", "float64", {}, {}, {"clip_norm": 0.05, "weight_decay": 0.01}),
     ("sync_batchnorm-float64", "multi_layer_net", "float64", {"batchnorm": True}, {"sync_batchnorm": True}, {}),
+    # random shifts: each rank shifts its shard by its part of the global batch's draws
+    ("augment-float64", "simple_convnet", "float64", {}, {"augment": 2}, {}),
 ]
 STEPS, BATCH = 20, 100
 
@@ -37,7 +39,11 @@ def run_case(case, comm=None) -> dict:
     from accelnet.presets import get_preset
     from accelnet.train import Trainer
 
+    from accelnet.augment import RandomShift
+
     name, preset, dtype, model_kw, trainer_kw, adam_kw = case
+    if "augment" in trainer_kw:
+        trainer_kw = {**trainer_kw, "augment": RandomShift(trainer_kw["augment"])}
     data = load_data(preset.endswith("convnet"))
     model = get_preset(preset)(dtype=dtype, seed=0, **model_kw)
     trainer = Trainer(model, Adam(model, **adam_kw), data, batch_size=BATCH, epochs=1, max_steps=STEPS, progress=False,
