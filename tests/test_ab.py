@@ -118,3 +118,32 @@ def test_an_ab_run_of_head_against_the_working_tree_writes_its_reports(tmp_path)
     compare = subprocess.run([str(Path(sys.executable).with_name("pytest-benchmark")), "compare", str(out / "base.json"),
                               str(out / "head.json")], capture_output=True, text=True)
     assert compare.returncode == 0 and "adam:1e4" in compare.stdout, compare.stderr
+
+
+def test_a_run_stops_at_max_rounds_at_its_budget_or_once_every_workload_is_decided():
+    rng = random.Random(2)
+    slow = _result([1.2 * math.exp(rng.gauss(0, 0.01)) for _ in range(8)])
+    assert ab.finished(slow, min_rounds=8, max_rounds=20, budget_s=None)  # decided: clearly a regression
+    assert not ab.finished(slow, min_rounds=9, max_rounds=20, budget_s=None)  # not before min_rounds
+    unsure = _result([1.02, 1.08, 1.03, 1.07, 1.05, 1.04, 1.06, 1.05])  # astride the threshold
+    assert not ab.finished(unsure, 8, 20, None)
+    assert ab.finished(unsure, 8, 8, None)
+    unsure.seconds = 301.0
+    assert ab.finished(unsure, 8, 20, budget_s=300)
+
+
+def test_the_false_alarm_replay_cuts_a_stream_where_the_stopping_rule_stops():
+    import sys as _sys
+
+    _sys.path.insert(0, str(ROOT / "bench"))
+    import ab_false_alarms
+
+    rng = random.Random(3)
+    rounds = [{"base": {"w": 1.0}, "head": {"w": math.exp(rng.gauss(0, 0.01))}, "load": 0.0, "quiet": True,
+               "seconds": 5.0} for _ in range(50)]
+    doc = {"workloads": ["w"], "rounds": rounds}
+    runs = ab_false_alarms.consecutive(doc, 0.05, (8, 20, None))
+    assert [len(r.rounds) for r in runs] == [8] * 6  # each decided 'same' at its 8th round; 2 left over
+    assert not any(r.regressions for r in runs)
+    res = ab_false_alarms.resampled(doc, 0.05, (8, 20, None), 20, slow={"w": 1.3})
+    assert all(r.regressions == ["w"] for r in res)
