@@ -36,13 +36,16 @@ def _scaled(a: np.ndarray, path) -> np.ndarray:
 
 
 def _as_samples(a: np.ndarray, input_shape: tuple, path) -> np.ndarray:
-    """``a`` as (N, *input_shape): one sample, a batch, or either with the sample flattened or,
-    for one-channel images, without the channel axis."""
+    """``a`` as (N, *input_shape): one sample, a batch, or either with the sample flattened, for
+    one-channel images without the channel axis, and for a model on flattened square images as
+    (H, W) images."""
     size = math.prod(input_shape)
     if a.ndim and a.size % size == 0 and (a.shape == input_shape or a.shape[1:] == input_shape
                                          or a.shape[-1:] == (size,) and a.ndim <= 2
                                          or len(input_shape) == 3 and input_shape[0] == 1
-                                         and a.shape[-2:] == input_shape[1:] and a.ndim <= 3):
+                                         and a.shape[-2:] == input_shape[1:] and a.ndim <= 3
+                                         or len(input_shape) == 1 and 2 <= a.ndim <= 3  # square images
+                                         and a.shape[-2] == a.shape[-1] and a.shape[-1] ** 2 == size):
         return a.reshape(-1, *input_shape)
     raise InputError(f"{path}: shape {a.shape} is neither one sample nor a batch of samples of shape "
                      f"{input_shape} (flattened to {size} values, or without the channel axis, also accepted)")
