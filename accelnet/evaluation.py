@@ -42,7 +42,7 @@ class Evaluation:
         lines = [f"test accuracy: {self.accuracy:.4f} ({self.correct:,} of {self.count:,})", "",
                  f"{'class':<{w}}  accuracy  correct / samples"]
         for name, acc, right, n in zip(names, self.per_class, np.diag(self.matrix), self.matrix.sum(axis=1)):
-            lines.append(f"{name:<{w}}  {acc:>8.4f}  {right:>7,} / {n:,}")
+            lines.append(f"{name:<{w}}  {f'{acc:.4f}' if n else '-':>8}  {right:>7,} / {n:,}")
         cell = max(5, len(f"{self.matrix.max():,}") + 1)
         lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
                   " " * w + "".join(f"{i:>{cell}}" for i in range(len(names)))]
