@@ -2,7 +2,7 @@
 stream of rounds replayed through the stopping rule.
 
     python bench/ab_false_alarms.py --minutes 30 --json aa.json              # CI's short form
-    python bench/ab_false_alarms.py --minutes 15 --min-time 0.5 --workloads step:deep_convnet --json dc.json
+    python bench/ab_false_alarms.py --minutes 20 --min-time 0.5 --budget 0 --json default.json   # bench ab's defaults
     python bench/ab_false_alarms.py --replay aa.json                          # the tables again
 
 HEAD is built twice, into two directories (as CI builds BASELINE and the working tree), and
@@ -134,7 +134,7 @@ def main(argv=None) -> None:
     p.add_argument("--workloads", default=",".join(ab.DEFAULT_WORKLOADS))
     p.add_argument("--min-rounds", type=int, default=8)
     p.add_argument("--max-rounds", type=int, default=20)
-    p.add_argument("--budget", type=float, default=200, help="as bench ab's (CI's short form: 200)")
+    p.add_argument("--budget", type=float, default=200, help="as bench ab's (CI's short form: 200; 0: none, the default's)")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--json", help="write the stream here")
     p.add_argument("--replay", help="report on a stream written before instead of timing one")
@@ -146,7 +146,7 @@ def main(argv=None) -> None:
                      log=lambda line: print(line, file=sys.stderr, flush=True))
         if args.json:
             Path(args.json).write_text(json.dumps(doc))
-    print(report(doc, (args.min_rounds, args.max_rounds, args.budget), args.resamples))
+    print(report(doc, (args.min_rounds, args.max_rounds, args.budget or None), args.resamples))
 
 
 if __name__ == "__main__":
