@@ -43,7 +43,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-BENCH_GROUPS = ("optimizers", "im2col", "steps")
+BENCH_GROUPS = ("optimizers", "im2col", "convs", "steps")
 
 
 def _bench_optimizers(args, out):
@@ -100,6 +100,17 @@ def _bench_im2col(args, out):
     cols = ["case", "input", "kernel", "im2col ms", "im2col GB/s", "im2col x ref", "col2im ms", "col2im GB/s",
             "col2im x ref"]
     print("im2col / col2im (x ref: speed-up over the reference xp kernels)", file=out)
+    print(workloads.format_table(rows, cols), file=out)
+
+
+def _bench_convs(args, out):
+    from accelnet import workloads
+
+    rate, rows = workloads.conv_rates(100, args.device, args.min_time)
+    cols = ["conv"] + [f"{p} {k}" for p in ("fwd", "dW", "dx") for k in ("ms", "GF/s", "% sgemm")]
+    print(f"deep_convnet's convolutions at batch 100 ({args.device}): effective GFLOP/s (the direct convolution's "
+          f"flops, whatever algorithm ran) against a float32 1024^3 sgemm measured in the same run: "
+          f"{rate:.0f} GFLOP/s; dx: the backward beyond the weight gradient", file=out)
     print(workloads.format_table(rows, cols), file=out)
 
 
@@ -164,7 +175,7 @@ def cmd_bench(args) -> int:
     _check_bench_args(args)
     get_backend(args.device)  # fail early, with the install hint, on a missing GPU
     groups = args.only or list(BENCH_GROUPS)
-    runners = {"optimizers": _bench_optimizers, "im2col": _bench_im2col, "steps": _bench_steps}
+    runners = {"optimizers": _bench_optimizers, "im2col": _bench_im2col, "convs": _bench_convs, "steps": _bench_steps}
     for i, g in enumerate(groups):
         if i:
             print()

@@ -22,7 +22,7 @@ from .optim import OPTIMIZERS, get_optimizer
 
 __all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
            "peer_network", "peer_train_step", "peer_step_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES",
-           "format_table"]
+           "format_table", "sgemm", "conv_pass", "conv_rates", "DEEP_CONVNET_CONVS", "CONV_PASSES"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
 OPTIMIZER_STREAMS = {name: 3 + 2 * len(cls.state_names) for name, cls in OPTIMIZERS.items()}
@@ -174,6 +174,65 @@ def col2im(case: str, impl: str = "fused", backend: str | Backend = "cpu") -> Wo
     run = (lambda: kernels.col2im(col, shape, k, k, stride, pad, out=out))
     return Workload("col2im", f"col2im/{impl}/{case}", run, col.nbytes + out.nbytes, b,
                     {"case": case, "impl": impl, "shape": shape, "k": k})
+
+
+def sgemm(n: int = 1024, backend: str | Backend = "cpu") -> Workload:
+    """A float32 n x n x n matrix product on every BLAS thread: what the arithmetic units deliver,
+    the yardstick of the convolutions' rates (``info["flop"]``)."""
+    b = get_backend(backend)
+    x, y = _rand(b, (n, n)), _rand(b, (n, n), seed=1)
+    out = b.xp.empty((n, n), np.float32)
+    return Workload("sgemm", f"sgemm/{n}", lambda: b.xp.matmul(x, y, out=out), 3 * x.nbytes, b,
+                    {"flop": 2 * n**3})
+
+
+# deep_convnet's six convolutions as the preset runs them: (in channels, out channels, image size, pad, pool)
+DEEP_CONVNET_CONVS = [(1, 16, 28, 1, None), (16, 16, 28, 1, 2), (16, 32, 14, 1, None), (32, 32, 14, 2, 2),
+                      (32, 64, 8, 1, None), (64, 64, 8, 1, 2)]
+CONV_PASSES = ("forward", "weight_grad", "backward")  # backward: weight and input gradients
+
+
+def conv_pass(index: int, which: str, batch: int = 100, backend: str | Backend = "cpu") -> Workload:
+    """One pass of deep_convnet's conv ``index`` (0-5) through the backend's kernels, ReLU and
+    pool fused as in the preset; ``info["flop"]``: the direct convolution's 2 N F C 9 OH OW, what
+    each pass does whatever the algorithm."""
+    b = get_backend(backend)
+    c, f, h, pad, pool = DEEP_CONVNET_CONVS[index]
+    r = np.random.default_rng(index)
+    x = b.to_device(r.standard_normal((batch, c, h, h), dtype=np.float32))
+    w = b.to_device(r.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(np.sqrt(2 / (9 * c))))
+    bias = b.xp.zeros(f, np.float32)
+    y, ctx = b.kernels.conv2d(x, w, bias, 1, pad, relu=True, pool=pool)
+    dout = b.to_device(r.standard_normal(y.shape, dtype=np.float32))
+    dw, db = b.xp.empty_like(w), b.xp.empty_like(bias)
+    oh = h + 2 * pad - 2
+    runs = {"forward": lambda: b.kernels.conv2d(x, w, bias, 1, pad, relu=True, pool=pool, out=y),
+            "weight_grad": lambda: b.kernels.conv2d_backward(dout, ctx, dw, db, need_dx=False),
+            "backward": lambda: b.kernels.conv2d_backward(dout, ctx, dw, db, need_dx=True)}
+    name = f"{c}->{f} {h}x{h} pad {pad}" + (f" pool {pool}" if pool else "")
+    return Workload("conv", f"conv/{which}/{name}", runs[which], 0, b,
+                    {"conv": name, "pass": which, "flop": 2 * batch * f * c * 9 * oh * oh, "in_channels": c})
+
+
+def conv_rates(batch: int = 100, backend: str | Backend = "cpu", min_time: float = 0.3) -> tuple[float, list[dict]]:
+    """(the sgemm rate in GFLOP/s, one row per deep_convnet conv: each pass's ms, effective GFLOP/s
+    and share of the sgemm rate), all measured in this one call. The input-gradient pass is the
+    backward's time beyond the weight gradient's (the first conv has none: nothing needs dL/dx)."""
+    gemm = sgemm(backend=backend)
+    rate = gemm.info["flop"] / min(measure(gemm, min_time).median for _ in range(3)) / 1e9
+    rows = []
+    for i in range(len(DEEP_CONVNET_CONVS)):
+        t = {which: measure(conv_pass(i, which, batch, backend), min_time) for which in CONV_PASSES}
+        info = t["forward"].workload.info
+        row = {"conv": info["conv"], "sgemm GF/s": rate}
+        passes = {"fwd": t["forward"].median, "dW": t["weight_grad"].median}
+        if info["in_channels"] > 1 and t["backward"].median > t["weight_grad"].median:  # else lost in the noise
+            passes["dx"] = t["backward"].median - t["weight_grad"].median
+        for key, seconds in passes.items():
+            gflops = info["flop"] / seconds / 1e9
+            row |= {f"{key} ms": seconds * 1e3, f"{key} GF/s": gflops, f"{key} % sgemm": 100 * gflops / rate}
+        rows.append(row)
+    return rate, rows
 
 
 def train_step(preset: str, batch: int = 100, optimizer: str = "adam", backend: str | Backend = "cpu") -> Workload:

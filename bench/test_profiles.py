@@ -1,13 +1,19 @@
 """The profiling scripts run and report every part (tiny batches: a smoke test, not a timing)."""
 
+import re
+
 import profile_convs
 import profile_step
 
 
-def test_profile_convs_times_each_of_deep_convnets_convs():
-    rows = profile_convs.profile(batch=2, reps=1)
-    assert [r["conv"].split()[0] for r in rows] == ["1->16", "16->16", "16->32", "32->32", "32->64", "64->64"]
-    assert all(r["forward_ms"] > 0 and r["backward_ms"] > 0 and r["gflop"] > 0 for r in rows)
+def test_profile_convs_rates_each_pass_of_deep_convnets_convs_against_sgemm(capsys):
+    profile_convs.main(["--batch", "4", "--min-time", "0.01"])
+    out = capsys.readouterr().out
+    assert re.search(r"^sgemm \(float32, 1024\^3, in this run\): \d+ GFLOP/s$", out, re.M)
+    assert "fwd % sgemm" in out and "dW % sgemm" in out and "dx % sgemm" in out
+    rows = [line.split() for line in out.splitlines() if re.match(r"\d+->\d+ ", line)]
+    assert [r[0] for r in rows] == ["1->16", "16->16", "16->32", "32->32", "32->64", "64->64"]
+    assert len(rows[0]) == 4 + 6  # the first conv computes no dL/dx: forward and weight gradient only
 
 
 def test_profile_step_unfused_shows_the_relu_and_pool_layers_the_fused_net_folds_in():
