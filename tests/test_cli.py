@@ -44,3 +44,12 @@ def test_bench_names_a_bad_flag_in_one_line_before_running(argv, flag, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0]
+
+
+def test_bench_convs_prints_each_conv_pass_against_the_in_run_sgemm_rate(capsys):
+    assert main(["bench", "--only", "convs", "--min-time", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "against a float32 1024^3 sgemm measured in the same run" in out
+    assert "fwd % sgemm" in out and "dW % sgemm" in out and "dx % sgemm" in out
+    assert sum(line.startswith(("1->16", "16->16", "16->32", "32->32", "32->64", "64->64"))
+               for line in out.splitlines()) == 6
