@@ -85,6 +85,8 @@ def read_inputs(path, input_shape: tuple, invert: bool = False) -> np.ndarray:
     turns dark-on-light pictures into MNIST's light-on-dark. :class:`InputError` says what is
     wrong with a file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file (pass its files, e.g. {path / '*.png'})")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     name = path.name.lower()

@@ -72,3 +72,8 @@ def test_a_file_of_the_wrong_kind_is_one_message(name, data, message, tmp_path):
 def test_a_missing_file_is_one_message(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_inputs(tmp_path / "nope.npy", IMAGE)
+
+
+def test_a_folder_is_one_message_saying_to_pass_its_files(tmp_path):
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        read_inputs(tmp_path, IMAGE)
