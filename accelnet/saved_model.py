@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .backend import as_dtype, get_backend
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .layers import LAYERS
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
@@ -86,4 +87,6 @@ def load_model(path, backend="cpu", dtype=None) -> Sequential:
     """The trained model saved at ``path`` (by :func:`save_model`, a Trainer or ``accelnet
     train --checkpoint``), rebuilt on ``backend`` ("cpu", "gpu", "auto" or a Backend) in
     ``dtype`` (default: the dtype it was trained in), in eval mode."""
+    backend = get_backend(backend)  # a bad backend or dtype is the caller's error, named before the file is read
+    dtype = None if dtype is None else as_dtype(dtype)
     return model_from(load_checkpoint(Path(path)), path, backend=backend, dtype=dtype)

@@ -120,3 +120,11 @@ def test_an_unknown_layer_type_in_the_file_is_one_error(tmp_path):
     save_checkpoint(tmp_path / "m.npz", {"model": model.state_dict()}, {"architecture": arch})
     with pytest.raises(CheckpointError, match="layer 1 has type 'Swish', not one of accelnet's"):
         accelnet.load_model(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize("kw,message", [({"dtype": "float16"}, "float16"), ({"backend": "tpu"}, "tpu")])
+def test_a_bad_backend_or_dtype_is_the_callers_error_not_the_files(kw, message, tmp_path):
+    accelnet.save_model(PRESETS["two_layer_net"](), tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=message) as err:
+        accelnet.load_model(tmp_path / "m.npz", **kw)
+    assert not isinstance(err.value, CheckpointError)
