@@ -567,6 +567,7 @@ def cmd_predict(args) -> int:
 
     from accelnet.data import class_names
     from accelnet.inputs import InputError, read_inputs
+    from accelnet.losses import SoftmaxCrossEntropy
 
     model, cfg = _trained_model(args)
     names = class_names(cfg.get("dataset", "mnist")) if model.output_shape == (10,) else None
@@ -583,8 +584,7 @@ def cmd_predict(args) -> int:
     if samples:
         _compile_notice(model)
         scores = model.backend.to_numpy(model.predict(np.concatenate(samples), args.batch_size)).astype(np.float64)
-        z = np.exp(scores - scores.max(axis=1, keepdims=True))
-        prob = z / z.sum(axis=1, keepdims=True)
+        prob = SoftmaxCrossEntropy.probabilities(scores)
         width = max(5, *(len(label) for label in labels))
         print(f"{'input':<{width}}  class  probability")
         for label, p in zip(labels, prob):
@@ -615,14 +615,14 @@ def cmd_export(args) -> int:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(args.onnx)}.", suffix=".tmp")
     os.close(fd)
     try:
-        export_onnx(model, tmp, opset=args.opset)
+        outputs = export_onnx(model, tmp, opset=args.opset)
         os.replace(tmp, args.onnx)  # an existing file is replaced only by a complete, checked graph
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     print(f"{_describe_trained(model, cfg, args.checkpoint)} written to {args.onnx} (ONNX opset {args.opset}; input "
-          f"'input' float32 (N, {', '.join(map(str, model.input_shape))}) in [0, 1], output 'scores'"
-          + (", 'probabilities'" if model.loss_fn.__class__.__name__ == "SoftmaxCrossEntropy" else "") + ")")
+          f"'input' float32 (N, {', '.join(map(str, model.input_shape))}) in [0, 1], output "
+          + ", ".join(f"'{name}'" for name in outputs) + ")")
     return 0
 
 

@@ -79,9 +79,9 @@ def _layer(g: _Graph, layer) -> None:
         raise ValueError(f"export: layer {n!r} is a {type(layer).__name__}, which has no ONNX form here")
 
 
-def export_onnx(model, path, opset: int = OPSET) -> None:
+def export_onnx(model, path, opset: int = OPSET) -> list[str]:
     """Write ``model`` (any Sequential of accelnet's layers, in eval form) as an ONNX graph to
-    ``path``, checked by ``onnx.checker`` before it is written."""
+    ``path``, checked by ``onnx.checker`` before it is written; returns the graph's output names."""
     onnx = _onnx()
     from onnx import TensorProto, helper
 
@@ -111,3 +111,4 @@ def export_onnx(model, path, opset: int = OPSET) -> None:
     helper.set_model_props(onnx_model, {"accelnet.architecture": json.dumps(architecture(model))})
     onnx.checker.check_model(onnx_model, full_check=True)
     onnx.save(onnx_model, str(path))
+    return [o.name for o in outputs]

@@ -41,7 +41,9 @@ def stream(minutes: float, workloads, min_time: float, log=print) -> dict:
         return {**result.to_json(), "min_time": min_time}
 
 
-def _run(rounds, workloads, threshold, rules, slow: dict | None = None) -> ab.ABResult:
+def _run(rounds, workloads, threshold, rules, slow: dict | None = None) -> ab.ABResult | None:
+    """One run over ``rounds`` (an iterator: what it takes is consumed) until the stopping rule
+    ends it; None if the rounds run out first."""
     r = ab.ABResult("A", "A", list(workloads), threshold)
     for rnd in rounds:
         if slow:
@@ -55,16 +57,9 @@ def _run(rounds, workloads, threshold, rules, slow: dict | None = None) -> ab.AB
 
 def consecutive(doc: dict, threshold: float, rules) -> list[ab.ABResult]:
     """The stream cut into the runs the stopping rule would have made (a last unfinished one dropped)."""
-    runs, rounds = [], doc["rounds"]
-    i = 0
-    while i < len(rounds):
-        r = ab.ABResult("A", "A", doc["workloads"], threshold)
-        while i < len(rounds) and not ab.finished(r, *rules):
-            r.rounds.append(rounds[i])
-            r.seconds += rounds[i]["seconds"]
-            i += 1
-        if ab.finished(r, *rules):
-            runs.append(r)
+    runs, rounds = [], iter(doc["rounds"])
+    while (r := _run(rounds, doc["workloads"], threshold, rules)) is not None:
+        runs.append(r)
     return runs
 
 
