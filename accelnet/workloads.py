@@ -22,7 +22,7 @@ from .optim import OPTIMIZERS, get_optimizer
 
 __all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
            "peer_network", "peer_train_step", "peer_step_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES",
-           "format_table", "sgemm", "conv_pass", "conv_rates", "DEEP_CONVNET_CONVS", "CONV_PASSES"]
+           "format_table", "sgemm", "conv_pass", "conv_rates", "deep_convnet_convs", "CONV_PASSES"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
 OPTIMIZER_STREAMS = {name: 3 + 2 * len(cls.state_names) for name, cls in OPTIMIZERS.items()}
@@ -186,10 +186,15 @@ def sgemm(n: int = 1024, backend: str | Backend = "cpu") -> Workload:
                     {"flop": 2 * n**3})
 
 
-# deep_convnet's six convolutions as the preset runs them: (in channels, out channels, image size, pad, pool)
-DEEP_CONVNET_CONVS = [(1, 16, 28, 1, None), (16, 16, 28, 1, 2), (16, 32, 14, 1, None), (32, 32, 14, 2, 2),
-                      (32, 64, 8, 1, None), (64, 64, 8, 1, 2)]
 CONV_PASSES = ("forward", "weight_grad", "backward")  # backward: weight and input gradients
+
+
+def deep_convnet_convs() -> list:
+    """deep_convnet's Conv2d layers as the preset builds them (ReLU and pool fused), built."""
+    from .layers import Conv2d
+    from .presets import deep_convnet
+
+    return [layer for layer in deep_convnet().layers if isinstance(layer, Conv2d)]
 
 
 def conv_pass(index: int, which: str, batch: int = 100, backend: str | Backend = "cpu") -> Workload:
@@ -197,7 +202,8 @@ def conv_pass(index: int, which: str, batch: int = 100, backend: str | Backend =
     pool fused as in the preset; ``info["flop"]``: the direct convolution's 2 N F C 9 OH OW, what
     each pass does whatever the algorithm."""
     b = get_backend(backend)
-    c, f, h, pad, pool = DEEP_CONVNET_CONVS[index]
+    conv = deep_convnet_convs()[index]
+    (c, h, _), f, pad, pool = conv.in_shape, conv.out_channels, conv.pad, conv.pool
     r = np.random.default_rng(index)
     x = b.to_device(r.standard_normal((batch, c, h, h), dtype=np.float32))
     w = b.to_device(r.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(np.sqrt(2 / (9 * c))))
@@ -221,10 +227,10 @@ def conv_rates(batch: int = 100, backend: str | Backend = "cpu", min_time: float
     gemm = sgemm(backend=backend)
     rate = gemm.info["flop"] / min(measure(gemm, min_time).median for _ in range(3)) / 1e9
     rows = []
-    for i in range(len(DEEP_CONVNET_CONVS)):
+    for i in range(len(deep_convnet_convs())):
         t = {which: measure(conv_pass(i, which, batch, backend), min_time) for which in CONV_PASSES}
         info = t["forward"].workload.info
-        row = {"conv": info["conv"], "sgemm GF/s": rate}
+        row = {"conv": info["conv"]}
         passes = {"fwd": t["forward"].median, "dW": t["weight_grad"].median}
         if info["in_channels"] > 1 and t["backward"].median > t["weight_grad"].median:  # else lost in the noise
             passes["dx"] = t["backward"].median - t["weight_grad"].median
