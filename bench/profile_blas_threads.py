@@ -1,11 +1,17 @@
 """One or two OpenBLAS threads for each matrix product a training step makes, measured per shape.
 
     python bench/profile_blas_threads.py [--batches 1,10,100,1000] [--repeat 7]
+    python bench/profile_blas_threads.py --steps 30e6,15e6 [--presets ...] [--batches ...]
 
-For every product of the MLP presets' steps (forward x @ W, weight gradient x.T @ dout, input
+For every product of the presets' Linear layers (forward x @ W, weight gradient x.T @ dout, input
 gradient dout @ W.T) at each batch size, times it on 1 and on 2 OpenBLAS threads, each call
 followed by a serial elementwise pass (as a step does: the bias, the activation), ABAB-interleaved,
 median of ``--repeat`` bursts; prints both, their ratio, and what ``kernels.cpu.matmul`` picks.
+
+Products alone mislead (the thread wake-ups and the other pool's spinning are part of a step), so
+``--steps`` decides: whole training steps of every preset at each batch size with each candidate
+``SMALL_PRODUCT_FLOPS``, the candidates interleaved round by round (``--repeat`` rounds), each
+candidate's median step and its ratio to the first candidate's.
 """
 
 from __future__ import annotations
@@ -17,18 +23,30 @@ import time
 import accelnet  # noqa: F401 - before NumPy: accelnet's thread-pool settings (README, "Thread pools")
 import numpy as np
 
+from accelnet import workloads
+
 from accelnet.cpu_runtime import set_blas_threads
 from accelnet.kernels import cpu
+from accelnet.layers import Linear
+from accelnet.presets import PRESETS, get_preset
 
-# (features in, features out) of the Linear layers of two_layer_net and multi_layer_net
-LAYERS = [(784, 50), (50, 10), (784, 100), (100, 100), (100, 10)]
+
+
+def linear_shapes() -> list[tuple[int, int]]:
+    """(features in, features out) of every preset's Linear layers, each once."""
+    shapes = []
+    for name in sorted(PRESETS):
+        for layer in get_preset(name)(seed=0).layers:
+            if isinstance(layer, Linear) and (layer.in_features, layer.out_features) not in shapes:
+                shapes.append((layer.in_features, layer.out_features))
+    return shapes
 
 
 def products(batch: int):
     """(name, a, b) of every product a step at ``batch`` makes, as the layers lay them out."""
     r = np.random.default_rng(0)
     out = []
-    for k, n in LAYERS:
+    for k, n in linear_shapes():
         x, w, dout = (r.random((batch, k), dtype=np.float32), r.random((k, n), dtype=np.float32),
                       r.random((batch, n), dtype=np.float32))
         out += [(f"{batch}x{k} @ {k}x{n}", x, w), (f"{k}x{batch} @ {batch}x{n} (dW)", x.T, dout),
@@ -50,11 +68,38 @@ def burst(a, b, threads: int, seconds: float = 0.02) -> float:
     return statistics.median(times)
 
 
+def compare_thresholds(thresholds: list[float], presets: list[str], batches: list[int], rounds: int) -> None:
+    """Median step time of each preset and batch under each candidate threshold, interleaved."""
+    print("| preset | batch | " + " | ".join(f"{t / 1e6:g} MFLOP" for t in thresholds) + " |")
+    print("| --- | ---: |" + " ---: |" * len(thresholds))
+    saved = cpu.SMALL_PRODUCT_FLOPS
+    try:
+        for preset in presets:
+            for batch in batches:
+                w = workloads.train_step(preset, batch)
+                times = {t: [] for t in thresholds}
+                for _ in range(rounds):
+                    for t in thresholds:
+                        cpu.SMALL_PRODUCT_FLOPS = t
+                        times[t].append(workloads.measure(w, min_time=0.2).median)
+                base = statistics.median(times[thresholds[0]])
+                cells = [f"{base * 1e3:.3f} ms"] + [f"{statistics.median(times[t]) / base:.3f}x" for t in thresholds[1:]]
+                print(f"| {preset} | {batch} | " + " | ".join(cells) + " |", flush=True)
+    finally:
+        cpu.SMALL_PRODUCT_FLOPS = saved
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", default="1,10,100,1000")
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--steps", metavar="FLOPS,FLOPS", help="compare these thresholds in whole steps")
+    p.add_argument("--presets", default=",".join(sorted(PRESETS)), help="with --steps")
     args = p.parse_args(argv)
+    if args.steps:
+        compare_thresholds([float(t) for t in args.steps.split(",")], args.presets.split(","),
+                           [int(b) for b in args.batches.split(",")], args.repeat)
+        return
     print("| product | MFLOP | 1 thread | 2 threads | 2/1 | matmul picks |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for batch in (int(b) for b in args.batches.split(",")):
