@@ -43,7 +43,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-BENCH_GROUPS = ("optimizers", "im2col", "convs", "steps")
+BENCH_GROUPS = ("optimizers", "im2col", "convs", "steps", "predict")
 
 
 def _bench_optimizers(args, out):
@@ -114,31 +114,43 @@ def _bench_convs(args, out):
     print(workloads.format_table(rows, cols), file=out)
 
 
-def _bench_steps(args, out):
+def _bench_against_peer(args, out, ours, peer_workload: str, default_batches: list[int], title: str):
+    """Each preset at each batch size: accelnet's ``ours(preset, batch, backend)`` beside the
+    PyTorch ``peer_workload`` (in its own process), one table."""
     from accelnet import workloads
     from accelnet.presets import PRESETS
 
     rows, peer = [], args.device == "cpu"
-    batches = args.batches or ([100, 1000] if args.device == "gpu" else [100])
     for preset in PRESETS:
-        for batch in batches:
+        for batch in args.batches or default_batches:
             # whole steps: a longer warm-up and window than the kernels (per-step times vary more)
-            step_time = max(args.min_time, 1.0)
-            ours = workloads.measure(workloads.train_step(preset, batch, backend=args.device), min_time=step_time,
-                                 warmup=1.0)
-            row = {"model": preset, "batch": batch, "accelnet ms": ours.median * 1e3,
-                   "samples/s": batch / ours.median}
-            theirs = workloads.peer_step_time_in_subprocess(preset, batch, step_time) if peer else None
+            window = max(args.min_time, 1.0)
+            mine = workloads.measure(ours(preset, batch, backend=args.device), min_time=window, warmup=1.0)
+            row = {"model": preset, "batch": batch, "accelnet ms": mine.median * 1e3, "samples/s": batch / mine.median}
+            theirs = workloads.peer_time_in_subprocess(peer_workload, preset, batch, window) if peer else None
             if theirs is None:
                 peer = False
             else:
-                row |= {"torch ms": theirs * 1e3, "accelnet / torch": ours.median / theirs}
+                row |= {"torch ms": theirs * 1e3, "accelnet / torch": mine.median / theirs}
             rows.append(row)
     cols = ["model", "batch", "accelnet ms", "samples/s"] + (["torch ms", "accelnet / torch"] if peer else [])
     note = "" if peer else " (no PyTorch peer: not installed, or not on this device)"
-    print(f"Training step: forward, backward, Adam ({args.device}; PyTorch eager measured in its own "
-          f"process){note}", file=out)
+    print(f"{title} ({args.device}; PyTorch eager measured in its own process){note}", file=out)
     print(workloads.format_table(rows, cols), file=out)
+
+
+def _bench_steps(args, out):
+    from accelnet import workloads
+
+    _bench_against_peer(args, out, workloads.train_step, "peer_train_step",
+                        [100, 1000] if args.device == "gpu" else [100], "Training step: forward, backward, Adam")
+
+
+def _bench_predict(args, out):
+    from accelnet import workloads
+
+    _bench_against_peer(args, out, workloads.predict, "peer_predict", [1, 1000],
+                        "Inference: model.predict on a host batch, eval mode (PyTorch: inference_mode)")
 
 
 def _check_bench_args(args) -> None:
@@ -175,7 +187,8 @@ def cmd_bench(args) -> int:
     _check_bench_args(args)
     get_backend(args.device)  # fail early, with the install hint, on a missing GPU
     groups = args.only or list(BENCH_GROUPS)
-    runners = {"optimizers": _bench_optimizers, "im2col": _bench_im2col, "convs": _bench_convs, "steps": _bench_steps}
+    runners = {"optimizers": _bench_optimizers, "im2col": _bench_im2col, "convs": _bench_convs, "steps": _bench_steps,
+               "predict": _bench_predict}
     for i, g in enumerate(groups):
         if i:
             print()
@@ -817,7 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer buffer sizes (default 1e5,1e6,1e7 on cpu; 1e7,1e8 on gpu)")
     b.add_argument("--optimizers", type=_csv(str), default=sorted(OPTIMIZERS), metavar="NAMES")
     b.add_argument("--batches", type=_csv(int), metavar="B,B",
-                   help="step batch sizes (default 100 on cpu; 100,1000 on gpu)")
+                   help="batch sizes of the steps (default 100 on cpu; 100,1000 on gpu) and of predict "
+                        "(default 1,1000)")
     b.add_argument("--min-time", type=_float_arg("--min-time", allow_zero=True), default=0.3,
                    help="seconds of timed calls per workload (default 0.3)")
     b.set_defaults(func=cmd_bench)

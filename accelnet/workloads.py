@@ -21,7 +21,7 @@ from .kernels import reference
 from .optim import OPTIMIZERS, get_optimizer
 
 __all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
-           "peer_network", "peer_train_step", "peer_step_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES",
+           "peer_network", "peer_train_step", "predict", "peer_predict", "peer_time_in_subprocess", "OPTIMIZER_STREAMS", "CONV_SHAPES",
            "format_table", "sgemm", "conv_pass", "conv_rates", "deep_convnet_convs", "CONV_PASSES"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
@@ -312,16 +312,53 @@ def peer_train_step(preset: str, batch: int = 100, device: str = "cpu") -> Workl
                     {"preset": preset, "batch": batch, "framework": f"torch {torch.__version__} {device}"})
 
 
-def peer_step_time_in_subprocess(preset: str, batch: int = 100, min_time: float = 1.0,
-                                 warmup: float = 1.0) -> float | None:
-    """Median seconds of :func:`peer_train_step` measured in a fresh process, so PyTorch's and
-    accelnet's thread pools never share cores or an OpenMP runtime; None without torch."""
+def predict(preset: str, batch: int = 1, backend: str | Backend = "cpu") -> Workload:
+    """Inference as a user runs it: ``model.predict`` on a host batch (eval mode, scores back)."""
+    from .presets import get_preset
+
+    b = get_backend(backend)
+    model = get_preset(preset)(backend=b, seed=0)
+    x = np.random.default_rng(0).random((batch, *model.input_shape), dtype=np.float32)
+    return Workload("predict", f"predict/accelnet/{preset}/b{batch}", lambda: model.predict(x), 0, b,
+                    {"preset": preset, "batch": batch, "framework": "accelnet"})
+
+
+def peer_predict(preset: str, batch: int = 1, device: str = "cpu") -> Workload:
+    """The same inference in PyTorch: eval mode, under ``torch.inference_mode``; needs torch."""
+    import torch
+
+    torch.manual_seed(0)
+    net, shape = peer_network(preset)
+    net = net.to(device).eval()
+    x = torch.rand(batch, *shape, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run():
+        with torch.inference_mode():
+            out = net(x)
+        sync()
+        return out
+
+    return Workload("predict", f"predict/torch-{device}/{preset}/b{batch}", run, 0, None,
+                    {"preset": preset, "batch": batch, "framework": f"torch {torch.__version__} {device}"})
+
+
+PEER_WORKLOADS = ("peer_train_step", "peer_predict")
+
+
+def peer_time_in_subprocess(workload: str, preset: str, batch: int = 100, min_time: float = 1.0,
+                            warmup: float = 1.0) -> float | None:
+    """Median seconds of the PyTorch ``workload`` (one of PEER_WORKLOADS) measured in a fresh
+    process, so PyTorch's and accelnet's thread pools never share cores or an OpenMP runtime;
+    None without torch."""
     import json
     import subprocess
     import sys
 
-    code = ("import json, sys; from accelnet.workloads import measure, peer_train_step; "
-            f"print(json.dumps(measure(peer_train_step({preset!r}, {batch}), min_time={min_time}, "
+    if workload not in PEER_WORKLOADS:
+        raise ValueError(f"workload must be one of {PEER_WORKLOADS}, got {workload!r}")
+    code = (f"import json, sys; from accelnet.workloads import measure, {workload}; "
+            f"print(json.dumps(measure({workload}({preset!r}, {batch}), min_time={min_time}, "
             f"warmup={warmup}).median))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if res.returncode != 0:

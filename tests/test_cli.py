@@ -1,9 +1,11 @@
+import importlib.util
 import subprocess
 import sys
 
 import pytest
 
 from accelnet.cli import main
+from accelnet.presets import PRESETS
 
 
 def test_info_lists_versions_backends_and_threading_layer(capsys):
@@ -53,3 +55,13 @@ def test_bench_convs_prints_each_conv_pass_against_the_in_run_sgemm_rate(capsys)
     assert "fwd % sgemm" in out and "dW % sgemm" in out and "dx % sgemm" in out
     assert sum(line.startswith(("1->16", "16->16", "16->32", "32->32", "32->64", "64->64"))
                for line in out.splitlines()) == 6
+
+
+def test_bench_predict_prints_every_preset_at_each_batch_beside_pytorch(capsys):
+    assert main(["bench", "--only", "predict", "--batches", "2", "--min-time", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Inference: model.predict on a host batch, eval mode")
+    rows = [line.split() for line in out.splitlines() if line.endswith(tuple("0123456789"))]
+    assert [r[0] for r in rows] == list(PRESETS) and all(r[1] == "2" for r in rows)
+    torch = importlib.util.find_spec("torch") is not None
+    assert ("accelnet / torch" in out) == torch and all(len(r) == (6 if torch else 4) for r in rows)
