@@ -110,7 +110,7 @@ def main(argv=None) -> None:
                 two.append(burst(a, b, 2))
             t1, t2 = statistics.median(one), statistics.median(two)
             flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
-            picks = 1 if flops < cpu.SMALL_PRODUCT_FLOPS else 2
+            picks = cpu.blas_threads(a.shape[0], a.shape[1], b.shape[1]) or 2
             print(f"| {name} | {flops / 1e6:.2f} | {t1 * 1e6:.1f} us | {t2 * 1e6:.1f} us | {t2 / t1:.2f} | {picks} |",
                   flush=True)
     set_blas_threads(None)

@@ -378,14 +378,24 @@ def triad(a, b, c, s):
 
 
 # Products below this many flops run on one OpenBLAS thread: waking a second costs more than it
-# saves (accelnet.cpu_runtime.set_blas_threads; README, "Thread pools").
+# saves (accelnet.cpu_runtime.set_blas_threads; README, "Thread pools")...
 SMALL_PRODUCT_FLOPS = 30e6
+# ...and only below this many when a dimension is LONG_PRODUCT_DIM or more (the batch at 1000):
+# measured in whole steps with `accelnet bench ab`, two threads made multi_layer_net's 20 MFLOP
+# products at batch 1000 faster and its 16 MFLOP ones at batch 100 slower (README, "Thread pools").
+LONG_PRODUCT_FLOPS = 15e6
+LONG_PRODUCT_DIM = 1000
+
+
+def blas_threads(m: int, k: int, n: int) -> int | None:
+    """OpenBLAS threads for an (m, k) @ (k, n) product: 1 for a small one, else None (all)."""
+    long = max(m, k, n) >= LONG_PRODUCT_DIM
+    return 1 if 2 * m * k * n < (LONG_PRODUCT_FLOPS if long else SMALL_PRODUCT_FLOPS) else None
 
 
 def matmul(a, b, out=None):
     """a @ b for 2-D arrays, small products on one BLAS thread."""
-    flops = 2 * a.shape[0] * a.shape[1] * b.shape[-1]
-    set_blas_threads(1 if flops < SMALL_PRODUCT_FLOPS else None)
+    set_blas_threads(blas_threads(a.shape[0], a.shape[1], b.shape[-1]))
     return np.matmul(a, b, out=out)
 
 

@@ -90,6 +90,16 @@ def test_small_products_run_on_one_blas_thread_and_large_ones_on_all():
     assert set_blas_threads.threads() == set_blas_threads.default
 
 
+def test_products_of_15_to_30_mflop_get_two_blas_threads_only_with_a_dimension_of_1000():
+    from accelnet.kernels import cpu
+
+    assert cpu.blas_threads(100, 784, 100) == 1  # multi_layer_net's first layer at batch 100: 16 MFLOP
+    assert cpu.blas_threads(1000, 100, 100) is None  # its hidden layers at batch 1000: 20 MFLOP
+    assert cpu.blas_threads(100, 1000, 100) is None  # their weight gradient: the batch is the inner dimension
+    assert cpu.blas_threads(1000, 10, 100) == 1  # 2 MFLOP
+    assert cpu.blas_threads(100, 4320, 100) is None  # 86 MFLOP
+
+
 def test_freed_activation_memory_is_kept_unless_the_user_opts_out(monkeypatch):
     from accelnet import cpu_runtime
 
