@@ -163,7 +163,7 @@ class _OpenBLASThreads:
     _SYMBOLS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
 
     def __init__(self):
-        self._set = self._get = None
+        self._set = self._get = self._core = None
         self._current = None
         self.default = None
 
@@ -185,6 +185,9 @@ class _OpenBLASThreads:
                 if fn is not None and get is not None:
                     get.restype = ctypes.c_int
                     self._set, self._get, self.default = fn, get, get()
+                    self._core = getattr(lib, name.replace("set_num_threads", "get_corename"), None)
+                    if self._core is not None:
+                        self._core.restype = ctypes.c_char_p
                     self._current = self.default
                     return
 
@@ -193,6 +196,12 @@ class _OpenBLASThreads:
         if self._set is None:
             self._resolve()
         return self._get() if self._set else None
+
+    def corename(self) -> str | None:
+        """The kernels OpenBLAS picked for this CPU ("Haswell", "SkylakeX", "Zen"; None where unknown)."""
+        if self._set is None:
+            self._resolve()
+        return self._core().decode() if self._core else None
 
     def __call__(self, n: int | None) -> None:
         """Use ``n`` threads (None: OpenBLAS's default, its thread count at start-up)."""
@@ -270,4 +279,5 @@ def settings() -> str:
     shared = f" (this node's cores shared by {per_rank[1]} ranks)" if per_rank else ""
     return (f"flush-to-zero {on(_SETTINGS['ftz'])} (in accelnet's calls and Numba's workers), "
             f"freed memory kept {on(_SETTINGS['keep_memory'])}, Numba threads {_SETTINGS['numba_threads']}, "
-            f"OpenBLAS threads {blas if blas else 'unknown'} (1 for small products){shared}")
+            f"OpenBLAS threads {blas if blas else 'unknown'} (1 for small products), "
+            f"OpenBLAS kernels {set_blas_threads.corename() or 'unknown'}{shared}")

@@ -67,3 +67,22 @@ def test_distributed_scaling_reports_every_preset_for_one_and_two_ranks(tmp_path
     distributed_scaling.main(["--model", str(tmp_path / "runs.json")])
     model = capsys.readouterr().out
     assert all(f"| {name} |" in model for name in distributed_scaling.PRESETS) and "4 nodes x 8 GPUs" in model
+
+
+def test_laptop_cpu_holds_accelnet_and_pytorch_to_avx2_and_reports_every_preset(capsys):
+    import laptop_cpu
+
+    laptop_cpu.main(["--runs", "1", "--batches", "2"])  # exits naming the setting that did not take
+    out = capsys.readouterr().out
+    assert "'openblas': 'Haswell'" in out and "'vector_bytes': 32" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "| 2 |" in line]
+    assert len(rows) == (4 if "'torch': 'AVX2'" in out else 0)
+
+
+def test_laptop_cpu_names_a_setting_that_did_not_take():
+    import pytest
+
+    import laptop_cpu
+
+    with pytest.raises(SystemExit, match="'openblas': 'SkylakeX'"):
+        laptop_cpu.check_isa({"openblas": "SkylakeX", "numba_cpu": "haswell", "vector_bytes": 32, "torch": "AVX2"})
