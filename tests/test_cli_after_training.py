@@ -9,6 +9,7 @@ import pytest
 
 import accelnet
 from accelnet.cli import main
+from cli_output import error_lines
 from accelnet.data import synthetic, write_idx
 
 QUICK = ["--dataset", "synthetic", "--no-progress"]
@@ -22,11 +23,6 @@ def run(tmp_path_factory):
     assert main(["train", "--model", "simple_convnet", "--epochs", "1", "--seed", "4", "--checkpoint", str(path),
                  *QUICK]) == 0
     return path
-
-
-def _error_lines(err):
-    assert "Traceback" not in err
-    return [line for line in err.splitlines() if line.strip()]
 
 
 def test_evaluate_reports_the_accuracy_training_ended_with(run, capsys):
@@ -59,7 +55,7 @@ def test_evaluate_on_data_of_another_shape_is_one_error(tmp_path, capsys):
     model = accelnet.Sequential([accelnet.Linear(10)], (5,))
     accelnet.save_model(model, tmp_path / "m.npz")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "m.npz"), "--dataset", "synthetic"]) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
+    (line,) = error_lines(capsys.readouterr().err)
     assert "the model takes samples of shape (5,), synthetic has (784,)" in line
 
 
@@ -67,7 +63,7 @@ def test_evaluate_on_data_of_another_shape_is_one_error(tmp_path, capsys):
 def test_a_missing_checkpoint_is_one_error(command, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main([command[0], "--checkpoint", "nope.npz", *command[1:]]) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
+    (line,) = error_lines(capsys.readouterr().err)
     assert "checkpoint nope.npz does not exist" in line
 
 
@@ -114,7 +110,7 @@ def test_predict_reports_each_bad_file_in_one_line_and_predicts_the_rest(run, tm
     files = [str(tmp_path / f) for f in ("junk.png", "wrong.npy", "good.npy", "missing.npy", "text.csv")]
     assert main(["predict", "--checkpoint", str(run), *files]) == 1
     captured = capsys.readouterr()
-    lines = _error_lines(captured.err)
+    lines = error_lines(captured.err)
     assert len(lines) == 5 and "4 of 5 files could not be read (above); the others were predicted" in lines[-1]
     assert "junk.png: not a readable image" in lines[0] and "wrong.npy: shape (3, 5) is neither" in lines[1]
     assert "missing.npy: no such file" in lines[2] and "text.csv: not an image (by its suffix), a .npy" in lines[3]
@@ -137,7 +133,7 @@ def test_a_failed_export_leaves_an_existing_file_alone(run, tmp_path, capsys):
     pytest.importorskip("onnx", reason="the export extra is not installed")
     (tmp_path / "m.onnx").write_bytes(b"previous")
     assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx"), "--opset", "9"]) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
+    (line,) = error_lines(capsys.readouterr().err)
     assert "opset 9 is outside 13-" in line
     assert (tmp_path / "m.onnx").read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
 
@@ -145,7 +141,7 @@ def test_a_failed_export_leaves_an_existing_file_alone(run, tmp_path, capsys):
 def test_export_without_onnx_names_the_extra(run, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
+    (line,) = error_lines(capsys.readouterr().err)
     assert "pip install 'accelnet[export]'" in line
 
 

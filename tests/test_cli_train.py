@@ -11,6 +11,7 @@ from accelnet import data
 from accelnet.backend import gpu_status
 from accelnet.checkpoint import load_checkpoint
 from accelnet.cli import main
+from cli_output import error_lines
 
 QUICK = ["--dataset", "synthetic", "--no-progress"]
 
@@ -18,8 +19,7 @@ QUICK = ["--dataset", "synthetic", "--no-progress"]
 def _one_line_error(capsys, argv, code=2):
     assert main(argv) == code
     err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = error_lines(err)
     assert len(lines) == 1, err
     return lines[0]
 
