@@ -12,6 +12,7 @@ import numpy as np
 
 from accelnet.checkpoint import load_checkpoint
 from accelnet.cli import main
+from cli_output import error_lines
 from accelnet.data import synthetic
 from accelnet.optim import Adam
 from accelnet.presets import multi_layer_net
@@ -97,7 +98,7 @@ def test_cli_resume_of_a_finished_run_says_there_is_nothing_to_train(tmp_path, c
     capsys.readouterr()
     assert main([*T, "--epochs", "1", "--checkpoint", ckpt, "--resume"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "nothing to train" in err and "already reaches --epochs 1" in err and len(err.splitlines()) == 1
+    assert "nothing to train" in err and "already reaches --epochs 1" in err and len(error_lines(err)) == 1
 
 
 def test_sigint_stops_after_a_whole_step_and_the_resumed_run_is_exact(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from accelnet.backend import Backend, get_backend
 from accelnet.cli import main
+from cli_output import error_lines
 from accelnet.data import Dataset, synthetic
 from accelnet.model import Sequential
 from accelnet.optim import SGD, Adam
@@ -78,7 +79,7 @@ def test_cli_too_large_a_batch_is_one_line_naming_the_flag(monkeypatch, capsys):
     assert main(["train", "--model", "simple_convnet", "--dataset", "synthetic", "--no-progress",
                  "--batch-size", "6000", "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "batch size 6000 needs about" in err and "--batch-size" in err
+    assert len(error_lines(err)) == 1 and "batch size 6000 needs about" in err and "--batch-size" in err
 
 
 def test_a_memory_error_in_training_is_one_line_and_leaves_the_checkpoint(tmp_path, monkeypatch, capsys):
@@ -98,7 +99,7 @@ def test_a_memory_error_in_training_is_one_line_and_leaves_the_checkpoint(tmp_pa
     capsys.readouterr()
     assert main([*T, "--epochs", "3", "--checkpoint", str(ckpt), "--resume"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "out of memory at step" in err and "intact (epoch 1, step 60)" in err
+    assert len(error_lines(err)) == 1 and "out of memory at step" in err and "intact (epoch 1, step 60)" in err
     assert ckpt.read_bytes() == before
 
 

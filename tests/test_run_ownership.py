@@ -15,6 +15,7 @@ import pytest
 
 from accelnet.checkpoint import load_checkpoint
 from accelnet.cli import main
+from cli_output import error_lines
 
 T = ["train", "--model", "two_layer_net", "--dataset", "synthetic", "--no-progress"]
 
@@ -22,7 +23,7 @@ T = ["train", "--model", "two_layer_net", "--dataset", "synthetic", "--no-progre
 def _error(capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert len(error_lines(err)) == 1, err
     return err
 
 

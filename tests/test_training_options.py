@@ -10,6 +10,7 @@ from accelnet.augment import RandomShift
 from accelnet.backend import get_backend
 from accelnet.checkpoint import load_checkpoint
 from accelnet.cli import main
+from cli_output import error_lines
 from accelnet.train import Trainer
 
 QUICK = ["--dataset", "synthetic", "--no-progress", "--model", "simple_convnet"]
@@ -27,8 +28,8 @@ def _train(tmp_path, name, *flags):
 
 def _one_line_error(capsys, argv):
     assert main(argv) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1, lines
     return lines[0]
 
 
