@@ -162,7 +162,7 @@ CONVS = [  # (x shape, filters, kernel, stride, pad): 3x3 and 5x5, channel count
     ((9, 1, 4, 5), 2, 2, 1, 0),  # more images than the weight-gradient chunks
     ((3, 3, 2, 3), 9, 1, 1, 0),  # planes shorter than a vector: reads past them must see zeros
     ((4, 11, 5, 4), 17, 3, 1, 1),  # channel counts off the 8-channel register blocks
-    ((10, 8, 6, 7), 5, 3, 1, 1),  # input channels in whole 8-channel blocks, more images than chunks
+    ((3, 8, 6, 7), 5, 3, 1, 1),  # input channels in whole 8-channel blocks
     ((3, 8, 6, 5), 6, 5, 1, 2),  # 5 taps a kernel row: 3 + 2, the weight gradient block's third dropped
 ]
 
@@ -235,7 +235,7 @@ POOLED_CONVS = [  # (x shape, filters, kernel, stride, pad)
     ((3, 2, 7, 6), 5, 3, 1, 1),  # outputs off the pool's multiple: the last row/column is in no window
     ((2, 2, 7, 7), 6, 3, 2, 1),  # strided: im2col + GEMM, then the pool kernels
     ((2, 11, 6, 5), 17, 3, 1, 1),  # channel counts off the 8-channel register blocks
-    ((3, 8, 8, 6), 17, 3, 1, 1),  # input channels in whole 8-channel blocks
+    ((2, 8, 6, 6), 9, 3, 1, 1),  # input channels in whole 8-channel blocks
     ((9, 1, 4, 5), 2, 2, 1, 0),  # more images than the weight-gradient chunks
 ]
 
