@@ -228,7 +228,7 @@ class Linear(Layer):
 
     def _param_grads(self, dout):
         self.kernels.matmul(self._x.T, dout, out=self.grads["W"])
-        self.xp.sum(dout, axis=0, out=self.grads["b"])
+        self.kernels.column_sums(dout, self.grads["b"])
 
     def _backward(self, dout):
         self._param_grads(dout)

@@ -407,6 +407,11 @@ def matmul(a, b, out=None):
     return _xp(a).matmul(a, b, out=out)
 
 
+def column_sums(a, out):
+    """The sum of each column of 2-D ``a`` into ``out`` (CuPy's reduction)."""
+    return _xp(a).sum(a, axis=0, out=out)
+
+
 # -- activations ----------------------------------------------------------------------------------------
 
 @cuda.jit(cache=True)

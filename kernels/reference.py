@@ -218,6 +218,11 @@ def matmul(a, b, out=None):
     return array_namespace(a).matmul(a, b, out=out)
 
 
+def column_sums(a, out):
+    """The sum of each column of 2-D ``a`` into ``out`` (the Linear layer's bias gradient)."""
+    return array_namespace(a).sum(a, axis=0, out=out)
+
+
 # -- activations ------------------------------------------------------------------------------------
 
 

@@ -336,6 +336,23 @@ def test_relu_kernels_match_the_reference(kernels, dtype):
     np.testing.assert_array_equal(kernels.relu_backward(dout, m1), ref.relu_backward(dout, m2))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1000, 100), (3, 1), (1, 7)])
+def test_column_sums_match_the_reference(kernels, shape, dtype):
+    a = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    got, want = np.empty(shape[1], dtype), np.empty(shape[1], dtype)
+    kernels.column_sums(a, got)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, ref.column_sums(a, want), rtol=tol, atol=tol * np.sqrt(shape[0]))
+
+
+def test_column_sums_keep_nan(kernels):
+    a = np.ones((4, 3))
+    a[2, 1] = np.nan
+    out = kernels.column_sums(a, np.empty(3))
+    assert out[0] == out[2] == 4 and np.isnan(out[1])
+
+
 def test_relu_keeps_nan_so_divergence_reaches_the_loss(kernels):
     out = kernels.relu(np.array([np.nan, -1.0, 2.0]), np.empty(3, bool))
     assert np.isnan(out[0]) and out[1] == 0 and out[2] == 2
