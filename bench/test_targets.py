@@ -1,4 +1,4 @@
-"""The optimizer issue's speed targets, as ratios measured in one run (`pytest bench -m slow`)."""
+"""The issues' speed targets, as ratios measured in one run (`pytest bench -m slow`)."""
 
 import pytest
 
@@ -38,3 +38,41 @@ def test_every_3x3_conv_with_16_or_more_input_channels_runs_each_pass_at_75_perc
               for p in ("fwd", "dW", "dx") if f"{p} % sgemm" in r}
     print(f"sgemm {rate:.0f} GFLOP/s; " + ", ".join(f"{k}: {v:.0f}%" for k, v in shares.items()))
     assert len(shares) == 15 and min(shares.values()) >= 75, shares
+
+
+def _ratio_to_pytorch(ours, peer: str, preset: str, batch: int, runs: int = 3) -> float:
+    """Median over ``runs`` of accelnet's time / PyTorch's (its own process), each pair one run."""
+    pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'accelnet[peer]')")
+    ratios = []
+    for _ in range(runs):
+        mine = workloads.measure(ours(preset, batch), min_time=1.0, warmup=1.0).median
+        ratios.append(mine / workloads.peer_time_in_subprocess(peer, preset, batch))
+    return sorted(ratios)[len(ratios) // 2]
+
+
+@pytest.mark.parametrize("preset, target", [("deep_convnet", 0.55), ("simple_convnet", 0.3)])
+def test_convnet_step_against_pytorch(preset, target):
+    """Issue 18: deep_convnet's step at or below 0.55x PyTorch's, simple_convnet's at or below 0.3x."""
+    ratio = _ratio_to_pytorch(workloads.train_step, "peer_train_step", preset, 100)
+    print(f"{preset} step at batch 100: {ratio:.2f}x PyTorch (target {target})")
+    assert ratio <= target
+
+
+@pytest.mark.parametrize("batch", [1, 10, 100, 1000])
+@pytest.mark.parametrize("preset", ["two_layer_net", "multi_layer_net", "simple_convnet", "deep_convnet"])
+def test_step_at_every_batch_size_against_pytorch(preset, batch):
+    """Issue 20: every preset's step at or below 0.8x PyTorch's at every batch size, the MLPs at
+    batch 1000 at or below 0.7x."""
+    target = 0.7 if batch == 1000 and preset in ("two_layer_net", "multi_layer_net") else 0.8
+    ratio = _ratio_to_pytorch(workloads.train_step, "peer_train_step", preset, batch)
+    print(f"{preset} step at batch {batch}: {ratio:.2f}x PyTorch (target {target})")
+    assert ratio <= target
+
+
+@pytest.mark.parametrize("batch", [1, 1000])
+@pytest.mark.parametrize("preset", ["two_layer_net", "multi_layer_net", "simple_convnet", "deep_convnet"])
+def test_predict_against_pytorch(preset, batch):
+    """Issue 18: predict's latency at batch 1 and throughput at batch 1000 at or below PyTorch's."""
+    ratio = _ratio_to_pytorch(workloads.predict, "peer_predict", preset, batch)
+    print(f"{preset} predict at batch {batch}: {ratio:.2f}x PyTorch")
+    assert ratio <= 1.0
