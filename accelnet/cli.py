@@ -121,10 +121,9 @@ def _bench_against_peer(args, out, ours, peer_workload: str, default_batches: li
     from accelnet.presets import PRESETS
 
     rows, peer = [], args.device == "cpu"
+    window = max(args.min_time, 1.0)  # whole steps and predicts: a longer warm-up and window than the kernels
     for preset in PRESETS:
         for batch in args.batches or default_batches:
-            # whole steps and predicts: a longer warm-up and window than the kernels (their times vary more)
-            window = max(args.min_time, 1.0)
             mine = workloads.measure(ours(preset, batch, backend=args.device), min_time=window, warmup=1.0)
             row = {"model": preset, "batch": batch, "accelnet ms": mine.median * 1e3, "samples/s": batch / mine.median}
             theirs = workloads.peer_time_in_subprocess(peer_workload, preset, batch, window) if peer else None

@@ -22,7 +22,8 @@ from .optim import OPTIMIZERS, get_optimizer
 
 __all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
            "peer_network", "peer_train_step", "predict", "peer_predict", "peer_time_in_subprocess",
-           "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table", "sgemm", "conv_pass", "conv_rates", "deep_convnet_convs", "CONV_PASSES"]
+           "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table", "sgemm", "conv_pass", "conv_rates",
+           "deep_convnet_convs", "CONV_PASSES"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
 OPTIMIZER_STREAMS = {name: 3 + 2 * len(cls.state_names) for name, cls in OPTIMIZERS.items()}

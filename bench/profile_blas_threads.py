@@ -10,8 +10,9 @@ median of ``--repeat`` bursts; prints both, their ratio, and what ``kernels.cpu.
 
 Products alone mislead (the thread wake-ups and the other pool's spinning are part of a step), so
 ``--steps`` decides: whole training steps of every preset at each batch size with each candidate
-``SMALL_PRODUCT_FLOPS``, the candidates interleaved round by round (``--repeat`` rounds), each
-candidate's median step and its ratio to the first candidate's.
+threshold applied to every product (both ``SMALL_PRODUCT_FLOPS`` and ``LONG_PRODUCT_FLOPS`` of
+``kernels.cpu.blas_threads``), the candidates interleaved round by round (``--repeat`` rounds),
+each candidate's median step and its ratio to the first candidate's.
 """
 
 from __future__ import annotations
@@ -24,12 +25,10 @@ import accelnet  # noqa: F401 - before NumPy: accelnet's thread-pool settings (R
 import numpy as np
 
 from accelnet import workloads
-
 from accelnet.cpu_runtime import set_blas_threads
 from accelnet.kernels import cpu
 from accelnet.layers import Linear
 from accelnet.presets import PRESETS, get_preset
-
 
 
 def linear_shapes() -> list[tuple[int, int]]:
@@ -69,10 +68,11 @@ def burst(a, b, threads: int, seconds: float = 0.02) -> float:
 
 
 def compare_thresholds(thresholds: list[float], presets: list[str], batches: list[int], rounds: int) -> None:
-    """Median step time of each preset and batch under each candidate threshold, interleaved."""
+    """Median step time of each preset and batch with each candidate threshold for every product,
+    interleaved."""
     print("| preset | batch | " + " | ".join(f"{t / 1e6:g} MFLOP" for t in thresholds) + " |")
     print("| --- | ---: |" + " ---: |" * len(thresholds))
-    saved = cpu.SMALL_PRODUCT_FLOPS
+    saved = cpu.SMALL_PRODUCT_FLOPS, cpu.LONG_PRODUCT_FLOPS
     try:
         for preset in presets:
             for batch in batches:
@@ -80,13 +80,13 @@ def compare_thresholds(thresholds: list[float], presets: list[str], batches: lis
                 times = {t: [] for t in thresholds}
                 for _ in range(rounds):
                     for t in thresholds:
-                        cpu.SMALL_PRODUCT_FLOPS = t
+                        cpu.SMALL_PRODUCT_FLOPS = cpu.LONG_PRODUCT_FLOPS = t
                         times[t].append(workloads.measure(w, min_time=0.2).median)
                 base = statistics.median(times[thresholds[0]])
                 cells = [f"{base * 1e3:.3f} ms"] + [f"{statistics.median(times[t]) / base:.3f}x" for t in thresholds[1:]]
                 print(f"| {preset} | {batch} | " + " | ".join(cells) + " |", flush=True)
     finally:
-        cpu.SMALL_PRODUCT_FLOPS = saved
+        cpu.SMALL_PRODUCT_FLOPS, cpu.LONG_PRODUCT_FLOPS = saved
 
 
 def main(argv=None) -> None:

@@ -3,6 +3,7 @@
 import pytest
 
 from accelnet import workloads
+from accelnet.presets import PRESETS
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def test_convnet_step_against_pytorch(preset, target):
 
 
 @pytest.mark.parametrize("batch", [1, 10, 100, 1000])
-@pytest.mark.parametrize("preset", ["two_layer_net", "multi_layer_net", "simple_convnet", "deep_convnet"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_step_at_every_batch_size_against_pytorch(preset, batch):
     """Issue 20: every preset's step at or below 0.8x PyTorch's at every batch size, the MLPs at
     batch 1000 at or below 0.7x."""
@@ -70,7 +71,7 @@ def test_step_at_every_batch_size_against_pytorch(preset, batch):
 
 
 @pytest.mark.parametrize("batch", [1, 1000])
-@pytest.mark.parametrize("preset", ["two_layer_net", "multi_layer_net", "simple_convnet", "deep_convnet"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_predict_against_pytorch(preset, batch):
     """Issue 18: predict's latency at batch 1 and throughput at batch 1000 at or below PyTorch's."""
     ratio = _ratio_to_pytorch(workloads.predict, "peer_predict", preset, batch)
