@@ -198,11 +198,19 @@ class Linear(Layer):
     """Fully connected ``x @ W + b`` (the book's Affine); flattens (N, ...) input.
 
     ``Linear(out_features)`` infers the input size from the layer before it;
-    ``in_features`` may be given to have it checked.
+    ``in_features`` may be given to have it checked. ``activation="relu"`` is Linear followed by
+    ReLU in one layer: the bias and the ReLU are one pass over the product, and the backward
+    pass masks the gradient by the output (README, "Every batch size").
     """
 
-    def __init__(self, out_features: int, in_features: int | None = None, init=None, name=None):
+    ACTIVATIONS = (None, "relu")
+
+    def __init__(self, out_features: int, in_features: int | None = None, init=None,
+                 activation: str | None = None, name=None):
         super().__init__(name)
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"Linear activation must be one of {self.ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
         self.out_features = positive_int(out_features, "Linear out_features")
         self.in_features = None if in_features is None else positive_int(in_features, "Linear in_features")
         self.init = init
@@ -222,34 +230,42 @@ class Linear(Layer):
     def _forward(self, x):
         self._x_shape = x.shape
         self._x = x.reshape(x.shape[0], -1)
-        out = self.kernels.matmul(self._x, self.params["W"])
-        out += self.params["b"]
+        relu = self.activation == "relu"
+        out = self.kernels.add_bias(self.kernels.matmul(self._x, self.params["W"]), self.params["b"], relu=relu)
+        self._out = out if relu else None  # the fused ReLU's mask; otherwise nothing to keep
         return out
 
     def _param_grads(self, dout):
+        """Writes dW and db; returns dL/d(x @ W + b), which the input gradient reuses."""
+        if self.activation == "relu":
+            dout = self.kernels.relu_backward(dout, self._out)
         self.kernels.matmul(self._x.T, dout, out=self.grads["W"])
         self.kernels.column_sums(dout, self.grads["b"])
+        return dout
 
     def _backward(self, dout):
-        self._param_grads(dout)
-        return self.kernels.matmul(dout, self.params["W"].T).reshape(self._x_shape)
+        dz = self._param_grads(dout)
+        return self.kernels.matmul(dz, self.params["W"].T).reshape(self._x_shape)
 
     def _repr_args(self):
-        return f"{self.in_features}, {self.out_features}" if self.in_features else f"{self.out_features}"
+        act = f", activation={self.activation!r}" if self.activation else ""
+        sizes = f"{self.in_features}, {self.out_features}" if self.in_features else f"{self.out_features}"
+        return sizes + act
 
     def config(self):
-        return {"out_features": self.out_features, "in_features": self.in_features, **_init_config(self.init)}
+        return {"out_features": self.out_features, "in_features": self.in_features, "activation": self.activation,
+                **_init_config(self.init)}
 
 
 class ReLU(Layer):
-    """max(0, x)."""
+    """max(0, x); the backward pass masks the gradient by the output (y > 0 exactly where x > 0)."""
 
     def _forward(self, x):
-        self._mask = self.xp.empty(x.shape, dtype=bool)
-        return self.kernels.relu(x, self._mask)
+        self._out = self.kernels.relu(x)
+        return self._out
 
     def _backward(self, dout):
-        return self.kernels.relu_backward(dout, self._mask)
+        return self.kernels.relu_backward(dout, self._out)
 
 
 class Sigmoid(Layer):

@@ -1,9 +1,9 @@
 """Export a trained model to ONNX (the ``export`` extra: the onnx package builds the graph).
 
 Each layer becomes its standard operators in inference form: Linear is Gemm (after a Flatten
-when its input is an image), a fused Conv2d(activation="relu", pool=k) is Conv, Relu and
-MaxPool, BatchNorm is BatchNormalization with the running statistics, Dropout is left out
-(evaluation is the identity). The graph takes ``input`` (N, *input_shape) float32 and gives
+when its input is an image), Gemm and Relu with activation="relu"; a fused Conv2d(activation=
+"relu", pool=k) is Conv, Relu and MaxPool, BatchNorm is BatchNormalization with the running
+statistics, Dropout is left out (evaluation is the identity). The graph takes ``input`` (N, *input_shape) float32 and gives
 ``scores`` (N, classes), plus ``probabilities`` (their softmax) for a cross-entropy model.
 """
 
@@ -55,6 +55,8 @@ def _layer(g: _Graph, layer) -> None:
             g.op("Flatten", f"{n}.flatten", axis=1)
             g.rank = 2
         g.op("Gemm", n, g.weight(f"{n}.W", p["W"]), g.weight(f"{n}.b", p["b"]))
+        if layer.activation == "relu":
+            g.op("Relu", f"{n}.relu")
     elif isinstance(layer, Conv2d):
         (fh, fw), pad = layer.kernel_size, layer.pad
         g.op("Conv", n, g.weight(f"{n}.W", p["W"]), g.weight(f"{n}.b", p["b"]), kernel_shape=[fh, fw],

@@ -106,14 +106,10 @@ _xp = array_namespace
 _checked_out = checked_out
 
 
-# Typed constants for the kernels: an int literal in float arithmetic (x * 0, 1 if m else 0) would
-# make a float32 kernel compute in float64 (tests/test_cuda_ptx.py checks the PTX).
+# A typed zero for the kernels: an int literal in float arithmetic (x * 0) would make a float32
+# kernel compute in float64 (tests/test_cuda_ptx.py checks the PTX).
 def _zero(a):
     return np.dtype(a.dtype).type(0)
-
-
-def _one(a):
-    return np.dtype(a.dtype).type(1)
 
 
 def _check_flat(p, *others):
@@ -415,40 +411,53 @@ def column_sums(a, out):
 # -- activations ----------------------------------------------------------------------------------------
 
 @cuda.jit(cache=True)
-def _relu(x, mask, one, zero, out):
+def _relu(x, zero, out):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         v = x[i]
-        m = v > 0
-        mask[i] = m
-        out[i] = v * (one if m else zero)  # not max(v, 0): NaN must survive, as in x * (x > 0)
+        out[i] = v if v > zero else zero * v  # x * (x > 0): NaN survives, -0.0 and -inf*0 as there
 
 
 @cuda.jit(cache=True)
-def _relu_backward(dout, mask, one, zero, out):
+def _relu_backward(dout, y, zero, out):
     for i in range(cuda.grid(1), dout.size, cuda.gridsize(1)):
-        out[i] = dout[i] * (one if mask[i] else zero)
+        out[i] = dout[i] if y[i] > zero else zero * dout[i]
 
 
-def _flat_pair(a, mask, out):
-    xp = _xp(a)
-    a = xp.ascontiguousarray(a)
-    if tuple(mask.shape) != tuple(a.shape) or mask.dtype != np.bool_ or not mask.flags.c_contiguous:
-        raise ValueError(f"mask must be a C-contiguous bool array of shape {a.shape}, got {mask.shape} {mask.dtype}")
-    return a, _checked_out(xp, out, a.shape, a.dtype)
+@cuda.jit(cache=True)
+def _add_bias(z, b, relu, zero):
+    f = b.size
+    for e in range(cuda.grid(1), z.size, cuda.gridsize(1)):
+        v = z[e] + b[e % f]
+        z[e] = v if not relu or v > zero else zero * v
 
 
-def relu(x, mask, out=None):
-    """max(0, x) as ``x * (x > 0)`` in one pass, writing the bool ``mask`` the backward pass needs."""
-    x, out = _flat_pair(x, mask, out)
-    _launch(_relu, x.size, x.reshape(-1), mask.reshape(-1), _one(x), _zero(x), out.reshape(-1))
+def relu(x, out=None):
+    """max(0, x) as ``x * (x > 0)`` in one pass (a NaN stays NaN, so divergence reaches the loss)."""
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x)
+    out = _checked_out(xp, out, x.shape, x.dtype)
+    _launch(_relu, x.size, x.reshape(-1), _zero(x), out.reshape(-1))
     return out
 
 
-def relu_backward(dout, mask, out=None):
-    """dL/dx of :func:`relu`: ``dout * mask``."""
-    dout, out = _flat_pair(dout, mask, out)
-    _launch(_relu_backward, dout.size, dout.reshape(-1), mask.reshape(-1), _one(dout), _zero(dout), out.reshape(-1))
+def relu_backward(dout, y, out=None):
+    """dL/dx of :func:`relu` from its output ``y``: ``dout * (y > 0)``."""
+    xp = _xp(dout)
+    dout, y = xp.ascontiguousarray(dout), xp.ascontiguousarray(y)
+    if tuple(y.shape) != tuple(dout.shape):
+        raise ValueError(f"relu_backward: y must have dout's shape {tuple(dout.shape)}, got {tuple(y.shape)}")
+    out = _checked_out(xp, out, dout.shape, dout.dtype)
+    _launch(_relu_backward, dout.size, dout.reshape(-1), y.reshape(-1), _zero(dout), out.reshape(-1))
     return out
+
+
+def add_bias(z, b, relu: bool = False):
+    """``z += b`` row-wise in place, then ReLU if ``relu``, in one launch."""
+    if z.ndim != 2 or not z.flags.c_contiguous or tuple(b.shape) != tuple(z.shape[1:]):
+        raise ValueError(f"add_bias: z must be a C-contiguous (N, F) array and b (F,), got {tuple(z.shape)} and "
+                         f"{tuple(b.shape)}")
+    _launch(_add_bias, z.size, z.reshape(-1), b, bool(relu), _zero(z))
+    return z
 
 
 # -- conv layout changes -------------------------------------------------------------------------------

@@ -226,17 +226,23 @@ def column_sums(a, out):
 # -- activations ------------------------------------------------------------------------------------
 
 
-def relu(x, mask, out=None):
-    """max(0, x) as ``x * (x > 0)`` (a NaN stays NaN, so divergence reaches the loss); writes the
-    mask (bool, x's shape) that the backward pass needs."""
-    xp = array_namespace(x)
-    mask[...] = x > 0
-    return _copy_into(xp, out, x * mask)
+def relu(x, out=None):
+    """max(0, x) as ``x * (x > 0)``: a NaN stays NaN, so divergence reaches the loss."""
+    return _copy_into(array_namespace(x), out, x * (x > 0))
 
 
-def relu_backward(dout, mask, out=None):
-    """dL/dx of :func:`relu`: ``dout * mask``."""
-    return _copy_into(array_namespace(dout), out, dout * mask)
+def relu_backward(dout, y, out=None):
+    """dL/dx of :func:`relu` from its output ``y``: ``dout * (y > 0)`` (y > 0 exactly where x > 0)."""
+    return _copy_into(array_namespace(dout), out, dout * (y > 0))
+
+
+def add_bias(z, b, relu: bool = False):
+    """``z += b`` for each row of 2-D ``z`` in place, then ReLU (as :func:`relu`) if ``relu``: the
+    Linear layer's work after its product. Returns ``z``."""
+    z += b
+    if relu:
+        z *= z > 0
+    return z
 
 
 # -- conv layout changes ----------------------------------------------------------------------------

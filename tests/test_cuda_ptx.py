@@ -35,8 +35,9 @@ SIGNATURES = {
     "_avgpool2d": (P, I, I, I, F, F, P),
     "_avgpool2d_backward": (P, I, I, I, F, F, P),
     "_shift2d": (P, I[::1], I[::1], F, P),
-    "_relu": (V, boolean[::1], F, F, V),
-    "_relu_backward": (V, boolean[::1], F, F, V),
+    "_relu": (V, F, V),
+    "_relu_backward": (V, V, F, V),
+    "_add_bias": (V, V, boolean, F),
     "_rows_to_nchw": (M, V, P),
     "_nchw_to_rows": (P, M),
     # the squared gradient norm accumulates in float64 on purpose (a sum of up to 1e8 squares)

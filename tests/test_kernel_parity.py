@@ -207,7 +207,7 @@ def _ref_conv_then(x, w, b, stride, pad, relu, pool):
     """The reference conv, then the reference ReLU and max-pool as separate steps:
     (y, pre-pool output, argmax, backward(dout) -> (dx, dw, db))."""
     pre, ctx = ref.conv2d(x, w, b, stride, pad)
-    act = ref.relu(pre, np.empty(pre.shape, bool)) if relu else pre
+    act = ref.relu(pre) if relu else pre
     y, am = ref.maxpool2d(act, pool, pool, pool) if pool else (act, None)
 
     def backward(dout):
@@ -327,13 +327,43 @@ def test_conv2d_rejects_mismatched_channels(kernels):
 def test_relu_kernels_match_the_reference(kernels, dtype):
     r = np.random.default_rng(4)
     x = r.standard_normal((3, 4, 5, 7)).astype(dtype)
-    x[0, 0, 0, :3] = [np.nan, -np.inf, 0.0]
+    x[0, 0, 0, :4] = [np.nan, -np.inf, 0.0, -0.0]
     dout = r.standard_normal(x.shape).astype(dtype)
-    m1, m2 = np.empty(x.shape, bool), np.empty(x.shape, bool)
     with np.errstate(invalid="ignore"):  # -inf * 0
-        np.testing.assert_array_equal(kernels.relu(x, m1), ref.relu(x, m2))
-    np.testing.assert_array_equal(m1, m2)
-    np.testing.assert_array_equal(kernels.relu_backward(dout, m1), ref.relu_backward(dout, m2))
+        y = kernels.relu(x)
+        np.testing.assert_array_equal(y, ref.relu(x))
+        assert np.array_equal(np.signbit(y), np.signbit(ref.relu(x)))  # -0.0 where x * 0 gives it
+    np.testing.assert_array_equal(kernels.relu_backward(dout, y), ref.relu_backward(dout, y))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("relu", [False, True], ids=["bias", "bias-relu"])
+@pytest.mark.parametrize("shape", [(3, 1), (1, 7), None], ids=["column", "row", "parallel"])
+def test_add_bias_matches_the_reference_in_place(kernels, shape, relu, dtype):
+    # None: rows enough for the CPU's parallel loop (few under the CUDA simulator, which is slow)
+    shape = shape or (getattr(kernels, "PARALLEL_MIN", 1000) // 120 + 1, 120)
+    r = np.random.default_rng(6)
+    z, b = r.standard_normal(shape).astype(dtype), r.standard_normal(shape[1]).astype(dtype)
+    if shape[1] >= 4:
+        z[0, :4] = [np.nan, -np.inf, np.inf, -b[3]]  # the last sums to 0.0
+    got = z.copy()
+    with np.errstate(invalid="ignore"):  # -inf * 0
+        want = ref.add_bias(z, b, relu=relu)
+        assert kernels.add_bias(got, b, relu=relu) is got
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("z, b", [(np.zeros((4, 3)), np.zeros(4)), (np.zeros(3), np.zeros(3)),
+                                  (np.zeros((3, 4)).T, np.zeros(3))], ids=["bias-length", "1-d", "transposed"])
+def test_add_bias_names_a_wrong_shape_or_layout(kernels, z, b):
+    with pytest.raises(ValueError, match="add_bias: z must be a C-contiguous"):
+        kernels.add_bias(z, b)
+
+
+def test_relu_backward_names_an_output_of_another_shape(kernels):
+    with pytest.raises(ValueError, match="relu_backward: y must have dout's shape"):
+        kernels.relu_backward(np.zeros((2, 3)), np.zeros((3, 2)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -354,7 +384,7 @@ def test_column_sums_keep_nan(kernels):
 
 
 def test_relu_keeps_nan_so_divergence_reaches_the_loss(kernels):
-    out = kernels.relu(np.array([np.nan, -1.0, 2.0]), np.empty(3, bool))
+    out = kernels.relu(np.array([np.nan, -1.0, 2.0]))
     assert np.isnan(out[0]) and out[1] == 0 and out[2] == 2
 
 

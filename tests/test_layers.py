@@ -17,6 +17,8 @@ GRADCHECK_CASES = {
     "linear": (lambda: [Linear(4)], (3,)),
     "linear_flattens_images": (lambda: [Linear(4)], (2, 3, 3)),
     "relu": (lambda: [Linear(6), ReLU(), Linear(3)], (4,)),
+    "linear_fused_relu": (lambda: [Linear(6, activation="relu"), Linear(3)], (4,)),
+    "linear_fused_relu_flattens_images": (lambda: [Linear(6, activation="relu"), Linear(3)], (2, 3, 3)),
     "sigmoid": (lambda: [Linear(6), Sigmoid(), Linear(3)], (4,)),
     "tanh": (lambda: [Linear(6), Tanh(), Linear(3)], (4,)),
     "dropout_train": (lambda: [Linear(8), Dropout(0.3), Linear(3)], (4,)),
@@ -175,6 +177,21 @@ def _assert_same_outputs_loss_and_gradients(fused, split, x, t):
     np.testing.assert_allclose(_host(dx_fused), _host(dx_split), rtol=1e-5, atol=1e-6)
     for name in fused.params:
         np.testing.assert_allclose(_host(fused.grads[name]), _host(split.grads[name]), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_with_relu_activation_equals_linear_then_relu(backend_name):
+    fused = Sequential([Linear(7, activation="relu"), Linear(3)], (2, 4, 4), backend=backend_name, seed=5)
+    split = Sequential([Linear(7), ReLU(), Linear(3)], (2, 4, 4), backend=backend_name, seed=5)
+    _assert_same_outputs_loss_and_gradients(fused, split, *_batch((2, 4, 4), n=6))
+
+
+def test_unknown_linear_activation_is_named():
+    with pytest.raises(ValueError, match="Linear activation must be one of .* got 'sigmoid'"):
+        Linear(2, activation="sigmoid")
+
+
+def test_linear_repr_shows_activation():
+    assert repr(Linear(4, 3, activation="relu")).endswith("(3, 4, activation='relu')")
 
 
 @pytest.mark.parametrize("stride", [1, 2])

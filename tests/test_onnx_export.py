@@ -16,7 +16,8 @@ from accelnet.onnx_export import OPSET, export_onnx  # noqa: E402
 
 MODELS = {
     "two_layer_net": lambda: PRESETS["two_layer_net"](),
-    "multi_layer_net": lambda: PRESETS["multi_layer_net"](batchnorm=True, dropout=0.2),
+    "multi_layer_net": lambda: PRESETS["multi_layer_net"](),
+    "multi_layer_net batchnorm dropout": lambda: PRESETS["multi_layer_net"](batchnorm=True, dropout=0.2),
     "simple_convnet": lambda: PRESETS["simple_convnet"](),
     "simple_convnet unfused": lambda: PRESETS["simple_convnet"](fused=False),
     "deep_convnet": lambda: PRESETS["deep_convnet"](),
