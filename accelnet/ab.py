@@ -45,8 +45,8 @@ class ABError(RuntimeError):
 
 
 def check_workloads(specs) -> list[str]:
-    """``specs`` if each is ``step:PRESET[:BATCH]`` or ``OPTIMIZER:N`` (as ``ab_worker.py`` reads
-    them), else a ValueError naming the first that is not."""
+    """``specs`` if each is ``step:PRESET[:BATCH]``, ``predict:PRESET[:BATCH]`` or ``OPTIMIZER:N``
+    (as ``ab_worker.py`` reads them), else a ValueError naming the first that is not."""
     from .optim import OPTIMIZERS
     from .presets import PRESETS
 
@@ -54,13 +54,13 @@ def check_workloads(specs) -> list[str]:
         kind, _, arg = spec.partition(":")
         name, _, size = arg.partition(":")
         try:
-            ok = (kind == "step" and name in PRESETS and (not size or int(size) > 0)) or (
+            ok = (kind in ("step", "predict") and name in PRESETS and (not size or int(size) > 0)) or (
                 kind in OPTIMIZERS and not size and float(arg) >= 1)
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"workload {spec!r}: expected step:PRESET[:BATCH] (PRESET one of {sorted(PRESETS)}) or "
-                             f"OPTIMIZER:N (OPTIMIZER one of {sorted(OPTIMIZERS)}, N elements, e.g. adam:1e6)")
+            raise ValueError(f"workload {spec!r}: expected step:PRESET[:BATCH], predict:PRESET[:BATCH] (PRESET one "
+                             f"of {sorted(PRESETS)}) or OPTIMIZER:N (OPTIMIZER one of {sorted(OPTIMIZERS)}, N elements, e.g. adam:1e6)")
     return list(specs)
 
 

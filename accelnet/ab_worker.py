@@ -4,10 +4,10 @@ then times bursts of calls on request, so the orchestrator can alternate the two
 processes every few tenths of a second (the machine's drift then hits both alike).
 
 Run as a file, not as ``accelnet.ab_worker``: the revision under test need not have this module.
-It uses only ``accelnet.workloads`` (``train_step``, ``optimizer_update``), which every revision
-the A/B compares has. Protocol on stdin/stdout, one JSON line per reply:
+It uses only ``accelnet.workloads`` (``train_step``, ``optimizer_update``, and ``predict`` where
+the revision has it). Protocol on stdin/stdout, one JSON line per reply:
 
-    python ab_worker.py DEVICE WORKLOAD [WORKLOAD ...]    # step:PRESET[:BATCH], OPTIMIZER:N
+    python ab_worker.py DEVICE WORKLOAD [WORKLOAD ...]    # step|predict:PRESET[:BATCH], OPTIMIZER:N
     -> {"accelnet": path, "per_call": {workload: seconds}, "errors": {workload: message}}
     <- "I N"     time N calls of workload number I
     -> [seconds, ...]
@@ -22,9 +22,10 @@ def _workload(spec: str, device: str):
     from accelnet import workloads
 
     kind, _, arg = spec.partition(":")
-    if kind == "step":
+    if kind in ("step", "predict"):
         preset, _, batch = arg.partition(":")
-        return workloads.train_step(preset, int(batch or 100), backend=device)
+        make = workloads.train_step if kind == "step" else workloads.predict
+        return make(preset, int(batch or 100), backend=device)
     return workloads.optimizer_update(kind, int(float(arg)), "flat", "fused", backend=device)  # OPTIMIZER:N
 
 

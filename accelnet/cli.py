@@ -840,7 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("head", nargs="?", help="the revision under test (default: the working tree)")
     ab.add_argument("--repo", help="the git repository (default: the one holding the current directory)")
     ab.add_argument("--workloads", type=_csv(str), metavar="W,W",
-                    help="step:PRESET[:BATCH] and OPTIMIZER:N entries (default: every preset's step, adam:1e6, adam:1e7)")
+                    help="step:PRESET[:BATCH], predict:PRESET[:BATCH] and OPTIMIZER:N entries (default: every preset's step, adam:1e6, adam:1e7)")
     ab.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="cpu, or gpu (timed with CUDA events)")
     ab.add_argument("--threshold", type=_float_arg("--threshold"), default=0.05,
                     help="a regression is a 95%% interval of HEAD/BASE above 1 + this (default 0.05)")

@@ -91,7 +91,8 @@ def test_an_unknown_revision_is_one_error(capsys):
     assert "'no-such-revision' is not a commit of the repository" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("spec", ["step:resnet", "adam:lots", "step:deep_convnet:0", "lion:1e6"])
+@pytest.mark.parametrize("spec", ["step:resnet", "adam:lots", "step:deep_convnet:0", "lion:1e6", "predict:resnet:1",
+                                  "predict:two_layer_net:x"])
 def test_a_workload_that_does_not_exist_is_one_error(spec, capsys):
     assert main(["bench", "ab", "HEAD", "--repo", str(ROOT), "--workloads", spec]) == 2
     assert f"workload {spec!r}: expected step:PRESET[:BATCH]" in capsys.readouterr().err
@@ -106,13 +107,13 @@ def test_outside_a_git_repository_is_one_error(tmp_path, capsys):
 def test_an_ab_run_of_head_against_the_working_tree_writes_its_reports(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "accelnet.cli", "bench", "ab", "HEAD", "--repo", str(ROOT),
-                           "--workloads", "adam:1e4,step:two_layer_net:10", "--min-rounds", "2", "--max-rounds", "2",
+                           "--workloads", "adam:1e4,step:two_layer_net:10,predict:two_layer_net:3", "--min-rounds", "2", "--max-rounds", "2",
                            "--min-time", "0.01", "--out", str(out), "--cache", str(tmp_path / "cache")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads((out / "ab.json").read_text())
-    assert len(doc["rounds"]) == 2 and [s["workload"] for s in doc["summaries"]] == ["adam:1e4",
-                                                                                     "step:two_layer_net:10"]
+    assert len(doc["rounds"]) == 2 and [s["workload"] for s in doc["summaries"]] == [
+        "adam:1e4", "step:two_layer_net:10", "predict:two_layer_net:3"]
     assert doc["base"].startswith("HEAD (") and doc["head"] == "working tree"
     assert "| adam:1e4 |" in (out / "ab.md").read_text()
     compare = subprocess.run([str(Path(sys.executable).with_name("pytest-benchmark")), "compare", str(out / "base.json"),
