@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import backend_of
 from .xp import array_namespace
 from .cpu_runtime import flushes_denormals
 
@@ -58,29 +59,26 @@ class SoftmaxCrossEntropy(Loss):
     def forward(self, y, t):
         xp = array_namespace(y)
         idx, onehot = self._labels(xp, y, t)
-        shifted = y - y.max(axis=1, keepdims=True)  # exp never overflows
-        e = xp.exp(shifted)
-        s = e.sum(axis=1, keepdims=True)
-        self._p = e / s
-        log_p = shifted - xp.log(s)
         n = y.shape[0]
-        if idx is not None:
-            loss = -log_p[xp.arange(n), idx].sum() / n
+        if idx is not None:  # class indices: the backend's one-pass kernel
+            self._p = xp.empty(y.shape, y.dtype)
+            loss = backend_of(y).kernels.softmax_cross_entropy(y, idx, self._p)
         else:
-            loss = -(onehot * log_p).sum() / n
+            shifted = y - y.max(axis=1, keepdims=True)  # exp never overflows
+            e = xp.exp(shifted)
+            s = e.sum(axis=1, keepdims=True)
+            self._p = e / s
+            loss = -(onehot * (shifted - xp.log(s))).sum() / n
         self._idx, self._onehot, self._n = idx, onehot, n
         return loss
 
     @flushes_denormals
     def backward(self, dout=1.0):
         self._require_forward("_p")
-        xp = array_namespace(self._p)
-        dx = self._p.copy()
+        scale = self._p.dtype.type(dout) / self._n
         if self._idx is not None:
-            dx[xp.arange(self._n), self._idx] -= 1
-        else:
-            dx -= self._onehot
-        return dx * (self._p.dtype.type(dout) / self._n)
+            return backend_of(self._p).kernels.softmax_cross_entropy_backward(self._p, self._idx, scale)
+        return (self._p - self._onehot) * scale
 
     @staticmethod
     def probabilities(y):

@@ -11,6 +11,7 @@ in Numba's simulator, which is how CPU-only CI checks them.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import OrderedDict
 
@@ -458,6 +459,63 @@ def add_bias(z, b, relu: bool = False):
                          f"{tuple(b.shape)}")
     _launch(_add_bias, z.size, z.reshape(-1), b, bool(relu), _zero(z))
     return z
+
+
+# -- loss ---------------------------------------------------------------------------------------------
+
+@cuda.jit(cache=True)
+def _softmax_cross_entropy(y, t, zero, p, row_loss):
+    n, k = y.shape
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):  # one thread per row: K is a few classes
+        m = y[i, 0]
+        for j in range(1, k):
+            m = max(m, y[i, j])
+        s = zero
+        for j in range(k):
+            e = math.exp(y[i, j] - m)
+            p[i, j] = e
+            s += e
+        for j in range(k):
+            p[i, j] /= s
+        row_loss[i] = math.log(s) - (y[i, t[i]] - m)
+
+
+@cuda.jit(cache=True)
+def _softmax_cross_entropy_backward(p, t, one, scale, out):
+    n, k = p.shape
+    for e in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        i = e // k
+        j = e - i * k
+        out[i, j] = (p[i, j] - one if j == t[i] else p[i, j]) * scale
+
+
+def _check_scores(y, t, p):
+    if y.ndim != 2 or tuple(t.shape) != tuple(y.shape[:1]) or tuple(p.shape) != tuple(y.shape):
+        raise ValueError(f"softmax_cross_entropy: expected scores (N, K), class indices (N,) and p of the scores' "
+                         f"shape, got {tuple(y.shape)}, {tuple(t.shape)} and {tuple(p.shape)}")
+
+
+def softmax_cross_entropy(y, t, p):
+    """Mean cross-entropy of softmax(``y``) (N, K) against class indices ``t`` (N,), a thread per
+    row; writes the probabilities into ``p``. The mean stays on the device (a 0-d array)."""
+    xp = _xp(y)
+    y, t = xp.ascontiguousarray(y), xp.ascontiguousarray(t)
+    _check_scores(y, t, p)
+    p = _checked_out(xp, p, y.shape, y.dtype)
+    row_loss = xp.empty(y.shape[0], y.dtype)
+    _launch(_softmax_cross_entropy, y.shape[0], y, t, _zero(y), p, row_loss)
+    return row_loss.sum() / y.shape[0]
+
+
+def softmax_cross_entropy_backward(p, t, scale, out=None):
+    """dL/dy of :func:`softmax_cross_entropy` times ``n * scale``: (p - onehot(t)) * scale."""
+    xp = _xp(p)
+    t = xp.ascontiguousarray(t)
+    _check_scores(p, t, p)
+    out = _checked_out(xp, out, p.shape, p.dtype)
+    typed = np.dtype(p.dtype).type
+    _launch(_softmax_cross_entropy_backward, p.size, p, t, typed(1), typed(scale), out)
+    return out
 
 
 # -- conv layout changes -------------------------------------------------------------------------------

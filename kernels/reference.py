@@ -245,6 +245,29 @@ def add_bias(z, b, relu: bool = False):
     return z
 
 
+# -- loss -------------------------------------------------------------------------------------------
+
+
+def softmax_cross_entropy(y, t, p):
+    """Mean cross-entropy of softmax(``y``) (N, K) against class indices ``t`` (N,), through a
+    stable log-sum-exp; writes the probabilities into ``p`` (the backward pass reads them)."""
+    xp = array_namespace(y)
+    shifted = y - y.max(axis=1, keepdims=True)  # exp never overflows
+    e = xp.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    p[...] = e / s
+    n = y.shape[0]
+    return -(shifted[xp.arange(n), t] - xp.log(s[:, 0])).sum() / n
+
+
+def softmax_cross_entropy_backward(p, t, scale, out=None):
+    """dL/dy of :func:`softmax_cross_entropy` times ``n * scale``: (p - onehot(t)) * scale."""
+    xp = array_namespace(p)
+    d = p.copy()
+    d[xp.arange(p.shape[0]), t] -= 1
+    return _copy_into(xp, out, d * p.dtype.type(scale))
+
+
 # -- conv layout changes ----------------------------------------------------------------------------
 
 

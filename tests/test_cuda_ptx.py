@@ -39,6 +39,8 @@ SIGNATURES = {
     "_relu_backward": (V, V, F, V),
     "_add_bias": (V, V, boolean, F),
     "_rows_to_nchw": (M, V, P),
+    "_softmax_cross_entropy": (M, I[::1], F, M, V),
+    "_softmax_cross_entropy_backward": (M, I[::1], F, F, M),
     "_nchw_to_rows": (P, M),
     # the squared gradient norm accumulates in float64 on purpose (a sum of up to 1e8 squares)
     "_sum_squares_partial": (V, float64[::1]),

@@ -419,3 +419,34 @@ def test_maxpool_lets_the_first_nan_win_like_the_reference(kernels, ph, stride):
     rout, ram = ref.maxpool2d(x, ph, ph, stride)
     np.testing.assert_array_equal(out, rout)
     np.testing.assert_array_equal(am, ram)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 10), (7, 3), None], ids=["one-row", "rows", "parallel"])
+def test_softmax_cross_entropy_matches_the_reference(kernels, shape, dtype):
+    # None: rows enough for the CPU's parallel loop (few under the CUDA simulator, which is slow)
+    shape = shape or (getattr(kernels, "PARALLEL_MIN", 100) // 10 + 1, 10)
+    r = np.random.default_rng(7)
+    y = (r.standard_normal(shape) * 30).astype(dtype)  # large scores: the log-sum-exp must stay finite
+    t = r.integers(0, shape[1], shape[0])
+    p, p_ref = np.empty_like(y), np.empty_like(y)
+    loss, want = kernels.softmax_cross_entropy(y, t, p), ref.softmax_cross_entropy(y, t, p_ref)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert float(loss) == pytest.approx(float(want), rel=tol)
+    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(kernels.softmax_cross_entropy_backward(p, t, 0.25),
+                               ref.softmax_cross_entropy_backward(p_ref, t, 0.25), rtol=tol, atol=tol)
+
+
+def test_softmax_cross_entropy_of_a_nan_score_is_nan(kernels):
+    y = np.array([[1.0, np.nan, 0.0], [0.0, 1.0, 2.0]])
+    p = np.empty_like(y)
+    assert np.isnan(float(kernels.softmax_cross_entropy(y, np.array([0, 2]), p)))
+    assert np.isnan(p[0]).all() and np.isfinite(p[1]).all()
+
+
+@pytest.mark.parametrize("y, t", [(np.zeros((2, 3)), np.zeros(3, int)), (np.zeros(3), np.zeros(3, int))],
+                         ids=["labels-length", "1-d-scores"])
+def test_softmax_cross_entropy_names_mismatched_shapes(kernels, y, t):
+    with pytest.raises(ValueError, match="softmax_cross_entropy: expected scores"):
+        kernels.softmax_cross_entropy(y, t, np.empty_like(y))
