@@ -40,7 +40,7 @@ from numba import njit, prange
 
 from . import simd
 from .cpu_pool import biased, max_windows, scatter_windows
-from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum
+from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
@@ -260,9 +260,10 @@ def _grid_rows(d, y, relu, lanes, gm, row0, wp):
 
 @njit(fastmath={"contract"}, **_FLAGS)
 def _weight_grad(gm, gsz, m, fb, xpad, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
-    """dwk[f, ch, ky, kx] += sum over the ng images and positions j of g[f, j] * xpad[ch, ky*wp + kx
-    + j], g[f, j] = gm[f, m + j]. Register-blocked: 8 output channels x 3 taps of a kernel row
-    (24 vector sums, 11 loads per 24 FMAs) summed over every image of the group, then the lanes."""
+    """dwk[ch, ky, kx, f] += sum over the ng images and positions j of g[f, j] * xpad[ch, ky*wp + kx
+    + j], g[f, j] = gm[f, m + j] (dwk flat). Register-blocked: 8 output channels x 3 taps of a
+    kernel row (24 vector sums, 11 loads per 24 FMAs) summed over every image of the group, then
+    the lanes of each tap's 8 sums at once (``vsums_add``), into 8 adjacent elements of dwk."""
     zero = vsplat(xpad.dtype.type(0))
     for f0 in range(0, fb, 8):
         for ch in range(c):
@@ -293,11 +294,12 @@ def _weight_grad(gm, gsz, m, fb, xpad, c, psz, fh, fw, wp, plane, ng, lanes, dwk
                             u60, u61, u62 = vfma(e, s0, u60), vfma(e, s1, u61), vfma(e, s2, u62)
                             e = vload(gm, g + 7 * gsz + j)
                             u70, u71, u72 = vfma(e, s0, u70), vfma(e, s1, u71), vfma(e, s2, u72)
-                    rows = ((u00, u01, u02), (u10, u11, u12), (u20, u21, u22), (u30, u31, u32),
-                            (u40, u41, u42), (u50, u51, u52), (u60, u61, u62), (u70, u71, u72))
-                    for r in range(8):
-                        for t in range(min(3, fw - kx0)):
-                            dwk[f0 + r, ch, ky, kx0 + t] += vsum(rows[r][t])
+                    o = ((ch * fh + ky) * fw + kx0) * fb + f0  # dwk is (C, FH, FW, FB): 8 channels side by side
+                    vsums_add(dwk, o, (u00, u10, u20, u30, u40, u50, u60, u70))
+                    if kx0 + 1 < fw:
+                        vsums_add(dwk, o + fb, (u01, u11, u21, u31, u41, u51, u61, u71))
+                    if kx0 + 2 < fw:
+                        vsums_add(dwk, o + 2 * fb, (u02, u12, u22, u32, u42, u52, u62, u72))
 
 
 @njit(fastmath={"contract"}, **_PAR)
@@ -305,7 +307,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
                      dx):
     n, c, h, wd = x.shape
     f = dout.shape[1]
-    fb = dw_part.shape[1]
+    fb = db_part.shape[1]
     cb = _padded_channels(c)
     hp, wp = h + 2 * pad, wd + 2 * pad
     plane = (hp - fh + 1) * wp
@@ -392,7 +394,7 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: 
     wfpk, _ = _packed(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
     fb = _padded_channels(f)
     chunks = min(CHUNKS, x.shape[0])
-    dw_part = np.empty((chunks, fb, c, fh, fw), dtype=x.dtype)
+    dw_part = np.empty((chunks, c * fh * fw * fb), dtype=x.dtype)  # each chunk's (C, FH, FW, FB)
     db_part = np.empty((chunks, fb), dtype=x.dtype)
     need_dx = dx is not None
     relu = relu_out is not None
@@ -400,6 +402,6 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: 
                      relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), pool or 1,
                      _NO_ARRAY if argmax is None else argmax, dw_part, db_part,
                      dx if need_dx else np.empty((1, 1, 1, 1), x.dtype))
-    np.sum(dw_part[:, :f], axis=0, out=dw)
+    dw[...] = dw_part.sum(axis=0).reshape(c, fh, fw, fb)[..., :f].transpose(3, 0, 1, 2)
     np.sum(db_part[:, :f], axis=0, out=db)
     return dx

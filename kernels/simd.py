@@ -12,7 +12,8 @@ float sums are added, so float32 results differ between widths in the last bits.
 
 The functions: ``vload(a, i)`` / ``vstore(a, i, v)`` (LANES elements from flat index i of a
 C-contiguous array, unaligned), ``vsplat(x)`` (x in every lane), ``vfma(a, b, c)`` (a*b + c,
-one rounding), ``vsum(v)`` (the lanes added), ``lanes(dtype)`` (elements per vector). For
+one rounding), ``vsum(v)`` (the lanes added), ``vsums_add(a, i, vs)`` (several vectors' lane
+sums added into a run of ``a``), ``lanes(dtype)`` (elements per vector). For
 rows that end inside a vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only
 the first n lanes read or written, converted between a's dtype and the vector's). For pooling:
 ``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the odd ones), ``vadd``,
@@ -207,6 +208,57 @@ def vsum(typingctx, v):
         return builder.call(fn, [ir.Constant(t.element, 0.0), args[0]], fastmath=("reassoc",))
 
     return v.dtype(v), codegen
+
+
+def _lane_sums(builder, vs):
+    """LLVM vectors ``vs`` (k of them, k a power of 2) -> one <k x T> vector of their lane sums, in
+    order: pairs are merged by shuffles, each merge halving the lanes every input holds (the
+    transpose-and-add tree), so k sums cost about 3k shuffles and adds rather than k reductions."""
+    count = vs[0].type.count
+    width, groups = count, [(v, 1) for v in vs]  # (vector, inputs in it); each input holds `width` lanes
+    while len(groups) > 1 and width > 1:
+        h, merged = width // 2, []
+        for (a, m), (b, _) in zip(groups[::2], groups[1::2]):
+            left = [blk * width + j for blk in range(m) for j in range(h)]
+            left += [count + x for x in left]
+            x = builder.shuffle_vector(a, b, _lane_indices(left))
+            y = builder.shuffle_vector(a, b, _lane_indices(x + h for x in left))
+            merged.append((builder.fadd(x, y), 2 * m))
+        groups, width = merged, h
+    if len(groups) == 1:  # one vector, `width` lanes per input left: add them within it
+        v, m = groups[0]
+        while width > 1:
+            h = width // 2
+            left = [blk * width + j for blk in range(m) for j in range(h)]
+            v = builder.fadd(builder.shuffle_vector(v, v, _lane_indices(left)),
+                             builder.shuffle_vector(v, v, _lane_indices(x + h for x in left)))
+            width = h
+        return v
+    vs = [v for v, _ in groups]  # one lane per input: concatenate
+    while len(vs) > 1:
+        n = vs[0].type.count
+        vs = [builder.shuffle_vector(a, b, _lane_indices(range(2 * n))) for a, b in zip(vs[::2], vs[1::2])]
+    return vs[0]
+
+
+@intrinsic
+def vsums_add(typingctx, a, i, vs):
+    """``a[i + r] += vsum(vs[r])`` for each of the k vectors of tuple ``vs`` (k a power of 2): k
+    reductions at once (:func:`_lane_sums`), one k-element load and store. The sums' order is
+    fixed, as in :func:`vsum`, though not the same order."""
+    _check_array(a)
+    k = len(vs) if isinstance(vs, types.UniTuple) else 0
+    if not (k and isinstance(vs.dtype, Vec) and vs.dtype.dtype == a.dtype and k & (k - 1) == 0):
+        raise TypeError(f"simd: vsums_add needs a tuple of 2**j vectors of {a.dtype}, got {vs}")
+
+    def codegen(context, builder, sig, args):
+        sums = _lane_sums(builder, [builder.extract_value(args[2], r) for r in range(k)])
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sums.type)
+        align = a.dtype.bitwidth // 8
+        builder.store(builder.fadd(builder.load(ptr, align=align), sums), ptr, align=align)
+        return context.get_dummy_value()
+
+    return types.none(a, i, vs), codegen
 
 
 @intrinsic

@@ -6,7 +6,7 @@ from numba import njit
 
 from accelnet.kernels import simd
 from accelnet.kernels.simd import (vadd, vfma, vgate, vload, vload_first, vload_pairs, vmax_arg, vpick, vsplat, vstore,
-                                   vstore_first, vstore_pairs, vsum)
+                                   vstore_first, vstore_pairs, vsum, vsums_add)
 
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 
@@ -46,6 +46,24 @@ def test_vsum_adds_the_lanes(dtype):
     n = simd.lanes(dtype)
     x = np.arange(1, n + 2, dtype=dtype)
     assert _lane_sum(x, 1) == pytest.approx(x[1:].sum())
+
+
+@njit
+def _sums_add(x, out, i):
+    """out[i + r] += the lanes of x's vectors r = 0..7 (x holds 8 vectors, one after another)."""
+    n = len(x) // 8
+    vsums_add(out, i, (vload(x, 0), vload(x, n), vload(x, 2 * n), vload(x, 3 * n), vload(x, 4 * n), vload(x, 5 * n),
+                       vload(x, 6 * n), vload(x, 7 * n)))
+
+
+@DTYPES
+def test_vsums_add_adds_each_vectors_lanes_into_its_own_element(dtype):
+    n = simd.lanes(dtype)
+    x = np.random.default_rng(1).standard_normal(8 * n).astype(dtype)
+    out = np.full(11, 2.0, dtype)
+    _sums_add(x, out, 2)
+    np.testing.assert_allclose(out[2:10], x.reshape(8, n).sum(axis=1) + 2, rtol=1e-6)
+    assert (out[:2] == 2).all() and (out[10:] == 2).all()  # nothing outside the 8 elements
 
 
 def test_vload_rejects_a_non_contiguous_array():
