@@ -1,31 +1,36 @@
 """Direct stride-1 convolution on the CPU: no im2col matrix, every image worked on in cache.
 
-The trick (a "padded-width grid"): each image is zero-padded to rows of width ``wp = W + 2*pad``
-and the output is computed on the same grid, ``oh`` rows of ``wp`` columns, of which the last
-``wp - ow`` per row are discarded. A filter tap (ky, kx) then reads the padded image at a fixed
-offset ``ky*wp + kx`` from the output position, so every tap is a contiguous run of
-multiply-adds along the output plane, which LLVM vectorizes, with the image (a few KB) in L1.
+The forward pass and the weight gradient read the image as "tap columns" (``_tap_columns``):
+for each input channel and kernel column kx, columns kx .. kx+OW-1 of the zero-padded image,
+as rows of width OW. Tap (ky, kx) of output position p = y*OW + x then reads element p + ky*OW
+of copy kx, so every tap is a contiguous run of multiply-adds along the compact output plane,
+which LLVM vectorizes, with the copies (tens of KB) in cache. The input gradient runs on a
+"padded-width grid": dout laid on rows of width ``wp = W + 2*pad``, the correlation computed on
+``h`` rows of ``wp`` columns, of which the last ``wp - w`` per row are discarded (the tap
+columns of a gradient would need a copy per kernel column of every output channel; an earlier
+version ran the forward pass and the weight gradient on the grid too, 80% of whose positions
+are kept on 8x8 images).
 
-Register blocking (``_correlate``): for a block of 2 vectors of grid positions and 8 output
+Register blocking (``_correlate``): for a block of 2 vectors of output positions and 8 output
 channels the 16 vector sums live in registers (``simd.Vec`` values, 512-bit on AVX-512) across
 every input channel and tap, and are stored once: per tap 2 vector loads and 8 broadcasts feed
 16 FMAs. (A multiply-add over whole planes, accumulating in memory, was bound by L1 stores; 4
 channels x 16 positions left a 512-bit block only 4 sums, too few to hide the FMA latency.)
 A plane of an odd number of vectors is run two images at a time, one vector of each per block,
-rather than rounded up (an 8x8 image's 80-position plane: 5 vectors, not 6).
+rather than rounded up (a 14x14 image's 196 positions: 13 vectors, not 14).
 
 The input gradient is the same correlation run backwards: dout on the grid, shifted by the
 kernel's extent, correlated with the flipped kernels (input and output channels swapped). The
 weight gradient (``_weight_grad``) is one dot product per (output channel, input channel, tap)
-over the grid, 8 channels x 3 taps of a kernel row in 24 vector sums, over a group of images
-padded together (as many as keep an 8-channel block of their gradient grids in L1), its lanes
-added once per group; partial sums per chunk of images in a fixed split make it deterministic
-for any thread count.
+over the compact output plane, 8 channels x 3 taps of a kernel row in 24 vector sums, over a
+group of images (as many as keep an 8-channel block of their gradients and one channel's tap
+columns in L1), the lanes of each tap's 8 sums added at once per group (``simd.vsums_add``);
+partial sums per chunk of images in a fixed split make it deterministic for any thread count.
 
 A ReLU after the conv, and a max-pool after that, can be fused: applied as the sums are stored
-(the pool's windows taken from the grid in registers, so the full-size output is never
+(the pool's windows taken from the sums in registers, so the full-size output is never
 written), and their backward (dout masked by the ReLU's output, each window's gradient put at
-its argmax) applied as dout is laid onto the grid. Every pass over a row is explicit vectors,
+its argmax) applied as dout is laid out for the backward passes. Every pass over a row is explicit vectors,
 with masked loads and stores where a row ends inside one (``simd.vload_first``).
 
 The im2col + GEMM form materializes C*FH*FW values per output position (45 MB for
@@ -48,8 +53,8 @@ _PAR = dict(parallel=True, **_FLAGS)
 CO_BLOCK = 8  # output channels per register block; weights are zero-padded to a multiple of it
 NV = 2  # vectors of grid positions per register block: 8 x 2 sums in 16 vector registers
 CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
-# Images in a weight-gradient group: as many as keep one 8-channel block of their gradient grids and
-# one input channel in L1 while the block's 24 sums run over every (channel, tap).
+# Images in a weight-gradient group: as many as keep one 8-channel block of their output gradients
+# and one input channel's tap columns in L1 while the block's 24 sums run over every (channel, tap).
 GROUP_L1_BYTES = 1 << 15
 
 
@@ -60,24 +65,32 @@ def _padded_channels(n):
 
 
 @njit(inline="always")
-def _pad_image(src, pad, wp, lanes, dst, base, psz):
-    """(C, H, W) image -> zero-padded rows of width wp, channel ch at dst[base + ch*psz:]."""
+def _tap_columns(src, pad, fw, ow, lanes, dst, base, tsz):
+    """(C, H, W) image -> for each channel ch and kernel column kx, columns kx .. kx+ow-1 of the
+    zero-padded image as rows of width ow, at dst[base + (ch*fw + kx)*tsz:]. Tap (ky, kx) of output
+    position p = y*ow + x then reads element p + ky*ow of copy kx: the output plane is compact, no
+    discarded columns. dst past each copy's rows (to tsz) is zeroed."""
     c, h, w = src.shape
-    dst[base : base + c * psz] = 0
+    dst[base : base + c * fw * tsz] = 0
     zero = vsplat(dst.dtype.type(0))
     for ch in range(c):
-        for y in range(h):
-            row = base + ch * psz + (y + pad) * wp + pad
-            for x in range(0, w, lanes):
-                n = min(lanes, w - x)
-                vstore_first(dst, row + x, vload_first(src, (ch * h + y) * w + x, n, zero), n)
+        for kx in range(fw):
+            x0 = min(ow, max(0, pad - kx))  # the output columns whose input column x + kx - pad is in the image
+            x1 = max(x0, min(ow, w + pad - kx))
+            for y in range(h):
+                row = base + (ch * fw + kx) * tsz + (y + pad) * ow
+                s = (ch * h + y) * w + kx - pad
+                for xx in range(x0, x1, lanes):
+                    n = min(lanes, x1 - xx)
+                    vstore_first(dst, row + xx, vload_first(src, s + xx, n, zero), n)
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, paired, soff, acc, astride):
-    """acc[q*astride + j] = sum over ch, ky, kx of w[blk*8 + q, ch, ky, kx] * src[base + ch*sstride
-    + ky*wp + kx + j] for q < 8 and j < plane rounded up to 2 vectors: eight output planes on the
-    grid. ``wpk`` holds the weights packed (blocks, k, fh, fw, 8), flat.
+def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, lanes, paired, soff, acc, astride):
+    """acc[q*astride + j] = sum over ch, ky, kx of w[blk*8 + q, ch, ky, kx] * src[base + ch*cs + ky*rs
+    + kx*ks + j] for q < 8 and j < plane rounded up to 2 vectors: eight output planes. ``wpk``
+    holds the weights packed (blocks, k, fh, fw, 8), flat. The strides: (C*FW copies, OW, copy
+    size) on tap-column copies (``_tap_columns``), (plane, grid width, 1) on a grid.
 
     Register-blocked: for each block of 2 vectors of positions the 16 vector sums stay in
     registers over all k*fh*fw taps (per tap: 2 vector loads, 8 broadcasts, 16 FMAs) and are
@@ -95,10 +108,10 @@ def _correlate(src, base, sstride, wpk, blk, k, fh, fw, wp, plane, lanes, paired
         a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
         for ch in range(k):
             for ky in range(fh):
-                s = base + ch * sstride + ky * wp + j0
+                s = base + ch * cs + ky * rs + j0
                 t = wblk + (ch * fh + ky) * fw * CO_BLOCK
                 for kx in range(fw):
-                    s0, s1 = vload(src, s + kx), vload(src, s + s2 + kx)
+                    s0, s1 = vload(src, s + kx * ks), vload(src, s + s2 + kx * ks)
                     w = t + kx * CO_BLOCK
                     w0 = vsplat(wpk[w])
                     a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
@@ -133,29 +146,30 @@ def _paired(plane, lanes):
 def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
     n, c, h, wd = x.shape
     f = out.shape[1]
-    hp, wp = h + 2 * pad, wd + 2 * pad
-    plane = (hp - fh + 1) * wp
-    psz = (hp + 1) * wp  # one row of slack: the garbage columns' reads stay inside
+    hp = h + 2 * pad
+    oh, ow = hp - fh + 1, wd + 2 * pad - fw + 1
+    plane = oh * ow
+    tsz = hp * ow + NV * lanes  # + 2 vectors: the last block's reads
     astride = plane + NV * lanes
     per = 2 if _paired(plane, lanes) else 1  # images per task
     for p in prange(-(-n // per)):
         m = min(per, n - p * per)  # images in this task (the last may have one)
-        xpad = np.empty(m * c * psz + NV * lanes, x.dtype)  # + 2 vectors: the last block's reads
-        xpad[m * c * psz :] = 0
+        cols = np.empty(m * c * fw * tsz, x.dtype)
         for t in range(m):
-            _pad_image(x[p * per + t], pad, wp, lanes, xpad, t * c * psz, psz)
+            _tap_columns(x[p * per + t], pad, fw, ow, lanes, cols, t * c * fw * tsz, tsz)
         acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for blk in range(fb // CO_BLOCK):
-            _correlate(xpad, 0, psz, wpk, blk, c, fh, fw, wp, plane, lanes, m == 2, c * psz, acc, astride)
+            _correlate(cols, 0, fw * tsz, ow, tsz, wpk, blk, c, fh, fw, plane, lanes, m == 2, c * fw * tsz, acc,
+                       astride)
             f0 = blk * CO_BLOCK
             for t in range(m):
                 i = p * per + t
                 for q in range(min(CO_BLOCK, f - f0)):
                     row0 = (t * CO_BLOCK + q) * astride
                     if pool > 1:
-                        _pool_plane(acc, row0, wp, b[f0 + q], relu, pool, lanes, out[i, f0 + q], argmax[i, f0 + q])
+                        _pool_plane(acc, row0, ow, b[f0 + q], relu, pool, lanes, out[i, f0 + q], argmax[i, f0 + q])
                     else:
-                        _store_plane(acc, row0, wp, b[f0 + q], relu, lanes, out[i, f0 + q])
+                        _store_plane(acc, row0, ow, b[f0 + q], relu, lanes, out[i, f0 + q])
 
 
 @njit(inline="always")
@@ -207,10 +221,10 @@ def _pool_plane(acc, row0, wp, bias, relu, k, lanes, dst, am):
 
 @njit(inline="always")
 def _grid_unpool(d, y, relu, am, k, lanes, gm, row0, wp):
-    """Pooled gradient d (PH, PW) onto the grid at gm[row0:], each value at its window's argmax
-    ``am`` and zero elsewhere in the window; with ``relu``, masked by the pooled output y (the
+    """Pooled gradient d (PH, PW) onto rows of width wp at gm[row0:], each value at its window's
+    argmax ``am`` and zero elsewhere in the window; with ``relu``, masked by the pooled output y (the
     window's max is its ReLU output, so y > 0 is the ReLU's mask there). Positions outside every
-    window are never written: they keep the grid's zeros. Returns the sum (the bias gradient)."""
+    window are never written: they keep their zeros. Returns the sum (the bias gradient)."""
     ph, pw = d.shape
     zero = vsplat(gm.dtype.type(0))
     total = zero
@@ -242,7 +256,7 @@ def _grid_unpool(d, y, relu, am, k, lanes, gm, row0, wp):
 
 @njit(inline="always")
 def _grid_rows(d, y, relu, lanes, gm, row0, wp):
-    """Plane d (OH, OW) onto the grid at gm[row0:]; with ``relu``, masked by the fused ReLU's
+    """Plane d (OH, OW) onto rows of width wp at gm[row0:]; with ``relu``, masked by the fused ReLU's
     output y (its backward: d * (y > 0)). Returns the sum (the bias gradient)."""
     oh, ow = d.shape
     zero = vsplat(gm.dtype.type(0))
@@ -258,13 +272,25 @@ def _grid_rows(d, y, relu, lanes, gm, row0, wp):
     return vsum(total)
 
 
+@njit(inline="always")
+def _compact_to_grid(gc, c0, oh, ow, lanes, gm, row0, wp):
+    """A compact plane gc[c0:] (OH rows of OW) onto the grid's rows of width wp at gm[row0:]."""
+    zero = vsplat(gm.dtype.type(0))
+    for r in range(oh):
+        for xx in range(0, ow, lanes):
+            n = min(lanes, ow - xx)
+            vstore_first(gm, row0 + r * wp + xx, vload_first(gc, c0 + r * ow + xx, n, zero), n)
+
+
 @njit(fastmath={"contract"}, **_FLAGS)
-def _weight_grad(gm, gsz, m, fb, xpad, c, psz, fh, fw, wp, plane, ng, lanes, dwk):
-    """dwk[ch, ky, kx, f] += sum over the ng images and positions j of g[f, j] * xpad[ch, ky*wp + kx
-    + j], g[f, j] = gm[f, m + j] (dwk flat). Register-blocked: 8 output channels x 3 taps of a
-    kernel row (24 vector sums, 11 loads per 24 FMAs) summed over every image of the group, then
-    the lanes of each tap's 8 sums at once (``vsums_add``), into 8 adjacent elements of dwk."""
-    zero = vsplat(xpad.dtype.type(0))
+def _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, lanes, dwk):
+    """dwk[ch, ky, kx, f] += sum over the ng images and output positions j of g[f, j] * (copy kx of
+    channel ch)[ky*ow + j]: g the compact output gradient (gc, planes gcz apart), the copies the
+    image's tap columns (``_tap_columns``, ``tsz`` apart; dwk flat). Register-blocked: 8 output
+    channels x 3 taps of a kernel row (24 vector sums, 11 loads per 24 FMAs) summed over every
+    image of the group, then the lanes of each tap's 8 sums at once (``vsums_add``), into 8
+    adjacent elements of dwk."""
+    zero = vsplat(cols.dtype.type(0))
     for f0 in range(0, fb, 8):
         for ch in range(c):
             for ky in range(fh):
@@ -274,25 +300,25 @@ def _weight_grad(gm, gsz, m, fb, xpad, c, psz, fh, fw, wp, plane, ng, lanes, dwk
                     u40 = u41 = u42 = u50 = u51 = u52 = zero
                     u60 = u61 = u62 = u70 = u71 = u72 = zero
                     for gi in range(ng):
-                        g = gi * fb * gsz + f0 * gsz + m
-                        s = gi * c * psz + ch * psz + ky * wp + kx0
+                        g = (gi * fb + f0) * gcz
+                        s = ((gi * c + ch) * fw + kx0) * tsz + ky * ow
                         for j in range(0, plane, lanes):
-                            s0, s1, s2 = vload(xpad, s + j), vload(xpad, s + j + 1), vload(xpad, s + j + 2)
-                            e = vload(gm, g + j)
+                            s0, s1, s2 = vload(cols, s + j), vload(cols, s + tsz + j), vload(cols, s + 2 * tsz + j)
+                            e = vload(gc, g + j)
                             u00, u01, u02 = vfma(e, s0, u00), vfma(e, s1, u01), vfma(e, s2, u02)
-                            e = vload(gm, g + gsz + j)
+                            e = vload(gc, g + gcz + j)
                             u10, u11, u12 = vfma(e, s0, u10), vfma(e, s1, u11), vfma(e, s2, u12)
-                            e = vload(gm, g + 2 * gsz + j)
+                            e = vload(gc, g + 2 * gcz + j)
                             u20, u21, u22 = vfma(e, s0, u20), vfma(e, s1, u21), vfma(e, s2, u22)
-                            e = vload(gm, g + 3 * gsz + j)
+                            e = vload(gc, g + 3 * gcz + j)
                             u30, u31, u32 = vfma(e, s0, u30), vfma(e, s1, u31), vfma(e, s2, u32)
-                            e = vload(gm, g + 4 * gsz + j)
+                            e = vload(gc, g + 4 * gcz + j)
                             u40, u41, u42 = vfma(e, s0, u40), vfma(e, s1, u41), vfma(e, s2, u42)
-                            e = vload(gm, g + 5 * gsz + j)
+                            e = vload(gc, g + 5 * gcz + j)
                             u50, u51, u52 = vfma(e, s0, u50), vfma(e, s1, u51), vfma(e, s2, u52)
-                            e = vload(gm, g + 6 * gsz + j)
+                            e = vload(gc, g + 6 * gcz + j)
                             u60, u61, u62 = vfma(e, s0, u60), vfma(e, s1, u61), vfma(e, s2, u62)
-                            e = vload(gm, g + 7 * gsz + j)
+                            e = vload(gc, g + 7 * gcz + j)
                             u70, u71, u72 = vfma(e, s0, u70), vfma(e, s1, u71), vfma(e, s2, u72)
                     o = ((ch * fh + ky) * fw + kx0) * fb + f0  # dwk is (C, FH, FW, FB): 8 channels side by side
                     vsums_add(dwk, o, (u00, u10, u20, u30, u40, u50, u60, u70))
@@ -310,49 +336,52 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
     fb = db_part.shape[1]
     cb = _padded_channels(c)
     hp, wp = h + 2 * pad, wd + 2 * pad
-    plane = (hp - fh + 1) * wp
-    psz = (hp + 1) * wp
-    # dout on the grid, shifted right by the kernel's extent m: the input gradient at padded
-    # position q is sum over taps of wflip * gm[q + ky*wp + kx], the forward correlation again
+    oh, ow = hp - fh + 1, wp - fw + 1
+    # The weight gradient reads the compact output gradient (planes of gcz, whole vectors) against
+    # the image's tap columns, as the forward pass does.
+    gcz = -(-(oh * ow) // lanes) * lanes
+    tsz = hp * ow + NV * lanes
+    # The input gradient correlates dout on the grid, shifted right by the kernel's extent m: the
+    # input gradient at padded position q is sum over taps of wflip * gm[q + ky*wp + kx]. Each
+    # plane starts at a whole vector (``mv`` >= m zeros before it).
     m = (fh - 1) * wp + (fw - 1)
-    # Each plane starts at a whole vector (``mv`` >= m zeros before it, planes a whole number of
-    # vectors apart, the buffer's start aligned below), so the weight gradient's 8 dout loads per
-    # step never straddle two cache lines.
     mv = -(-m // lanes) * lanes
     gsz = -(-(mv + hp * wp + wp + lanes) // lanes) * lanes  # the last vector past a plane reads zeros
-    slack = NV * lanes + fw + 2
     astride = h * wp + NV * lanes
     per = 2 if _paired(h * wp, lanes) else 1  # images per input-gradient correlation
-    group = max(1, GROUP_L1_BYTES // ((CO_BLOCK * gsz + psz) * x.itemsize))  # images padded at a time
+    group = max(1, GROUP_L1_BYTES // ((CO_BLOCK * gcz + fw * tsz) * x.itemsize))  # images at a time
     chunks = dw_part.shape[0]
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
         lo, hi = k * n // chunks, (k + 1) * n // chunks
         dwk, dbk = dw_part[k], db_part[k]
         dwk[:] = 0
         dbk[:] = 0
-        xpad = np.zeros(group * c * psz + slack, x.dtype)  # reads past a plane meet zeros (0 * garbage may be NaN)
-        gbuf = np.zeros(group * fb * gsz + slack + lanes, x.dtype)  # zero off the outputs, in padded channels
-        gm = gbuf[(-gbuf.ctypes.data) % (lanes * x.itemsize) // x.itemsize :]  # from a vector-aligned address
+        cols = np.zeros((group * c * fw + 2) * tsz, x.dtype)  # + 2 copies: a 3-tap block's taps past fw
+        cbuf = np.zeros(group * fb * gcz + lanes, x.dtype)  # zero off the outputs, in padded channels
+        gc = cbuf[(-cbuf.ctypes.data) % (lanes * x.itemsize) // x.itemsize :]  # from a vector-aligned address
+        gm = np.zeros(group * fb * gsz + NV * lanes + fw + 2 if need_dx else 1, x.dtype)
         acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
             for gi in range(ng):
                 i = g0 + gi
-                _pad_image(x[i], pad, wp, lanes, xpad, gi * c * psz, psz)
+                _tap_columns(x[i], pad, fw, ow, lanes, cols, gi * c * fw * tsz, tsz)
                 for q in range(f):
-                    row0 = gi * fb * gsz + q * gsz + mv
+                    c0 = (gi * fb + q) * gcz
                     y = relu_out[i if relu else 0, q if relu else 0]
                     if pool > 1:
-                        dbk[q] += _grid_unpool(dout[i, q], y, relu, argmax[i, q], pool, lanes, gm, row0, wp)
+                        dbk[q] += _grid_unpool(dout[i, q], y, relu, argmax[i, q], pool, lanes, gc, c0, ow)
                     else:
-                        dbk[q] += _grid_rows(dout[i, q], y, relu, lanes, gm, row0, wp)
-            _weight_grad(gm, gsz, mv, fb, xpad, c, psz, fh, fw, wp, plane, ng, lanes, dwk)
+                        dbk[q] += _grid_rows(dout[i, q], y, relu, lanes, gc, c0, ow)
+                    if need_dx:
+                        _compact_to_grid(gc, c0, oh, ow, lanes, gm, gi * fb * gsz + q * gsz + mv, wp)
+            _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, oh * ow, ng, lanes, dwk)
             if not need_dx:
                 continue
             for g1 in range(0, ng, per):
                 pair = per == 2 and g1 + 1 < ng  # a group's odd image out runs alone
                 for blk in range(cb // CO_BLOCK):  # only the image's own rows, not the padding's
-                    _correlate(gm, g1 * fb * gsz + mv - m + pad * wp, gsz, wfpk, blk, f, fh, fw, wp, h * wp, lanes,
+                    _correlate(gm, g1 * fb * gsz + mv - m + pad * wp, gsz, wp, 1, wfpk, blk, f, fh, fw, h * wp, lanes,
                                pair, fb * gsz, acc, astride)
                     c0 = blk * CO_BLOCK
                     for gi in range(g1, min(g1 + per, ng)):
