@@ -1,15 +1,10 @@
 """Direct stride-1 convolution on the CPU: no im2col matrix, every image worked on in cache.
 
-The forward pass and the weight gradient read the image as "tap columns" (``_tap_columns``):
-for each input channel and kernel column kx, columns kx .. kx+OW-1 of the zero-padded image,
-as rows of width OW. Tap (ky, kx) of output position p = y*OW + x then reads element p + ky*OW
-of copy kx, so every tap is a contiguous run of multiply-adds along the compact output plane,
-which LLVM vectorizes, with the copies (tens of KB) in cache. The input gradient runs on a
-"padded-width grid": dout laid on rows of width ``wp = W + 2*pad``, the correlation computed on
-``h`` rows of ``wp`` columns, of which the last ``wp - w`` per row are discarded (the tap
-columns of a gradient would need a copy per kernel column of every output channel; an earlier
-version ran the forward pass and the weight gradient on the grid too, 80% of whose positions
-are kept on 8x8 images).
+Every pass reads its source as "tap columns" (``_tap_columns``): for each channel and kernel
+column kx, columns kx .. kx+OW-1 of the zero-padded plane, as rows of width OW. Tap (ky, kx) of
+output position p = y*OW + x then reads element p + ky*OW of copy kx, so every tap is a
+contiguous run of multiply-adds along the compact output plane, which LLVM vectorizes, with the
+copies (tens of KB) in cache; no output position is computed to be discarded.
 
 Register blocking (``_correlate``): for a block of 2 vectors of output positions and 8 output
 channels the 16 vector sums live in registers (``simd.Vec`` values, 512-bit on AVX-512) across
@@ -19,8 +14,8 @@ channels x 16 positions left a 512-bit block only 4 sums, too few to hide the FM
 A plane of an odd number of vectors is run two images at a time, one vector of each per block,
 rather than rounded up (a 14x14 image's 196 positions: 13 vectors, not 14).
 
-The input gradient is the same correlation run backwards: dout on the grid, shifted by the
-kernel's extent, correlated with the flipped kernels (input and output channels swapped). The
+The input gradient is the same correlation run backwards: dout padded by the kernel's extent
+less pad, correlated with the flipped kernels (input and output channels swapped). The
 weight gradient (``_weight_grad``) is one dot product per (output channel, input channel, tap)
 over the compact output plane, 8 channels x 3 taps of a kernel row in 24 vector sums, over a
 group of images (as many as keep an 8-channel block of their gradients and one channel's tap
@@ -30,8 +25,8 @@ partial sums per chunk of images in a fixed split make it deterministic for any 
 A ReLU after the conv, and a max-pool after that, can be fused: applied as the sums are stored
 (the pool's windows taken from the sums in registers, so the full-size output is never
 written), and their backward (dout masked by the ReLU's output, each window's gradient put at
-its argmax) applied as dout is laid out for the backward passes. Every pass over a row is explicit vectors,
-with masked loads and stores where a row ends inside one (``simd.vload_first``).
+its argmax) applied as dout is laid out for the backward passes. Every pass over a row is
+explicit vectors, with masked loads and stores where a row ends inside one (``vload_first``).
 
 The im2col + GEMM form materializes C*FH*FW values per output position (45 MB for
 deep_convnet's second conv at batch 100) and streams them through memory twice; here only the
@@ -51,7 +46,7 @@ _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
 
 CO_BLOCK = 8  # output channels per register block; weights are zero-padded to a multiple of it
-NV = 2  # vectors of grid positions per register block: 8 x 2 sums in 16 vector registers
+NV = 2  # vectors of output positions per register block: 8 x 2 sums in 16 vector registers
 CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
 # Images in a weight-gradient group: as many as keep one 8-channel block of their output gradients
 # and one input channel's tap columns in L1 while the block's 24 sums run over every (channel, tap).
@@ -65,21 +60,21 @@ def _padded_channels(n):
 
 
 @njit(inline="always")
-def _tap_columns(src, pad, fw, ow, lanes, dst, base, tsz):
-    """(C, H, W) image -> for each channel ch and kernel column kx, columns kx .. kx+ow-1 of the
-    zero-padded image as rows of width ow, at dst[base + (ch*fw + kx)*tsz:]. Tap (ky, kx) of output
-    position p = y*ow + x then reads element p + ky*ow of copy kx: the output plane is compact, no
-    discarded columns. dst past each copy's rows (to tsz) is zeroed."""
-    c, h, w = src.shape
+def _tap_columns(src, sbase, sstride, c, h, w, py, px, fw, ow, lanes, dst, base, tsz):
+    """Planes of src (C of H x W, at src[sbase + ch*sstride:]) -> for each channel ch and kernel
+    column kx, columns kx .. kx+ow-1 of the plane padded by py rows and px columns (cropped where
+    negative), as rows of width ow, at dst[base + (ch*fw + kx)*tsz:]. Tap (ky, kx) of output
+    position p = y*ow + x then reads element p + ky*ow of copy kx: the output plane is compact,
+    no discarded columns. dst past each copy's rows (to tsz) is zeroed."""
     dst[base : base + c * fw * tsz] = 0
     zero = vsplat(dst.dtype.type(0))
     for ch in range(c):
         for kx in range(fw):
-            x0 = min(ow, max(0, pad - kx))  # the output columns whose input column x + kx - pad is in the image
-            x1 = max(x0, min(ow, w + pad - kx))
-            for y in range(h):
-                row = base + (ch * fw + kx) * tsz + (y + pad) * ow
-                s = (ch * h + y) * w + kx - pad
+            x0 = min(ow, max(0, px - kx))  # the output columns whose source column x + kx - px is in the plane
+            x1 = max(x0, min(ow, w + px - kx))
+            for y in range(max(0, -py), min(h, h + py)):
+                row = base + (ch * fw + kx) * tsz + (y + py) * ow
+                s = sbase + ch * sstride + y * w + kx - px
                 for xx in range(x0, x1, lanes):
                     n = min(lanes, x1 - xx)
                     vstore_first(dst, row + xx, vload_first(src, s + xx, n, zero), n)
@@ -89,8 +84,8 @@ def _tap_columns(src, pad, fw, ow, lanes, dst, base, tsz):
 def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, lanes, paired, soff, acc, astride):
     """acc[q*astride + j] = sum over ch, ky, kx of w[blk*8 + q, ch, ky, kx] * src[base + ch*cs + ky*rs
     + kx*ks + j] for q < 8 and j < plane rounded up to 2 vectors: eight output planes. ``wpk``
-    holds the weights packed (blocks, k, fh, fw, 8), flat. The strides: (C*FW copies, OW, copy
-    size) on tap-column copies (``_tap_columns``), (plane, grid width, 1) on a grid.
+    holds the weights packed (blocks, k, fh, fw, 8), flat. src holds tap columns
+    (``_tap_columns``): the strides are a channel's copies, a row, one copy.
 
     Register-blocked: for each block of 2 vectors of positions the 16 vector sums stay in
     registers over all k*fh*fw taps (per tap: 2 vector loads, 8 broadcasts, 16 FMAs) and are
@@ -156,7 +151,7 @@ def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
         m = min(per, n - p * per)  # images in this task (the last may have one)
         cols = np.empty(m * c * fw * tsz, x.dtype)
         for t in range(m):
-            _tap_columns(x[p * per + t], pad, fw, ow, lanes, cols, t * c * fw * tsz, tsz)
+            _tap_columns(x[p * per + t], 0, h * wd, c, h, wd, pad, pad, fw, ow, lanes, cols, t * c * fw * tsz, tsz)
         acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for blk in range(fb // CO_BLOCK):
             _correlate(cols, 0, fw * tsz, ow, tsz, wpk, blk, c, fh, fw, plane, lanes, m == 2, c * fw * tsz, acc,
@@ -220,7 +215,7 @@ def _pool_plane(acc, row0, wp, bias, relu, k, lanes, dst, am):
 
 
 @njit(inline="always")
-def _grid_unpool(d, y, relu, am, k, lanes, gm, row0, wp):
+def _unpool_rows(d, y, relu, am, k, lanes, gm, row0, wp):
     """Pooled gradient d (PH, PW) onto rows of width wp at gm[row0:], each value at its window's
     argmax ``am`` and zero elsewhere in the window; with ``relu``, masked by the pooled output y (the
     window's max is its ReLU output, so y > 0 is the ReLU's mask there). Positions outside every
@@ -255,7 +250,7 @@ def _grid_unpool(d, y, relu, am, k, lanes, gm, row0, wp):
 
 
 @njit(inline="always")
-def _grid_rows(d, y, relu, lanes, gm, row0, wp):
+def _masked_rows(d, y, relu, lanes, gm, row0, wp):
     """Plane d (OH, OW) onto rows of width wp at gm[row0:]; with ``relu``, masked by the fused ReLU's
     output y (its backward: d * (y > 0)). Returns the sum (the bias gradient)."""
     oh, ow = d.shape
@@ -270,16 +265,6 @@ def _grid_rows(d, y, relu, lanes, gm, row0, wp):
             vstore_first(gm, row0 + r * wp + xx, g, n)
             total = vadd(total, g)
     return vsum(total)
-
-
-@njit(inline="always")
-def _compact_to_grid(gc, c0, oh, ow, lanes, gm, row0, wp):
-    """A compact plane gc[c0:] (OH rows of OW) onto the grid's rows of width wp at gm[row0:]."""
-    zero = vsplat(gm.dtype.type(0))
-    for r in range(oh):
-        for xx in range(0, ow, lanes):
-            n = min(lanes, ow - xx)
-            vstore_first(gm, row0 + r * wp + xx, vload_first(gc, c0 + r * ow + xx, n, zero), n)
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
@@ -335,20 +320,17 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
     f = dout.shape[1]
     fb = db_part.shape[1]
     cb = _padded_channels(c)
-    hp, wp = h + 2 * pad, wd + 2 * pad
-    oh, ow = hp - fh + 1, wp - fw + 1
+    hp = h + 2 * pad
+    oh, ow = hp - fh + 1, wd + 2 * pad - fw + 1
     # The weight gradient reads the compact output gradient (planes of gcz, whole vectors) against
     # the image's tap columns, as the forward pass does.
     gcz = -(-(oh * ow) // lanes) * lanes
     tsz = hp * ow + NV * lanes
-    # The input gradient correlates dout on the grid, shifted right by the kernel's extent m: the
-    # input gradient at padded position q is sum over taps of wflip * gm[q + ky*wp + kx]. Each
-    # plane starts at a whole vector (``mv`` >= m zeros before it).
-    m = (fh - 1) * wp + (fw - 1)
-    mv = -(-m // lanes) * lanes
-    gsz = -(-(mv + hp * wp + wp + lanes) // lanes) * lanes  # the last vector past a plane reads zeros
-    astride = h * wp + NV * lanes
-    per = 2 if _paired(h * wp, lanes) else 1  # images per input-gradient correlation
+    # The input gradient is the forward correlation of the gradient, padded by the kernel's extent
+    # less pad, with the flipped kernels: tap columns of the gradient, rows of the input's width.
+    tdz = (h + fh - 1) * wd + NV * lanes
+    astride = h * wd + NV * lanes
+    per = 2 if _paired(h * wd, lanes) else 1  # images per input-gradient correlation
     group = max(1, GROUP_L1_BYTES // ((CO_BLOCK * gcz + fw * tsz) * x.itemsize))  # images at a time
     chunks = dw_part.shape[0]
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
@@ -359,34 +341,35 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
         cols = np.zeros((group * c * fw + 2) * tsz, x.dtype)  # + 2 copies: a 3-tap block's taps past fw
         cbuf = np.zeros(group * fb * gcz + lanes, x.dtype)  # zero off the outputs, in padded channels
         gc = cbuf[(-cbuf.ctypes.data) % (lanes * x.itemsize) // x.itemsize :]  # from a vector-aligned address
-        gm = np.zeros(group * fb * gsz + NV * lanes + fw + 2 if need_dx else 1, x.dtype)
+        dcols = np.empty(per * f * fw * tdz if need_dx else 1, x.dtype)
         acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
             for gi in range(ng):
                 i = g0 + gi
-                _tap_columns(x[i], pad, fw, ow, lanes, cols, gi * c * fw * tsz, tsz)
+                _tap_columns(x[i], 0, h * wd, c, h, wd, pad, pad, fw, ow, lanes, cols, gi * c * fw * tsz, tsz)
                 for q in range(f):
                     c0 = (gi * fb + q) * gcz
                     y = relu_out[i if relu else 0, q if relu else 0]
                     if pool > 1:
-                        dbk[q] += _grid_unpool(dout[i, q], y, relu, argmax[i, q], pool, lanes, gc, c0, ow)
+                        dbk[q] += _unpool_rows(dout[i, q], y, relu, argmax[i, q], pool, lanes, gc, c0, ow)
                     else:
-                        dbk[q] += _grid_rows(dout[i, q], y, relu, lanes, gc, c0, ow)
-                    if need_dx:
-                        _compact_to_grid(gc, c0, oh, ow, lanes, gm, gi * fb * gsz + q * gsz + mv, wp)
+                        dbk[q] += _masked_rows(dout[i, q], y, relu, lanes, gc, c0, ow)
             _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, oh * ow, ng, lanes, dwk)
             if not need_dx:
                 continue
             for g1 in range(0, ng, per):
                 pair = per == 2 and g1 + 1 < ng  # a group's odd image out runs alone
-                for blk in range(cb // CO_BLOCK):  # only the image's own rows, not the padding's
-                    _correlate(gm, g1 * fb * gsz + mv - m + pad * wp, gsz, wp, 1, wfpk, blk, f, fh, fw, h * wp, lanes,
-                               pair, fb * gsz, acc, astride)
+                for t in range(2 if pair else 1):
+                    _tap_columns(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, fw - 1 - pad, fw, wd, lanes,
+                                 dcols, t * f * fw * tdz, tdz)
+                for blk in range(cb // CO_BLOCK):
+                    _correlate(dcols, 0, fw * tdz, wd, tdz, wfpk, blk, f, fh, fw, h * wd, lanes, pair, f * fw * tdz,
+                               acc, astride)
                     c0 = blk * CO_BLOCK
                     for gi in range(g1, min(g1 + per, ng)):
                         for q in range(min(CO_BLOCK, c - c0)):
-                            _store_plane(acc, ((gi - g1) * CO_BLOCK + q) * astride + pad, wp, None, False, lanes,
+                            _store_plane(acc, ((gi - g1) * CO_BLOCK + q) * astride, wd, None, False, lanes,
                                          dx[g0 + gi, c0 + q])
 
 

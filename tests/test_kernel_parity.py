@@ -164,6 +164,7 @@ CONVS = [  # (x shape, filters, kernel, stride, pad): 3x3 and 5x5, channel count
     ((4, 11, 5, 4), 17, 3, 1, 1),  # channel counts off the 8-channel register blocks
     ((3, 8, 6, 7), 5, 3, 1, 1),  # input channels in whole 8-channel blocks
     ((3, 8, 6, 5), 6, 5, 1, 2),  # 5 taps a kernel row: 3 + 2, the weight gradient block's third dropped
+    ((2, 3, 5, 6), 4, 3, 1, 3),  # pad past the kernel's extent: the input gradient crops the gradient's border
 ]
 
 
@@ -284,8 +285,8 @@ def test_conv2d_fused_relu_keeps_nan(kernels):
 
 
 def test_cpu_conv_weight_gradient_sums_over_several_image_groups_per_chunk():
-    # float64 20x20 images: an 8-channel block of one image's gradient grid fills the L1 budget
-    # (cpu_conv.GROUP_L1_BYTES), so each group is one image and each chunk of 2-3 images sums groups
+    # float64 20x20 images: an 8-channel block of one image's gradient and one channel's tap columns
+    # fill the L1 budget (cpu_conv.GROUP_L1_BYTES), so each group is one image and each chunk of 2-3 images sums groups
     from accelnet.kernels import cpu
 
     r, x, w, b = _conv_case((17, 1, 20, 20), 2, 3, np.float64)
