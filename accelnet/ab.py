@@ -60,7 +60,8 @@ def check_workloads(specs) -> list[str]:
             ok = False
         if not ok:
             raise ValueError(f"workload {spec!r}: expected step:PRESET[:BATCH], predict:PRESET[:BATCH] (PRESET one "
-                             f"of {sorted(PRESETS)}) or OPTIMIZER:N (OPTIMIZER one of {sorted(OPTIMIZERS)}, N elements, e.g. adam:1e6)")
+                             f"of {sorted(PRESETS)}) or OPTIMIZER:N (OPTIMIZER one of {sorted(OPTIMIZERS)}, N "
+                             f"elements, e.g. adam:1e6)")
     return list(specs)
 
 

@@ -9,6 +9,7 @@ after a few warm-up steps, and the medians are printed with their share of the s
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 
 import accelnet  # noqa: F401 - before NumPy, so accelnet's thread-pool defaults apply (README, "Thread pools")
@@ -22,7 +23,7 @@ from accelnet.optim import get_optimizer
 def profile(preset: str, batch: int = 100, steps: int = 30, device: str = "cpu", warmup: int = 5,
             fused: bool = True) -> list[tuple]:
     """Median ms of each part of a step: [(part, forward ms, backward ms)], the loss and Adam last.
-    ``fused=False``: the convnets with separate ReLU and MaxPool2d layers."""
+    ``fused=False``: the preset with separate ReLU (and MaxPool2d) layers."""
     b = get_backend(device)
     model = get_preset(preset)(backend=b, seed=0, **({} if fused else {"fused": False}))
     opt = get_optimizer("adam", model)
@@ -60,10 +61,10 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--unfused", action="store_true", help="convnets: ReLU and max-pool as separate layers")
+    p.add_argument("--unfused", action="store_true", help="ReLU (and the convnets' max-pool) as separate layers")
     a = p.parse_args(argv)
-    if a.unfused and not a.preset.endswith("convnet"):
-        p.error(f"--unfused applies to the convnets, not {a.preset}")
+    if a.unfused and "fused" not in inspect.signature(PRESETS[a.preset]).parameters:
+        p.error(f"--unfused: {a.preset} has nothing fused")
     rows = profile(a.preset, a.batch, a.steps, a.device, fused=not a.unfused)
     total = sum(f + bk for _, f, bk in rows)
     print(f"{a.preset}, batch {a.batch}, {a.device}: {total:.2f} ms per step (sum of the parts' medians)")

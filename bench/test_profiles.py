@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 import profile_convs
 import profile_step
 
@@ -19,9 +21,15 @@ def test_profile_convs_rates_each_pass_of_deep_convnets_convs_against_sgemm(caps
 def test_profile_step_unfused_shows_the_relu_and_pool_layers_the_fused_net_folds_in():
     fused = [part for part, _, _ in profile_step.profile("deep_convnet", batch=2, steps=1, warmup=1)]
     split = [part for part, _, _ in profile_step.profile("deep_convnet", batch=2, steps=1, warmup=1, fused=False)]
-    assert not any(p.startswith("maxpool") for p in fused)
+    assert not any(p.startswith(("maxpool", "relu")) for p in fused)
     assert sum(p.startswith("maxpool") for p in split) == 3 and sum(p.startswith("relu") for p in split) == 7
     assert fused[-2:] == split[-2:] == ["loss", "adam"]
+
+
+def test_profile_step_refuses_unfused_for_a_preset_with_nothing_fused(capsys):
+    with pytest.raises(SystemExit):
+        profile_step.main(["two_layer_net", "--unfused"])
+    assert "--unfused: two_layer_net has nothing fused" in capsys.readouterr().err
 
 
 def test_profile_subnormals_times_both_settings():
