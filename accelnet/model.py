@@ -132,12 +132,13 @@ class Sequential:
         was_training = self.training
         self.eval()
         try:
+            if len(x) <= batch_size:  # one batch: no slices to make and join (latency at batch 1)
+                return self.forward(self.to_device(x))
             outs = [self.forward(self.to_device(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
         finally:
             if was_training:
                 self.train()
-        xp = self.backend.xp
-        return xp.concatenate(outs) if len(outs) > 1 else outs[0]
+        return self.backend.xp.concatenate(outs)
 
     def class_indices(self, t, n: int, what: str = "accuracy") -> np.ndarray:
         """Labels ``t`` for ``n`` samples as host class indices: ``t`` is either indices of shape
