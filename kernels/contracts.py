@@ -48,6 +48,26 @@ def checked_out(xp, out, shape, dtype):
     return out
 
 
+def check_relu_output(dout, y) -> None:
+    """A ReLU's backward: its output ``y`` must have the gradient's shape."""
+    if tuple(y.shape) != tuple(dout.shape):
+        raise ValueError(f"relu_backward: y must have dout's shape {tuple(dout.shape)}, got {tuple(y.shape)}")
+
+
+def check_bias_rows(z, b) -> None:
+    """``add_bias`` works in place on a C-contiguous (N, F) ``z`` with ``b`` of shape (F,)."""
+    if z.ndim != 2 or not z.flags.c_contiguous or tuple(b.shape) != tuple(z.shape[1:]):
+        raise ValueError(f"add_bias: z must be a C-contiguous (N, F) array and b (F,), got {tuple(z.shape)} and "
+                         f"{tuple(b.shape)}")
+
+
+def check_scores(y, t, p) -> None:
+    """Softmax cross-entropy: scores (N, K), class indices (N,), probabilities of the scores' shape."""
+    if y.ndim != 2 or tuple(t.shape) != tuple(y.shape[:1]) or tuple(p.shape) != tuple(y.shape):
+        raise ValueError(f"softmax_cross_entropy: expected scores (N, K), class indices (N,) and p of the scores' "
+                         f"shape, got {tuple(y.shape)}, {tuple(t.shape)} and {tuple(p.shape)}")
+
+
 @dataclass
 class ConvContext:
     """What ``conv2d`` returns beside its output and ``conv2d_backward`` reads: the inputs, the

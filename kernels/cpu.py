@@ -20,7 +20,8 @@ from numba import njit, prange, uint64
 from accelnet.cpu_runtime import FLUSHED, flushes_denormals, set_blas_threads
 
 from . import conv_gemm, cpu_conv, elementwise, simd, update_loops
-from .contracts import ConvContext, argmax_dtype, checked_out, conv_shapes, output_size, pool_shape
+from .contracts import (ConvContext, argmax_dtype, check_bias_rows, check_relu_output, check_scores, checked_out,
+                        conv_shapes, output_size, pool_shape)
 from .cpu_pool import max_windows, scatter_windows
 from .simd import vload_first, vsplat
 
@@ -458,8 +459,7 @@ def relu(x, out=None):
 def relu_backward(dout, y, out=None):
     """dL/dx of :func:`relu` from its output ``y``: ``dout * (y > 0)``."""
     dout, y = np.ascontiguousarray(dout), np.ascontiguousarray(y)
-    if y.shape != dout.shape:
-        raise ValueError(f"relu_backward: y must have dout's shape {dout.shape}, got {y.shape}")
+    check_relu_output(dout, y)
     out = _checked_out(out, dout.shape, dout.dtype)
     _relu_backward(dout.size, dout.reshape(-1), y.reshape(-1), out.reshape(-1))
     return out
@@ -468,8 +468,7 @@ def relu_backward(dout, y, out=None):
 def add_bias(z, b, relu: bool = False):
     """``z += b`` row-wise in place, then ReLU if ``relu``: one pass where NumPy's broadcast add
     and a ReLU layer took two, each slower on rows this short (README, "Every batch size")."""
-    if z.ndim != 2 or not z.flags.c_contiguous or b.shape != z.shape[1:]:
-        raise ValueError(f"add_bias: z must be a C-contiguous (N, F) array and b (F,), got {z.shape} and {b.shape}")
+    check_bias_rows(z, b)
     _add_bias(z.size, z, b, bool(relu))
     return z
 
@@ -506,18 +505,12 @@ def _softmax_cross_entropy_backward(p, t, scale, out):
             out[i, j] = (p[i, j] - one if j == t[i] else p[i, j]) * scale
 
 
-def _check_scores(y, t, p):
-    if y.ndim != 2 or t.shape != y.shape[:1] or p.shape != y.shape:
-        raise ValueError(f"softmax_cross_entropy: expected scores (N, K), class indices (N,) and p of the scores' "
-                         f"shape, got {y.shape}, {t.shape} and {p.shape}")
-
-
 def softmax_cross_entropy(y, t, p):
     """Mean cross-entropy of softmax(``y``) (N, K) against class indices ``t`` (N,), in one pass
     per row (NumPy's seven passes took 7x as long on 1000 x 10 scores); writes the
     probabilities into ``p``."""
     y, t = np.ascontiguousarray(y), np.ascontiguousarray(t)
-    _check_scores(y, t, p)
+    check_scores(y, t, p)
     p = _checked_out(p, y.shape, y.dtype)
     return y.dtype.type(np.float64(_softmax_cross_entropy(y.size, y, t, p)) / y.shape[0])  # n = 0: NaN
 
@@ -525,7 +518,7 @@ def softmax_cross_entropy(y, t, p):
 def softmax_cross_entropy_backward(p, t, scale, out=None):
     """dL/dy of :func:`softmax_cross_entropy` times ``n * scale``: (p - onehot(t)) * scale."""
     t = np.ascontiguousarray(t)
-    _check_scores(p, t, p)
+    check_scores(p, t, p)
     out = _checked_out(out, p.shape, p.dtype)
     _softmax_cross_entropy_backward(p.size, p, t, p.dtype.type(scale), out)
     return out

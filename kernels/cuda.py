@@ -22,7 +22,8 @@ from numba import cuda, float64
 from accelnet.xp import array_namespace
 
 from . import conv_gemm, elementwise, update_loops
-from .contracts import ConvContext, argmax_dtype, checked_out, output_size, pool_shape
+from .contracts import (ConvContext, argmax_dtype, check_bias_rows, check_relu_output, check_scores, checked_out,
+                        output_size, pool_shape)
 
 THREADS = 256
 MAX_BLOCKS = 4096  # grid-stride loops cover the rest; enough blocks to fill any current GPU
@@ -445,8 +446,7 @@ def relu_backward(dout, y, out=None):
     """dL/dx of :func:`relu` from its output ``y``: ``dout * (y > 0)``."""
     xp = _xp(dout)
     dout, y = xp.ascontiguousarray(dout), xp.ascontiguousarray(y)
-    if tuple(y.shape) != tuple(dout.shape):
-        raise ValueError(f"relu_backward: y must have dout's shape {tuple(dout.shape)}, got {tuple(y.shape)}")
+    check_relu_output(dout, y)
     out = _checked_out(xp, out, dout.shape, dout.dtype)
     _launch(_relu_backward, dout.size, dout.reshape(-1), y.reshape(-1), _zero(dout), out.reshape(-1))
     return out
@@ -454,9 +454,7 @@ def relu_backward(dout, y, out=None):
 
 def add_bias(z, b, relu: bool = False):
     """``z += b`` row-wise in place, then ReLU if ``relu``, in one launch."""
-    if z.ndim != 2 or not z.flags.c_contiguous or tuple(b.shape) != tuple(z.shape[1:]):
-        raise ValueError(f"add_bias: z must be a C-contiguous (N, F) array and b (F,), got {tuple(z.shape)} and "
-                         f"{tuple(b.shape)}")
+    check_bias_rows(z, b)
     _launch(_add_bias, z.size, z.reshape(-1), b, bool(relu), _zero(z))
     return z
 
@@ -489,18 +487,12 @@ def _softmax_cross_entropy_backward(p, t, one, scale, out):
         out[i, j] = (p[i, j] - one if j == t[i] else p[i, j]) * scale
 
 
-def _check_scores(y, t, p):
-    if y.ndim != 2 or tuple(t.shape) != tuple(y.shape[:1]) or tuple(p.shape) != tuple(y.shape):
-        raise ValueError(f"softmax_cross_entropy: expected scores (N, K), class indices (N,) and p of the scores' "
-                         f"shape, got {tuple(y.shape)}, {tuple(t.shape)} and {tuple(p.shape)}")
-
-
 def softmax_cross_entropy(y, t, p):
     """Mean cross-entropy of softmax(``y``) (N, K) against class indices ``t`` (N,), a thread per
     row; writes the probabilities into ``p``. The mean stays on the device (a 0-d array)."""
     xp = _xp(y)
     y, t = xp.ascontiguousarray(y), xp.ascontiguousarray(t)
-    _check_scores(y, t, p)
+    check_scores(y, t, p)
     p = _checked_out(xp, p, y.shape, y.dtype)
     row_loss = xp.empty(y.shape[0], y.dtype)
     _launch(_softmax_cross_entropy, y.shape[0], y, t, _zero(y), p, row_loss)
@@ -511,7 +503,7 @@ def softmax_cross_entropy_backward(p, t, scale, out=None):
     """dL/dy of :func:`softmax_cross_entropy` times ``n * scale``: (p - onehot(t)) * scale."""
     xp = _xp(p)
     t = xp.ascontiguousarray(t)
-    _check_scores(p, t, p)
+    check_scores(p, t, p)
     out = _checked_out(xp, out, p.shape, p.dtype)
     typed = np.dtype(p.dtype).type
     _launch(_softmax_cross_entropy_backward, p.size, p, t, typed(1), typed(scale), out)
