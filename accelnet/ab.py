@@ -1,4 +1,5 @@
-"""Interleaved A/B benchmark of two revisions with a statistical verdict (``accelnet bench ab``).
+"""Interleaved A/B benchmark of two revisions with a statistical verdict (``accelnet bench ab``),
+and of accelnet against PyTorch eager on the same workloads (``accelnet bench``'s PyTorch columns).
 
 Absolute times on shared machines move 10-30% between runs, so a regression gate cannot compare
 against a stored number. As airspeed velocity's ``asv continuous`` does, both revisions are built
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ABError", "DEFAULT_WORKLOADS", "build", "hodges_lehmann", "signed_rank_interval", "verdict", "run_ab", "ABResult",
+__all__ = ["ABError", "DEFAULT_WORKLOADS", "build", "hodges_lehmann", "signed_rank_interval", "verdict", "run_ab", "run_peer", "ABResult",
            "foreign_load", "finished"]
 
 DEFAULT_WORKLOADS = ("step:two_layer_net", "step:multi_layer_net", "step:simple_convnet", "step:deep_convnet",
@@ -220,11 +221,17 @@ def build(repo: Path, rev: str | None, cache: Path) -> tuple[Path, str]:
 # -- running ---------------------------------------------------------------------------------------
 
 class _Worker:
-    """One revision's benchmark process (``ab_worker.py``), started with its package first on
-    ``PYTHONPATH`` and in an empty directory, so nothing else shadows it."""
+    """One side's benchmark process (``ab_worker.py``) in an empty directory: a revision's, with
+    its package first on ``PYTHONPATH`` so nothing else shadows it, or (``site`` None) the
+    accelnet this process runs."""
 
-    def __init__(self, site: Path, device: str, workloads):
-        env = dict(os.environ, PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    def __init__(self, site: Path | None, device: str, workloads):
+        if site is None:
+            import accelnet
+
+            env, site = dict(os.environ), Path(accelnet.__file__).parent
+        else:
+            env = dict(os.environ, PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         code = (f"import runpy, sys; sys.argv = [{str(WORKER)!r}] + sys.argv[1:]; "
                 f"runpy.run_path({str(WORKER)!r}, run_name='__main__')")
         self.site, self.cwd = site, tempfile.TemporaryDirectory()
@@ -262,21 +269,23 @@ class _Worker:
             self.cwd.cleanup()
 
 
-def _round(sites: dict, order: tuple, device: str, workloads: list, min_time: float, errors: dict,
+def _round(sides: dict, order: tuple, device: str, workloads: list, min_time: float, errors: dict,
            burst_s: float = 0.05) -> dict:
-    """One round: a fresh process per side, then, workload by workload, bursts of about
-    ``burst_s`` seconds alternating between the sides (ABBA) until each side has ``min_time``
-    seconds of calls; each side's sample is the lower quartile of its calls."""
-    workers = {side: _Worker(sites[side], device, workloads) for side in order}
+    """One round: a fresh process per side (``sides``: side -> (site, its specs, one per workload
+    in ``workloads``)), then, workload by workload, bursts of about ``burst_s`` seconds
+    alternating between the sides (ABBA) until each side has ``min_time`` seconds of calls; each
+    side's sample is the lower quartile of its calls."""
+    workers = {side: _Worker(sides[side][0], device, sides[side][1]) for side in order}
     try:
         info = {side: w.ready() for side, w in workers.items()}
         samples = {side: {} for side in order}
-        for i, spec in enumerate(workloads):
-            failed = {side: info[side]["errors"][spec] for side in order if spec in info[side]["errors"]}
+        for i, name in enumerate(workloads):
+            spec = {side: sides[side][1][i] for side in order}
+            failed = {side: info[side]["errors"][spec[side]] for side in order if spec[side] in info[side]["errors"]}
             if failed:
-                errors.update({spec: "; ".join(f"{side}: {msg}" for side, msg in failed.items())})
+                errors.update({name: "; ".join(f"{side}: {msg}" for side, msg in failed.items())})
                 continue
-            per_call = max(info[side]["per_call"][spec] for side in order)
+            per_call = max(info[side]["per_call"][spec[side]] for side in order)
             n = max(1, int(burst_s / per_call))
             times = {side: [] for side in order}
             for k in range(max(4, math.ceil(min_time / (n * per_call)))):
@@ -284,7 +293,7 @@ def _round(sites: dict, order: tuple, device: str, workloads: list, min_time: fl
                     times[side] += workers[side].time(i, n)
             for side in order:
                 t = sorted(times[side])
-                samples[side][spec] = t[len(t) // 4]  # other work on the machine only ever adds time
+                samples[side][name] = t[len(t) // 4]  # other work on the machine only ever adds time
         return samples
     finally:
         for w in workers.values():
@@ -408,18 +417,36 @@ def machine_info() -> dict:
 def run_ab(base_site: Path, head_site: Path, base: str, head: str, workloads=DEFAULT_WORKLOADS, device: str = "cpu",
            min_time: float = 0.5, min_rounds: int = 8, max_rounds: int = 20, threshold: float = 0.05,
            quiet_load: float = 0.05, retries: int = 2, budget_s: float | None = None, log=None) -> ABResult:
-    """Time both sides, a fresh process each per round, in alternating bursts (:func:`_round`),
+    """Time both revisions, a fresh process each per round, in alternating bursts (:func:`_round`),
     after a discarded warm-up round; rounds during which other processes used more than
-    ``quiet_load`` of the machine are repeated
-    (up to ``retries`` times each). Stops after ``max_rounds``, after ``budget_s`` seconds, or,
-    from ``min_rounds`` on, once every workload's verdict is decided (its interval clear of the
-    threshold on both sides)."""
+    ``quiet_load`` of the machine are repeated (up to ``retries`` times each). Stops after
+    ``max_rounds``, after ``budget_s`` seconds, or, from ``min_rounds`` on, once every workload's
+    verdict is decided (its interval clear of the threshold on both sides)."""
     workloads = list(workloads)
-    result = ABResult(base, head, workloads, threshold)
+    sides = {"base": (base_site, workloads), "head": (head_site, workloads)}
+    return _run(ABResult(base, head, workloads, threshold), sides, device, min_time, min_rounds, max_rounds,
+                quiet_load, retries, budget_s, log)
+
+
+def run_peer(workloads, device: str = "cpu", min_time: float = 0.5, rounds: int = 6, quiet_load: float = 0.05,
+             retries: int = 1, log=None) -> ABResult:
+    """accelnet (HEAD, the accelnet this process runs) against PyTorch eager (BASE) on the same
+    ``step:``/``predict:`` workloads, interleaved as :func:`run_ab` times two revisions, for
+    ``rounds`` rounds: each ratio accelnet / PyTorch then has a 95% interval, and the machine's
+    drift hits both alike. PyTorch runs in processes of its own (its thread pools never share an
+    OpenMP runtime with Numba's); where it cannot run, ``errors`` says why."""
+    workloads = list(workloads)
+    sides = {"base": (None, [f"peer:{w}" for w in workloads]), "head": (None, workloads)}
+    result = ABResult("PyTorch eager", "accelnet", workloads, threshold=0.0)
+    return _run(result, sides, device, min_time, rounds, rounds, quiet_load, retries, None, log)
+
+
+def _run(result: ABResult, sides: dict, device: str, min_time: float, min_rounds: int, max_rounds: int,
+         quiet_load: float, retries: int, budget_s: float | None, log) -> ABResult:
+    workloads = result.workloads
     start = time.perf_counter()
-    sites = {"base": base_site, "head": head_site}
-    for side in ("base", "head"):  # warm-up: compiles each revision's kernels into its cache; not counted
-        w = _Worker(sites[side], device, workloads)
+    for site, specs in sides.values():  # warm-up: compiles each side's kernels into its cache; not counted
+        w = _Worker(site, device, specs)
         try:
             w.ready()
         finally:
@@ -427,7 +454,7 @@ def run_ab(base_site: Path, head_site: Path, base: str, head: str, workloads=DEF
     while len(result.rounds) < max_rounds:
         order = ("base", "head") if len(result.rounds) % 2 == 0 else ("head", "base")
         for attempt in range(retries + 1):
-            samples, load = foreign_load(lambda: _round(sites, order, device, workloads, min_time, result.errors))
+            samples, load = foreign_load(lambda: _round(sides, order, device, workloads, min_time, result.errors))
             quiet = load is not None and load <= quiet_load
             if quiet or attempt == retries:
                 break

@@ -5,9 +5,11 @@ processes every few tenths of a second (the machine's drift then hits both alike
 
 Run as a file, not as ``accelnet.ab_worker``: the revision under test need not have this module.
 It uses only ``accelnet.workloads`` (``train_step``, ``optimizer_update``, and ``predict`` where
-the revision has it). Protocol on stdin/stdout, one JSON line per reply:
+the revision has it); ``peer:`` before a step or predict workload times PyTorch's same workload
+(``peer_train_step``, ``peer_predict``) instead, for ``accelnet bench``'s interleaved comparison.
+Protocol on stdin/stdout, one JSON line per reply:
 
-    python ab_worker.py DEVICE WORKLOAD [WORKLOAD ...]    # step|predict:PRESET[:BATCH], OPTIMIZER:N
+    python ab_worker.py DEVICE WORKLOAD [WORKLOAD ...]    # [peer:]step|predict:PRESET[:BATCH], OPTIMIZER:N
     -> {"accelnet": path, "per_call": {workload: seconds}, "errors": {workload: message}}
     <- "I N"     time N calls of workload number I
     -> [seconds, ...]
@@ -21,7 +23,12 @@ import time
 def _workload(spec: str, device: str):
     from accelnet import workloads
 
-    kind, _, arg = spec.partition(":")
+    peer = spec.startswith("peer:")
+    kind, _, arg = spec.removeprefix("peer:").partition(":")
+    if peer:
+        preset, _, batch = arg.partition(":")
+        make = {"step": workloads.peer_train_step, "predict": workloads.peer_predict}[kind]
+        return make(preset, int(batch or 100), device="cuda" if device == "gpu" else device)
     if kind in ("step", "predict"):
         preset, _, batch = arg.partition(":")
         make = workloads.train_step if kind == "step" else workloads.predict

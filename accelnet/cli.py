@@ -114,41 +114,55 @@ def _bench_convs(args, out):
     print(workloads.format_table(rows, cols), file=out)
 
 
-def _bench_against_peer(args, out, ours, peer_workload: str, default_batches: list[int], title: str):
-    """Each preset at each batch size: accelnet's ``ours(preset, batch, backend)`` beside the
-    PyTorch ``peer_workload`` (in its own process), one table."""
-    from accelnet import workloads
+def _bench_against_peer(args, out, ours, kind: str, default_batches: list[int], title: str):
+    """Each preset at each batch size: accelnet's ``ours(preset, batch, backend)`` beside PyTorch
+    eager's same ``kind`` of workload ("step" or "predict"), one table. On the CPU the two are
+    interleaved round by round (``ab.run_peer``), so the machine's drift hits both alike."""
+    import importlib.util
+
+    from accelnet import ab, workloads
     from accelnet.presets import PRESETS
 
-    rows, peer = [], args.device == "cpu"
-    window = max(args.min_time, 1.0)  # whole steps and predicts: a longer warm-up and window than the kernels
-    for preset in PRESETS:
-        for batch in args.batches or default_batches:
-            mine = workloads.measure(ours(preset, batch, backend=args.device), min_time=window, warmup=1.0)
-            row = {"model": preset, "batch": batch, "accelnet ms": mine.median * 1e3, "samples/s": batch / mine.median}
-            theirs = workloads.peer_time_in_subprocess(peer_workload, preset, batch, window) if peer else None
-            if theirs is None:
-                peer = False
-            else:
-                row |= {"torch ms": theirs * 1e3, "accelnet / torch": mine.median / theirs}
-            rows.append(row)
-    cols = ["model", "batch", "accelnet ms", "samples/s"] + (["torch ms", "accelnet / torch"] if peer else [])
-    note = "" if peer else " (no PyTorch peer: not installed, or not on this device)"
-    print(f"{title} ({args.device}; PyTorch eager measured in its own process){note}", file=out)
+    cells = [(preset, batch) for preset in PRESETS for batch in args.batches or default_batches]
+    peer = args.device == "cpu" and importlib.util.find_spec("torch") is not None
+    rows = []
+    if peer:
+        try:
+            result = ab.run_peer([f"{kind}:{p}:{b}" for p, b in cells], args.device, args.min_time, args.rounds)
+        except ab.ABError as exc:
+            raise CLIError(f"accelnet bench: the comparison with PyTorch failed: {exc}") from None
+        for (preset, batch), s in zip(cells, result.summaries()):
+            if s["verdict"] == "error":
+                raise CLIError(f"accelnet bench: {preset} at batch {batch}: {s['error']}")
+            interval = f"{s['ci_low']:.2f}-{s['ci_high']:.2f}" if math.isfinite(s["ci_high"]) else "-"
+            rows.append({"model": preset, "batch": batch, "accelnet ms": s["head_median_s"] * 1e3,
+                         "samples/s": batch / s["head_median_s"], "torch ms": s["base_median_s"] * 1e3,
+                         "accelnet / torch": s["ratio"], "95% interval": interval})
+        how = (f"PyTorch eager in its own processes, interleaved with accelnet's, {args.rounds} rounds; ms: the "
+               f"rounds' medians; accelnet / torch: the Hodges-Lehmann estimate of the rounds' ratios")
+    else:
+        window = max(args.min_time, 1.0)  # whole steps and predicts: a longer warm-up and window than the kernels
+        for preset, batch in cells:
+            mine = workloads.measure(ours(preset, batch, backend=args.device), min_time=window, warmup=1.0).median
+            rows.append({"model": preset, "batch": batch, "accelnet ms": mine * 1e3, "samples/s": batch / mine})
+        how = "no PyTorch peer: not installed, or not on this device"
+    cols = ["model", "batch", "accelnet ms", "samples/s"] + (
+        ["torch ms", "accelnet / torch", "95% interval"] if peer else [])
+    print(f"{title} ({args.device}; {how})", file=out)
     print(workloads.format_table(rows, cols), file=out)
 
 
 def _bench_steps(args, out):
     from accelnet import workloads
 
-    _bench_against_peer(args, out, workloads.train_step, "peer_train_step",
+    _bench_against_peer(args, out, workloads.train_step, "step",
                         [100, 1000] if args.device == "gpu" else [100], "Training step: forward, backward, Adam")
 
 
 def _bench_predict(args, out):
     from accelnet import workloads
 
-    _bench_against_peer(args, out, workloads.predict, "peer_predict", [1, 1000],
+    _bench_against_peer(args, out, workloads.predict, "predict", [1, 1000],
                         "Inference: model.predict on a host batch, eval mode (PyTorch: inference_mode)")
 
 
@@ -832,7 +846,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes of the steps (default 100 on cpu; 100,1000 on gpu) and of predict "
                         "(default 1,1000)")
     b.add_argument("--min-time", type=_float_arg("--min-time", allow_zero=True), default=0.3,
-                   help="seconds of timed calls per workload (default 0.3)")
+                   help="seconds of timed calls per workload (default 0.3; for steps and predict, per side "
+                        "and round)")
+    b.add_argument("--rounds", type=_positive_int_arg("--rounds"), default=6,
+                   help="rounds of the steps' and predict's interleaved comparison with PyTorch (default 6, the "
+                        "fewest that give a 95%% interval)")
     b.set_defaults(func=cmd_bench)
     ab = b.add_subparsers(dest="bench_command", metavar="ab").add_parser(
         "ab", help="interleaved A/B of two git revisions with a statistical verdict (exit 1 on a regression)")

@@ -21,7 +21,7 @@ from .kernels import reference
 from .optim import OPTIMIZERS, get_optimizer
 
 __all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
-           "peer_network", "peer_train_step", "predict", "peer_predict", "peer_time_in_subprocess",
+           "peer_network", "peer_train_step", "predict", "peer_predict",
            "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table", "sgemm", "conv_pass", "conv_rates",
            "deep_convnet_convs", "CONV_PASSES"]
 
@@ -342,31 +342,6 @@ def peer_predict(preset: str, batch: int = 1, device: str = "cpu") -> Workload:
 
     return Workload("predict", f"predict/torch-{device}/{preset}/b{batch}", run, 0, None,
                     {"preset": preset, "batch": batch, "framework": f"torch {torch.__version__} {device}"})
-
-
-PEER_WORKLOADS = ("peer_train_step", "peer_predict")
-
-
-def peer_time_in_subprocess(workload: str, preset: str, batch: int = 100, min_time: float = 1.0,
-                            warmup: float = 1.0) -> float | None:
-    """Median seconds of the PyTorch ``workload`` (one of PEER_WORKLOADS) measured in a fresh
-    process, so PyTorch's and accelnet's thread pools never share cores or an OpenMP runtime;
-    None without torch."""
-    import json
-    import subprocess
-    import sys
-
-    if workload not in PEER_WORKLOADS:
-        raise ValueError(f"workload must be one of {PEER_WORKLOADS}, got {workload!r}")
-    code = (f"import json, sys; from accelnet.workloads import measure, {workload}; "
-            f"print(json.dumps(measure({workload}({preset!r}, {batch}), min_time={min_time}, "
-            f"warmup={warmup}).median))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if res.returncode != 0:
-        if "No module named 'torch'" in res.stderr:
-            return None
-        raise RuntimeError(f"the PyTorch peer failed: {res.stderr.strip().splitlines()[-1]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

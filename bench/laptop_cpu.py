@@ -9,7 +9,7 @@ for AVX2), ``OPENBLAS_CORETYPE=Haswell`` (OpenBLAS's AVX2 kernels). PyTorch, who
 inherits it: ``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``,
 ``MKL_ENABLE_INSTRUCTIONS=AVX2``. The run checks that each took (OpenBLAS's kernels, Numba's
 CPU, the vector width, PyTorch's capability) and stops if one did not. Prints each run's
-accelnet / PyTorch step ratios, then per preset every run and the median; ``--convs`` adds
+accelnet / PyTorch step ratios (interleaved rounds, as ``accelnet bench`` compares), then per preset every run and the median; ``--convs`` adds
 deep_convnet's convolutions against the sgemm of the same run (OpenBLAS's AVX2 kernels).
 """
 
@@ -42,17 +42,18 @@ def _isa_in_effect() -> dict:
 def child(batches: list[int], convs: bool) -> None:
     """One run, in the AVX2 environment: JSON of the ISA in effect, the steps and the convs."""
     import accelnet  # noqa: F401 - before NumPy (README, "Thread pools")
-    from accelnet import workloads
+    from accelnet import ab, workloads
     from accelnet.presets import PRESETS
 
     isa = _isa_in_effect()
-    steps = []
-    for preset in PRESETS:
-        for batch in batches:
-            ours = workloads.measure(workloads.train_step(preset, batch), min_time=1.0, warmup=1.0).median
-            theirs = workloads.peer_time_in_subprocess("peer_train_step", preset, batch)
-            steps.append({"preset": preset, "batch": batch, "accelnet ms": ours * 1e3,
-                          "torch ms": None if theirs is None else theirs * 1e3})
+    cells = [(preset, batch) for preset in PRESETS for batch in batches]
+    if isa["torch"] is None:  # no PyTorch: accelnet's steps alone
+        steps = [{"preset": p, "batch": b, "torch ms": None, "accelnet ms": 1e3 * workloads.measure(
+            workloads.train_step(p, b), min_time=1.0, warmup=1.0).median} for p, b in cells]
+    else:  # interleaved with PyTorch's, as ``accelnet bench`` does; its processes inherit the AVX2 settings
+        result = ab.run_peer([f"step:{p}:{b}" for p, b in cells], rounds=6)
+        steps = [{"preset": p, "batch": b, "accelnet ms": s["head_median_s"] * 1e3, "torch ms": s["base_median_s"] * 1e3,
+                  "ratio": s["ratio"]} for (p, b), s in zip(cells, result.summaries())]
     rate, rows = workloads.conv_rates(100) if convs else (None, [])
     print(json.dumps({"isa": isa, "steps": steps, "sgemm": rate, "convs": rows}))
 
@@ -87,13 +88,13 @@ def main(argv=None) -> None:
         print(f"run {i + 1}: {run['isa']}" + (f", sgemm {run['sgemm']:.0f} GFLOP/s" if run["sgemm"] else ""),
               flush=True)
         for s in run["steps"]:
-            ratio = f"{s['accelnet ms'] / s['torch ms']:.3f}" if s["torch ms"] else "no torch"
+            ratio = f"{s['ratio']:.3f}" if s["torch ms"] else "no torch"
             print(f"  {s['preset']} batch {s['batch']}: accelnet {s['accelnet ms']:.3f} ms, "
                   f"torch {s['torch ms'] or float('nan'):.3f} ms, {ratio}", flush=True)
     print("\n| preset | batch | accelnet / PyTorch, each run | median |")
     print("| --- | ---: | --- | ---: |")
     for j, s in enumerate(runs[0]["steps"]):
-        ratios = [r["steps"][j]["accelnet ms"] / r["steps"][j]["torch ms"] for r in runs if r["steps"][j]["torch ms"]]
+        ratios = [r["steps"][j]["ratio"] for r in runs if r["steps"][j]["torch ms"]]
         if ratios:
             print(f"| {s['preset']} | {s['batch']} | {', '.join(f'{x:.2f}' for x in ratios)} | "
                   f"{statistics.median(ratios):.2f} |")

@@ -1,8 +1,10 @@
 """The issues' speed targets, as ratios measured in one run (`pytest bench -m slow`)."""
 
+import functools
+
 import pytest
 
-from accelnet import workloads
+from accelnet import ab, workloads
 from accelnet.presets import PRESETS
 
 pytestmark = pytest.mark.slow
@@ -41,39 +43,50 @@ def test_every_3x3_conv_with_16_or_more_input_channels_runs_each_pass_at_75_perc
     assert len(shares) == 15 and min(shares.values()) >= 75, shares
 
 
-def _ratio_to_pytorch(ours, peer: str, preset: str, batch: int, runs: int = 3) -> float:
-    """Median over ``runs`` of accelnet's time / PyTorch's (its own process), each pair one run."""
+STEP_BATCHES, PREDICT_BATCHES = (1, 10, 100, 1000), (1, 1000)
+
+
+@functools.cache
+def _peer_comparison() -> dict:
+    """Every step and predict the targets below name against PyTorch, interleaved over 6 rounds in
+    one run (``accelnet bench``'s comparison): {workload: its summary}."""
+    specs = [f"step:{p}:{b}" for p in PRESETS for b in STEP_BATCHES] + [
+        f"predict:{p}:{b}" for p in PRESETS for b in PREDICT_BATCHES]
+    return {s["workload"]: s for s in ab.run_peer(specs, rounds=6).summaries()}
+
+
+def _ratio_to_pytorch(kind: str, preset: str, batch: int) -> float:
+    """accelnet's time / PyTorch's: the Hodges-Lehmann estimate of the rounds' ratios."""
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'accelnet[peer]')")
-    ratios = []
-    for _ in range(runs):
-        mine = workloads.measure(ours(preset, batch), min_time=1.0, warmup=1.0).median
-        ratios.append(mine / workloads.peer_time_in_subprocess(peer, preset, batch))
-    return sorted(ratios)[len(ratios) // 2]
+    summary = _peer_comparison()[f"{kind}:{preset}:{batch}"]
+    assert summary["verdict"] != "error", summary
+    print(f"[{summary['ci_low']:.2f}, {summary['ci_high']:.2f}] ", end="")
+    return summary["ratio"]
 
 
 @pytest.mark.parametrize("preset, target", [("deep_convnet", 0.55), ("simple_convnet", 0.3)])
 def test_convnet_step_against_pytorch(preset, target):
     """Issue 18: deep_convnet's step at or below 0.55x PyTorch's, simple_convnet's at or below 0.3x."""
-    ratio = _ratio_to_pytorch(workloads.train_step, "peer_train_step", preset, 100)
+    ratio = _ratio_to_pytorch("step", preset, 100)
     print(f"{preset} step at batch 100: {ratio:.2f}x PyTorch (target {target})")
     assert ratio <= target
 
 
-@pytest.mark.parametrize("batch", [1, 10, 100, 1000])
+@pytest.mark.parametrize("batch", STEP_BATCHES)
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_step_at_every_batch_size_against_pytorch(preset, batch):
     """Issue 20: every preset's step at or below 0.8x PyTorch's at every batch size, the MLPs at
     batch 1000 at or below 0.7x."""
     target = 0.7 if batch == 1000 and preset in ("two_layer_net", "multi_layer_net") else 0.8
-    ratio = _ratio_to_pytorch(workloads.train_step, "peer_train_step", preset, batch)
+    ratio = _ratio_to_pytorch("step", preset, batch)
     print(f"{preset} step at batch {batch}: {ratio:.2f}x PyTorch (target {target})")
     assert ratio <= target
 
 
-@pytest.mark.parametrize("batch", [1, 1000])
+@pytest.mark.parametrize("batch", PREDICT_BATCHES)
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_predict_against_pytorch(preset, batch):
     """Issue 18: predict's latency at batch 1 and throughput at batch 1000 at or below PyTorch's."""
-    ratio = _ratio_to_pytorch(workloads.predict, "peer_predict", preset, batch)
+    ratio = _ratio_to_pytorch("predict", preset, batch)
     print(f"{preset} predict at batch {batch}: {ratio:.2f}x PyTorch")
     assert ratio <= 1.0

@@ -58,10 +58,11 @@ def test_bench_convs_prints_each_conv_pass_against_the_in_run_sgemm_rate(capsys)
 
 
 def test_bench_predict_prints_every_preset_at_each_batch_beside_pytorch(capsys):
-    assert main(["bench", "--only", "predict", "--batches", "2", "--min-time", "0.01"]) == 0
+    assert main(["bench", "--only", "predict", "--batches", "2", "--min-time", "0.01", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Inference: model.predict on a host batch, eval mode")
-    rows = [line.split() for line in out.splitlines() if line.endswith(tuple("0123456789"))]
+    rows = [line.split() for line in out.splitlines() if line.startswith(tuple(PRESETS))]
     assert [r[0] for r in rows] == list(PRESETS) and all(r[1] == "2" for r in rows)
     torch = importlib.util.find_spec("torch") is not None
-    assert ("accelnet / torch" in out) == torch and all(len(r) == (6 if torch else 4) for r in rows)
+    assert ("accelnet / torch" in out) == torch and all(len(r) == (7 if torch else 4) for r in rows)
+    assert ("interleaved with accelnet's, 1 rounds" in out) == torch
