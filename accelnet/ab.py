@@ -252,8 +252,20 @@ class _Worker:
             raise ABError(f"the benchmark process imported accelnet from {info['accelnet']}, not from {self.site}")
         return info
 
-    def time(self, i: int, n: int) -> list[float]:
-        self.proc.stdin.write(f"{i} {n}\n")
+    def cpu_seconds(self) -> float | None:
+        """CPU time all of this process's threads have run (``/proc``'s schedstat), None where
+        unreadable."""
+        total = 0
+        try:
+            for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+                with open(f"/proc/{self.proc.pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return total / 1e9
+
+    def time(self, i: int, n: int, warm: int = 0) -> list[float]:
+        self.proc.stdin.write(f"{i} {n} {warm}\n")
         self.proc.stdin.flush()
         return self._reply()
 
@@ -269,12 +281,30 @@ class _Worker:
             self.cwd.cleanup()
 
 
+def _wait_idle(worker: _Worker, poll_s: float = 0.002, quiet_s: float = 0.0002, limit_s: float = 0.25) -> None:
+    """Wait until ``worker``'s threads have stopped running: an OpenMP pool spins for a while
+    after its last call (PyTorch's for ~10 ms), which would take a core from the other side's
+    next burst. Done once less than ``quiet_s`` of CPU ran in ``poll_s``, or after ``limit_s``
+    (a fixed pause where ``/proc`` is unreadable)."""
+    end, before = time.perf_counter() + limit_s, worker.cpu_seconds()
+    if before is None:
+        time.sleep(0.02)
+        return
+    while time.perf_counter() < end:
+        time.sleep(poll_s)
+        now = worker.cpu_seconds()
+        if now is None or now - before < quiet_s:
+            return
+        before = now
+
+
 def _round(sides: dict, order: tuple, device: str, workloads: list, min_time: float, errors: dict,
-           burst_s: float = 0.05) -> dict:
+           burst_s: float = 0.05, warm: int = 0) -> dict:
     """One round: a fresh process per side (``sides``: side -> (site, its specs, one per workload
     in ``workloads``)), then, workload by workload, bursts of about ``burst_s`` seconds
     alternating between the sides (ABBA) until each side has ``min_time`` seconds of calls; each
-    side's sample is the lower quartile of its calls."""
+    side's sample is the lower quartile of its calls. ``warm``: untimed calls that start each
+    burst."""
     workers = {side: _Worker(sides[side][0], device, sides[side][1]) for side in order}
     try:
         info = {side: w.ready() for side, w in workers.items()}
@@ -288,9 +318,13 @@ def _round(sides: dict, order: tuple, device: str, workloads: list, min_time: fl
             per_call = max(info[side]["per_call"][spec[side]] for side in order)
             n = max(1, int(burst_s / per_call))
             times = {side: [] for side in order}
+            last = None
             for k in range(max(4, math.ceil(min_time / (n * per_call)))):
                 for side in (order if k % 2 == 0 else order[::-1]):
-                    times[side] += workers[side].time(i, n)
+                    if last is not None and last != side:
+                        _wait_idle(workers[last])
+                    times[side] += workers[side].time(i, n, warm)
+                    last = side
             for side in order:
                 t = sorted(times[side])
                 samples[side][name] = t[len(t) // 4]  # other work on the machine only ever adds time
@@ -438,11 +472,13 @@ def run_peer(workloads, device: str = "cpu", min_time: float = 0.5, rounds: int 
     workloads = list(workloads)
     sides = {"base": (None, [f"peer:{w}" for w in workloads]), "head": (None, workloads)}
     result = ABResult("PyTorch eager", "accelnet", workloads, threshold=0.0)
-    return _run(result, sides, device, min_time, rounds, rounds, quiet_load, retries, None, log)
+    # PyTorch's and accelnet's processes evict each other's caches: each burst starts with an
+    # untimed call, as a training loop's steps follow one another
+    return _run(result, sides, device, min_time, rounds, rounds, quiet_load, retries, None, log, burst_s=0.1, warm=1)
 
 
 def _run(result: ABResult, sides: dict, device: str, min_time: float, min_rounds: int, max_rounds: int,
-         quiet_load: float, retries: int, budget_s: float | None, log) -> ABResult:
+         quiet_load: float, retries: int, budget_s: float | None, log, burst_s: float = 0.05, warm: int = 0) -> ABResult:
     workloads = result.workloads
     start = time.perf_counter()
     for site, specs in sides.values():  # warm-up: compiles each side's kernels into its cache; not counted
@@ -454,7 +490,8 @@ def _run(result: ABResult, sides: dict, device: str, min_time: float, min_rounds
     while len(result.rounds) < max_rounds:
         order = ("base", "head") if len(result.rounds) % 2 == 0 else ("head", "base")
         for attempt in range(retries + 1):
-            samples, load = foreign_load(lambda: _round(sides, order, device, workloads, min_time, result.errors))
+            samples, load = foreign_load(lambda: _round(sides, order, device, workloads, min_time, result.errors,
+                                                             burst_s, warm))
             quiet = load is not None and load <= quiet_load
             if quiet or attempt == retries:
                 break

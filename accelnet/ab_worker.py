@@ -11,7 +11,7 @@ Protocol on stdin/stdout, one JSON line per reply:
 
     python ab_worker.py DEVICE WORKLOAD [WORKLOAD ...]    # [peer:]step|predict:PRESET[:BATCH], OPTIMIZER:N
     -> {"accelnet": path, "per_call": {workload: seconds}, "errors": {workload: message}}
-    <- "I N"     time N calls of workload number I
+    <- "I N [W]" time N calls of workload number I, after W untimed ones (default 0)
     -> [seconds, ...]
 """
 
@@ -71,7 +71,9 @@ def main(argv) -> None:
         timers.append(timer)
     print(json.dumps({"accelnet": accelnet.__file__, "per_call": per_call, "errors": errors}), flush=True)
     for line in sys.stdin:
-        i, n = (int(v) for v in line.split())
+        i, n, *warm = (int(v) for v in line.split())
+        for _ in range(warm[0] if warm else 0):  # untimed: caches and thread pools back to this workload
+            timers[i]()
         print(json.dumps([timers[i]() for _ in range(n)]), flush=True)
 
 
