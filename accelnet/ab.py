@@ -250,6 +250,7 @@ class _Worker:
         info = self._reply()
         if not info["accelnet"].startswith(str(self.site)):
             raise ABError(f"the benchmark process imported accelnet from {info['accelnet']}, not from {self.site}")
+        self.info = info
         return info
 
     def cpu_seconds(self) -> float | None:
@@ -299,23 +300,28 @@ def _wait_idle(worker: _Worker, poll_s: float = 0.002, quiet_s: float = 0.0002, 
 
 
 def _round(sides: dict, order: tuple, device: str, workloads: list, min_time: float, errors: dict,
-           burst_s: float = 0.05, warm: int = 0) -> dict:
+           burst_s: float = 0.05, warm: int = 0, workers: dict | None = None) -> dict:
     """One round: a fresh process per side (``sides``: side -> (site, its specs, one per workload
-    in ``workloads``)), then, workload by workload, bursts of about ``burst_s`` seconds
-    alternating between the sides (ABBA) until each side has ``min_time`` seconds of calls; each
-    side's sample is the lower quartile of its calls. ``warm``: untimed calls that start each
-    burst."""
-    workers = {side: _Worker(sides[side][0], device, sides[side][1]) for side in order}
+    in ``workloads``); or ``workers``, started and ready, kept open), then, workload by workload,
+    bursts of about ``burst_s`` seconds alternating between the sides (ABBA) until each side has
+    ``min_time`` seconds of calls; each side's sample is the lower quartile of its calls.
+    ``warm``: untimed calls that start each burst."""
+    own = workers is None
+    if own:
+        workers = {side: _Worker(sides[side][0], device, sides[side][1]) for side in order}
     try:
-        info = {side: w.ready() for side, w in workers.items()}
+        if own:
+            for w in workers.values():
+                w.ready()
         samples = {side: {} for side in order}
         for i, name in enumerate(workloads):
             spec = {side: sides[side][1][i] for side in order}
-            failed = {side: info[side]["errors"][spec[side]] for side in order if spec[side] in info[side]["errors"]}
+            failed = {side: workers[side].info["errors"][spec[side]] for side in order
+                      if spec[side] in workers[side].info["errors"]}
             if failed:
                 errors.update({name: "; ".join(f"{side}: {msg}" for side, msg in failed.items())})
                 continue
-            per_call = max(info[side]["per_call"][spec[side]] for side in order)
+            per_call = max(workers[side].info["per_call"][spec[side]] for side in order)
             n = max(1, int(burst_s / per_call))
             times = {side: [] for side in order}
             last = None
@@ -330,8 +336,9 @@ def _round(sides: dict, order: tuple, device: str, workloads: list, min_time: fl
                 samples[side][name] = t[len(t) // 4]  # other work on the machine only ever adds time
         return samples
     finally:
-        for w in workers.values():
-            w.close()
+        if own:
+            for w in workers.values():
+                w.close()
 
 
 @dataclass
@@ -467,18 +474,48 @@ def run_peer(workloads, device: str = "cpu", min_time: float = 0.5, rounds: int 
     """accelnet (HEAD, the accelnet this process runs) against PyTorch eager (BASE) on the same
     ``step:``/``predict:`` workloads, interleaved as :func:`run_ab` times two revisions, for
     ``rounds`` rounds: each ratio accelnet / PyTorch then has a 95% interval, and the machine's
-    drift hits both alike. PyTorch runs in processes of its own (its thread pools never share an
-    OpenMP runtime with Numba's); where it cannot run, ``errors`` says why."""
+    drift hits both alike. Each workload gets a process per side of its own, kept for its rounds,
+    as a user's training script would run it: a process that built bigger workloads first has a
+    raised glibc mmap threshold, which spares PyTorch the page faults of its fresh tensors
+    (README, "Against PyTorch"). PyTorch never shares an OpenMP runtime with Numba; where it
+    cannot run, ``errors`` says why."""
     workloads = list(workloads)
-    sides = {"base": (None, [f"peer:{w}" for w in workloads]), "head": (None, workloads)}
     result = ABResult("PyTorch eager", "accelnet", workloads, threshold=0.0)
-    # PyTorch's and accelnet's processes evict each other's caches: each burst starts with an
-    # untimed call, as a training loop's steps follow one another
-    return _run(result, sides, device, min_time, rounds, rounds, quiet_load, retries, None, log, burst_s=0.1, warm=1)
+    result.rounds = [{"base": {}, "head": {}, "load": 0.0, "quiet": True} for _ in range(rounds)]
+    start = time.perf_counter()
+    for name in workloads:
+        sides = {"base": (None, [f"peer:{name}"]), "head": (None, [name])}
+        workers = {side: _Worker(site, device, specs) for side, (site, specs) in sides.items()}
+        try:
+            for w in workers.values():
+                w.ready()
+            for r in range(rounds):
+                order = ("base", "head") if r % 2 == 0 else ("head", "base")
+                for attempt in range(retries + 1):
+                    # the two processes evict each other's caches: each burst starts with an untimed
+                    # call, as a training loop's steps follow one another
+                    samples, load = foreign_load(lambda: _round(sides, order, device, [name], min_time, result.errors,
+                                                                burst_s=0.1, warm=1, workers=workers))
+                    quiet = load is not None and load <= quiet_load
+                    if quiet or attempt == retries:
+                        break
+                    result.noisy_retries += 1
+                row = result.rounds[r]
+                for side in ("base", "head"):
+                    row[side].update(samples[side])
+                row["load"] = max(row["load"], load or 0.0)
+                row["quiet"] = row["quiet"] and quiet
+            if log and name in result.rounds[0]["head"]:
+                log(f"{name}: " + ", ".join(f"{r['head'][name] / r['base'][name]:.3f}" for r in result.rounds))
+        finally:
+            for w in workers.values():
+                w.close()
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def _run(result: ABResult, sides: dict, device: str, min_time: float, min_rounds: int, max_rounds: int,
-         quiet_load: float, retries: int, budget_s: float | None, log, burst_s: float = 0.05, warm: int = 0) -> ABResult:
+         quiet_load: float, retries: int, budget_s: float | None, log) -> ABResult:
     workloads = result.workloads
     start = time.perf_counter()
     for site, specs in sides.values():  # warm-up: compiles each side's kernels into its cache; not counted
@@ -490,8 +527,7 @@ def _run(result: ABResult, sides: dict, device: str, min_time: float, min_rounds
     while len(result.rounds) < max_rounds:
         order = ("base", "head") if len(result.rounds) % 2 == 0 else ("head", "base")
         for attempt in range(retries + 1):
-            samples, load = foreign_load(lambda: _round(sides, order, device, workloads, min_time, result.errors,
-                                                             burst_s, warm))
+            samples, load = foreign_load(lambda: _round(sides, order, device, workloads, min_time, result.errors))
             quiet = load is not None and load <= quiet_load
             if quiet or attempt == retries:
                 break
