@@ -165,6 +165,7 @@ class _OpenBLASThreads:
     def __init__(self):
         self._set = self._get = self._core = None
         self._current = None
+        self._asked = self  # the last n asked for (nothing yet): a repeat returns at once
         self.default = None
 
     def _resolve(self):
@@ -205,10 +206,13 @@ class _OpenBLASThreads:
 
     def __call__(self, n: int | None) -> None:
         """Use ``n`` threads (None: OpenBLAS's default, its thread count at start-up)."""
+        if n is self._asked:  # None or a small int, as every product asks: a microsecond at batch 1
+            return
         if self._set is None:
             self._resolve()
         if not self._set:
             return
+        self._asked = n
         n = self.default if n is None else max(1, min(int(n), self.default))
         if n != self._current:
             self._set(n)
