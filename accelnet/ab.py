@@ -464,9 +464,33 @@ def run_ab(base_site: Path, head_site: Path, base: str, head: str, workloads=DEF
     ``max_rounds``, after ``budget_s`` seconds, or, from ``min_rounds`` on, once every workload's
     verdict is decided (its interval clear of the threshold on both sides)."""
     workloads = list(workloads)
+    result = ABResult(base, head, workloads, threshold)
     sides = {"base": (base_site, workloads), "head": (head_site, workloads)}
-    return _run(ABResult(base, head, workloads, threshold), sides, device, min_time, min_rounds, max_rounds,
-                quiet_load, retries, budget_s, log)
+    start = time.perf_counter()
+    for site, specs in sides.values():  # warm-up: compiles each side's kernels into its cache; not counted
+        w = _Worker(site, device, specs)
+        try:
+            w.ready()
+        finally:
+            w.close()
+    while len(result.rounds) < max_rounds:
+        order = ("base", "head") if len(result.rounds) % 2 == 0 else ("head", "base")
+        for attempt in range(retries + 1):
+            samples, load = foreign_load(lambda: _round(sides, order, device, workloads, min_time, result.errors))
+            quiet = load is not None and load <= quiet_load
+            if quiet or attempt == retries:
+                break
+            result.noisy_retries += 1
+        result.rounds.append({**samples, "load": load, "quiet": quiet,
+                              "seconds": time.perf_counter() - start - result.seconds})
+        result.seconds = time.perf_counter() - start
+        if log:
+            log(f"round {len(result.rounds)}: " + ", ".join(
+                f"{w} {samples['head'][w] / samples['base'][w]:.3f}" for w in workloads
+                if w in samples["head"] and w in samples["base"]) + f" (foreign load {load or 0:.0%})")
+        if finished(result, min_rounds, max_rounds, budget_s):
+            break
+    return result
 
 
 def run_peer(workloads, device: str = "cpu", min_time: float = 0.5, rounds: int = 6, quiet_load: float = 0.05,
@@ -513,35 +537,6 @@ def run_peer(workloads, device: str = "cpu", min_time: float = 0.5, rounds: int 
     result.seconds = time.perf_counter() - start
     return result
 
-
-def _run(result: ABResult, sides: dict, device: str, min_time: float, min_rounds: int, max_rounds: int,
-         quiet_load: float, retries: int, budget_s: float | None, log) -> ABResult:
-    workloads = result.workloads
-    start = time.perf_counter()
-    for site, specs in sides.values():  # warm-up: compiles each side's kernels into its cache; not counted
-        w = _Worker(site, device, specs)
-        try:
-            w.ready()
-        finally:
-            w.close()
-    while len(result.rounds) < max_rounds:
-        order = ("base", "head") if len(result.rounds) % 2 == 0 else ("head", "base")
-        for attempt in range(retries + 1):
-            samples, load = foreign_load(lambda: _round(sides, order, device, workloads, min_time, result.errors))
-            quiet = load is not None and load <= quiet_load
-            if quiet or attempt == retries:
-                break
-            result.noisy_retries += 1
-        result.rounds.append({**samples, "load": load, "quiet": quiet,
-                              "seconds": time.perf_counter() - start - result.seconds})
-        result.seconds = time.perf_counter() - start
-        if log:
-            log(f"round {len(result.rounds)}: " + ", ".join(
-                f"{w} {samples['head'][w] / samples['base'][w]:.3f}" for w in workloads
-                if w in samples["head"] and w in samples["base"]) + f" (foreign load {load or 0:.0%})")
-        if finished(result, min_rounds, max_rounds, budget_s):
-            break
-    return result
 
 
 def finished(result: ABResult, min_rounds: int, max_rounds: int, budget_s: float | None) -> bool:
