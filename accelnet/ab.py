@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ABError", "DEFAULT_WORKLOADS", "build", "hodges_lehmann", "signed_rank_interval", "verdict", "run_ab", "run_peer", "ABResult",
-           "foreign_load", "finished"]
+__all__ = ["ABError", "DEFAULT_WORKLOADS", "build", "hodges_lehmann", "signed_rank_interval", "verdict", "run_ab",
+           "run_peer", "ABResult", "foreign_load", "finished"]
 
 DEFAULT_WORKLOADS = ("step:two_layer_net", "step:multi_layer_net", "step:simple_convnet", "step:deep_convnet",
                      "adam:1e6", "adam:1e7")

@@ -9,8 +9,9 @@ for AVX2), ``OPENBLAS_CORETYPE=Haswell`` (OpenBLAS's AVX2 kernels). PyTorch, who
 inherits it: ``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``,
 ``MKL_ENABLE_INSTRUCTIONS=AVX2``. The run checks that each took (OpenBLAS's kernels, Numba's
 CPU, the vector width, PyTorch's capability) and stops if one did not. Prints each run's
-accelnet / PyTorch step ratios (interleaved rounds, as ``accelnet bench`` compares), then per preset every run and the median; ``--convs`` adds
-deep_convnet's convolutions against the sgemm of the same run (OpenBLAS's AVX2 kernels).
+accelnet / PyTorch step ratios (interleaved over ``--rounds``, as ``accelnet bench`` compares),
+then per preset every run and the median; ``--convs`` adds deep_convnet's convolutions against
+the sgemm of the same run (OpenBLAS's AVX2 kernels).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _isa_in_effect() -> dict:
             "vector_bytes": simd.VECTOR_BYTES, "torch": torch.stdout.strip() or None}
 
 
-def child(batches: list[int], convs: bool) -> None:
+def child(batches: list[int], convs: bool, rounds: int = 6) -> None:
     """One run, in the AVX2 environment: JSON of the ISA in effect, the steps and the convs."""
     import accelnet  # noqa: F401 - before NumPy (README, "Thread pools")
     from accelnet import ab, workloads
@@ -51,9 +52,10 @@ def child(batches: list[int], convs: bool) -> None:
         steps = [{"preset": p, "batch": b, "torch ms": None, "accelnet ms": 1e3 * workloads.measure(
             workloads.train_step(p, b), min_time=1.0, warmup=1.0).median} for p, b in cells]
     else:  # interleaved with PyTorch's, as ``accelnet bench`` does; its processes inherit the AVX2 settings
-        result = ab.run_peer([f"step:{p}:{b}" for p, b in cells], rounds=6)
-        steps = [{"preset": p, "batch": b, "accelnet ms": s["head_median_s"] * 1e3, "torch ms": s["base_median_s"] * 1e3,
-                  "ratio": s["ratio"]} for (p, b), s in zip(cells, result.summaries())]
+        result = ab.run_peer([f"step:{p}:{b}" for p, b in cells], rounds=rounds)
+        steps = [{"preset": p, "batch": b, "accelnet ms": s["head_median_s"] * 1e3,
+                  "torch ms": s["base_median_s"] * 1e3, "ratio": s["ratio"]}
+                 for (p, b), s in zip(cells, result.summaries())]
     rate, rows = workloads.conv_rates(100) if convs else (None, [])
     print(json.dumps({"isa": isa, "steps": steps, "sgemm": rate, "convs": rows}))
 
@@ -70,15 +72,17 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--batches", default="100")
     p.add_argument("--convs", action="store_true", help="also deep_convnet's convolutions against sgemm")
+    p.add_argument("--rounds", type=int, default=6, help="rounds of the interleaved comparison with PyTorch")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     batches = [int(b) for b in a.batches.split(",")]
     if a.child:
-        child(batches, a.convs)
+        child(batches, a.convs, a.rounds)
         return
     runs = []
     for i in range(a.runs):
-        cmd = [sys.executable, __file__, "--child", "--batches", a.batches] + (["--convs"] if a.convs else [])
+        cmd = [sys.executable, __file__, "--child", "--batches", a.batches, "--rounds", str(a.rounds)] + (
+            ["--convs"] if a.convs else [])
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **AVX2})
         if res.returncode != 0:
             sys.exit(f"laptop_cpu: run {i + 1} failed:\n{res.stderr[-3000:]}")

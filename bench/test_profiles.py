@@ -39,6 +39,16 @@ def test_profile_subnormals_times_both_settings():
     assert set(res) == {"scoped", "thread-wide"} and all(v > 0 for v in res.values())
 
 
+def test_profile_peer_faults_times_pytorch_fresh_and_after_a_bigger_batch(capsys):
+    pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'accelnet[peer]')")
+    import profile_peer_faults
+
+    profile_peer_faults.main(["--preset", "two_layer_net", "--batch", "2", "--first", "4", "--runs", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "fresh process" in lines[0] and "after batch 4" in lines[1]
+    assert all(re.search(r"\d+\.\d ms, \d+ page faults per step$", line) for line in lines)
+
+
 def test_gpu_check_writes_every_part_of_its_report(tmp_path):
     """The GPU check's code runs (on the CPU, tiny sizes, synthetic data) and reports each part."""
     import subprocess
@@ -80,7 +90,7 @@ def test_distributed_scaling_reports_every_preset_for_one_and_two_ranks(tmp_path
 def test_laptop_cpu_holds_accelnet_and_pytorch_to_avx2_and_reports_every_preset(capsys):
     import laptop_cpu
 
-    laptop_cpu.main(["--runs", "1", "--batches", "2"])  # exits naming the setting that did not take
+    laptop_cpu.main(["--runs", "1", "--batches", "2", "--rounds", "1"])  # exits naming the setting that did not take
     out = capsys.readouterr().out
     assert "'openblas': 'Haswell'" in out and "'vector_bytes': 32" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "| 2 |" in line]
