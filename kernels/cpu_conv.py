@@ -35,11 +35,13 @@ images themselves do. Strided convolutions keep the im2col + GEMM form (``cpu.co
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from . import simd
 from .cpu_pool import biased, max_windows, scatter_windows
+from .cpu_winograd import XI, input_tiles, padded_planes, store_tiles, tile_products, transformed_weights
 from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
@@ -165,6 +167,39 @@ def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
                         _pool_plane(acc, row0, ow, b[f0 + q], relu, pool, lanes, out[i, f0 + q], argmax[i, f0 + q])
                     else:
                         _store_plane(acc, row0, ow, b[f0 + q], relu, lanes, out[i, f0 + q])
+
+
+@njit(fastmath={"contract"}, **_PAR)
+def _conv2d_winograd(x, upk, fb, b, pad, per, lanes, relu, pool, out, argmax):
+    """``_conv2d`` for 3x3 kernels by Winograd F(2x2, 3x3) (``cpu_winograd``), ``per`` images'
+    tiles end to end per task; the same epilogue (bias, ReLU, max-pool) on the output tiles."""
+    n, c, h, wd = x.shape
+    f = out.shape[1]
+    oh, ow = h + 2 * pad - 2, wd + 2 * pad - 2
+    th, tw = oh // 2, ow // 2
+    nt = th * (tw + 1)  # tiles of an image, as ``input_tiles`` counts them
+    tpad = -(-(per * nt) // (NV * lanes)) * NV * lanes
+    psz = (2 * th + 2) * (2 * tw + 2)
+    nblk = fb // CO_BLOCK
+    for p in prange(-(-n // per)):
+        m = min(per, n - p * per)
+        pp = np.empty(m * c * psz + 4 * lanes, x.dtype)
+        pp[m * c * psz :] = 0
+        v = np.empty(XI * c * tpad, x.dtype)
+        for r in range(XI * c):  # tiles past the images' are multiplied too: zeros, not garbage
+            v[r * tpad + m * nt : (r + 1) * tpad] = 0
+        for k in range(m):
+            padded_planes(x[p * per + k], 0, h * wd, c, h, wd, pad, th, tw, lanes, pp, k * c * psz)
+            input_tiles(pp, k * c * psz, c, th, tw, lanes, v, k * nt, tpad)
+        prods = np.empty(XI * CO_BLOCK * tpad, x.dtype)
+        for blk in range(nblk):
+            tile_products(v, c, tpad, upk, blk, nblk, lanes, prods)
+            f0 = blk * CO_BLOCK
+            for k in range(m):
+                i = p * per + k
+                for q in range(min(CO_BLOCK, f - f0)):
+                    store_tiles(prods, tpad, q, k * nt, th, tw, lanes, b[f0 + q], relu, pool, out[i, f0 + q],
+                                argmax[i if pool > 1 else 0, f0 + q if pool > 1 else 0])
 
 
 @njit(inline="always")
@@ -315,7 +350,7 @@ def _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, lanes, dwk):
 
 @njit(fastmath={"contract"}, **_PAR)
 def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out, pool, argmax, dw_part, db_part,
-                     dx):
+                     dx, wino, dper):
     n, c, h, wd = x.shape
     f = dout.shape[1]
     fb = db_part.shape[1]
@@ -332,6 +367,9 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
     astride = h * wd + NV * lanes
     per = 2 if _paired(h * wd, lanes) else 1  # images per input-gradient correlation
     group = max(1, GROUP_L1_BYTES // ((CO_BLOCK * gcz + fw * tsz) * x.itemsize))  # images at a time
+    wnt = (h // 2) * (wd // 2 + 1)  # an image's tiles as ``input_tiles`` counts them
+    wtpad = -(-(dper * wnt) // (NV * lanes)) * NV * lanes
+    wpsz = (h // 2 * 2 + 2) * (wd // 2 * 2 + 2)
     chunks = dw_part.shape[0]
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
         lo, hi = k * n // chunks, (k + 1) * n // chunks
@@ -341,8 +379,12 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
         cols = np.zeros((group * c * fw + 2) * tsz, x.dtype)  # + 2 copies: a 3-tap block's taps past fw
         cbuf = np.zeros(group * fb * gcz + lanes, x.dtype)  # zero off the outputs, in padded channels
         gc = cbuf[(-cbuf.ctypes.data) % (lanes * x.itemsize) // x.itemsize :]  # from a vector-aligned address
-        dcols = np.empty(per * f * fw * tdz if need_dx else 1, x.dtype)
-        acc = np.empty(per * CO_BLOCK * astride, x.dtype)
+        dcols = np.empty(per * f * fw * tdz if need_dx and not wino else 1, x.dtype)
+        acc = np.empty(per * CO_BLOCK * astride if not wino else 1, x.dtype)
+        # Winograd (``wino``): the input gradient's tiles, ``dper`` images at a time
+        pp = np.empty(dper * f * wpsz + 4 * lanes if wino else 1, x.dtype)
+        v = np.empty(XI * f * wtpad if wino else 1, x.dtype)
+        prods = np.empty(XI * CO_BLOCK * wtpad if wino else 1, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
             for gi in range(ng):
@@ -357,6 +399,24 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
                         dbk[q] += _masked_rows(dout[i, q], y, relu, lanes, gc, c0, ow)
             _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, oh * ow, ng, lanes, dwk)
             if not need_dx:
+                continue
+            if wino:
+                for g1 in range(0, ng, dper):
+                    m = min(dper, ng - g1)
+                    pp[m * f * wpsz :] = 0
+                    for r in range(XI * f):  # tiles past the images' are multiplied too: zeros
+                        v[r * wtpad + m * wnt : (r + 1) * wtpad] = 0
+                    for t in range(m):
+                        padded_planes(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, h // 2, wd // 2, lanes,
+                                      pp, t * f * wpsz)
+                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, lanes, v, t * wnt, wtpad)
+                    for blk in range(cb // CO_BLOCK):
+                        tile_products(v, f, wtpad, wfpk, blk, cb // CO_BLOCK, lanes, prods)
+                        c0 = blk * CO_BLOCK
+                        for t in range(m):
+                            for q in range(min(CO_BLOCK, c - c0)):
+                                store_tiles(prods, wtpad, q, t * wnt, h // 2, wd // 2, lanes, None, False, 1,
+                                            dx[g0 + g1 + t, c0 + q], argmax[0, 0])
                 continue
             for g1 in range(0, ng, per):
                 pair = per == 2 and g1 + 1 < ng  # a group's odd image out runs alone
@@ -386,34 +446,86 @@ def _packed(w):
 _NO_ARRAY = np.empty((1, 1, 1, 1), np.uint8)  # stands in for an optional array the kernel will not read
 
 
-def conv2d(x, w, b, pad: int, out, relu: bool = False, pool: int | None = None, argmax=None):
+# Winograd's 16 products per tile sum over the input channels: with few of them the transforms,
+# not the products, are the work, and the direct kernels are faster (README, "Convolutions").
+WINOGRAD_MIN_CHANNELS = 16
+
+
+def winograd_fits(c: int, oh: int, ow: int, fh: int, fw: int, pool: int | None = None) -> bool:
+    """Whether a stride-1 correlation of ``c`` input channels into an oh x ow output runs by
+    Winograd F(2x2, 3x3): 3x3 kernels, whole 2x2 tiles, a fused pool (if any) of 2x2 windows."""
+    return (fh, fw) == (3, 3) and oh % 2 == 0 and ow % 2 == 0 and c >= WINOGRAD_MIN_CHANNELS \
+        and (pool or 1) in (1, 2)
+
+
+def _winograd_images(n: int, oh: int, ow: int, lanes: int, threads: int) -> int:
+    """Images whose tiles run end to end in one task: the count that minimizes the tiles each of
+    ``threads`` multiplies for n images (its tasks times each task's tiles rounded up to whole
+    register blocks)."""
+    nt = (oh // 2) * (ow // 2 + 1)
+    block = NV * lanes
+
+    def load(m):
+        return -(-(-(-n // m)) // threads) * (-(-(m * nt) // block) * block)
+
+    return min(range(1, min(n, 8) + 1), key=load)
+
+
+def conv2d(x, w, b, pad: int, out, relu: bool = False, pool: int | None = None, argmax=None,
+           winograd: bool | None = None):
     """Stride-1 convolution of contiguous ``x`` (N, C, H, W) into ``out`` (N, F, OH, OW), bias
     added, then ReLU if ``relu``; with ``pool``, max-pooled in pool x pool windows (stride pool)
-    into ``out`` (N, F, OH // pool, OW // pool), the window-local argmax into ``argmax``."""
-    wpk, fb = _packed(w)
+    into ``out`` (N, F, OH // pool, OW // pool), the window-local argmax into ``argmax``.
+    ``winograd``: Winograd F(2x2, 3x3) or the direct sum; None: Winograd where it fits."""
+    n, c, h, wd = x.shape
     _, _, fh, fw = w.shape
-    _conv2d(x, wpk, fb, fh, fw, b, pad, simd.lanes(x.dtype), relu, pool or 1, out,
-            _NO_ARRAY if argmax is None else argmax)
+    oh, ow = h + 2 * pad - fh + 1, wd + 2 * pad - fw + 1
+    lanes = simd.lanes(x.dtype)
+    am = _NO_ARRAY if argmax is None else argmax
+    if winograd is None:
+        winograd = winograd_fits(c, oh, ow, fh, fw, pool)
+    elif winograd and not winograd_fits(WINOGRAD_MIN_CHANNELS, oh, ow, fh, fw, pool):
+        raise ValueError(f"conv2d: Winograd F(2x2, 3x3) needs 3x3 kernels and an even output, got {fh}x{fw} "
+                         f"into {oh}x{ow}" + (f" pooled by {pool}" if pool else ""))
+    if winograd:
+        fb = _padded_channels(w.shape[0])
+        _conv2d_winograd(x, transformed_weights(w), fb, b, pad, _winograd_images(n, oh, ow, lanes, numba.get_num_threads()),
+                         lanes, relu,
+                         pool or 1, out, am)
+        return out
+    wpk, fb = _packed(w)
+    _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool or 1, out, am)
     return out
 
 
-def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: int | None = None, argmax=None):
+def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: int | None = None, argmax=None,
+                    winograd: bool | None = None):
     """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, and ``dx`` unless it is None.
     ``relu_out``: the output of a forward pass with ``relu`` (dout is masked by it as it is read);
-    ``pool``, ``argmax``: as the forward ran (dout and relu_out pooled)."""
+    ``pool``, ``argmax``: as the forward ran (dout and relu_out pooled). ``winograd``: the input
+    gradient by Winograd F(2x2, 3x3) or the direct sum; None: Winograd where it fits."""
     f, c, fh, fw = w.shape
+    n, _, h, wd = x.shape
+    lanes = simd.lanes(x.dtype)
+    need_dx = dx is not None
+    if winograd is None:
+        winograd = need_dx and winograd_fits(f, h, wd, fh, fw)
+    elif winograd and not winograd_fits(WINOGRAD_MIN_CHANNELS, h, wd, fh, fw):
+        raise ValueError(f"conv2d_backward: Winograd F(2x2, 3x3) needs 3x3 kernels and an even input, got {fh}x{fw} "
+                         f"and {h}x{wd}")
     # (C, F, FH, FW) flipped in both spatial axes: the transposed convolution's kernels
-    wfpk, _ = _packed(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    wfpk = transformed_weights(np.ascontiguousarray(flipped)) if winograd else _packed(flipped)[0]
     fb = _padded_channels(f)
-    chunks = min(CHUNKS, x.shape[0])
+    chunks = min(CHUNKS, n)
     dw_part = np.empty((chunks, c * fh * fw * fb), dtype=x.dtype)  # each chunk's (C, FH, FW, FB)
     db_part = np.empty((chunks, fb), dtype=x.dtype)
-    need_dx = dx is not None
     relu = relu_out is not None
-    _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, simd.lanes(x.dtype), relu,
+    _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu,
                      relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), pool or 1,
                      _NO_ARRAY if argmax is None else argmax, dw_part, db_part,
-                     dx if need_dx else np.empty((1, 1, 1, 1), x.dtype))
+                     dx if need_dx else np.empty((1, 1, 1, 1), x.dtype), bool(winograd),
+                     _winograd_images(-(-n // chunks), h, wd, lanes, 1) if winograd else 1)
     dw[...] = dw_part.sum(axis=0).reshape(c, fh, fw, fb)[..., :f].transpose(3, 0, 1, 2)
     np.sum(db_part[:, :f], axis=0, out=db)
     return dx

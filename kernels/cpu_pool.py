@@ -28,10 +28,17 @@ def max_windows(src, top, wp, vb, relu, n, dst, am, o):
     the ReLU (a conv's epilogue). Reads 2*LANES elements of each row."""
     left, right = vload_pairs(src, top)
     low_left, low_right = vload_pairs(src, top + wp)
+    window_max(left, right, low_left, low_right, vb, relu, n, dst, am, o)
+
+
+@njit(inline="always")
+def window_max(left, right, low_left, low_right, vb, relu, n, dst, am, o):
+    """``max_windows`` of windows already in registers: lane k of the four vectors is window k's
+    top-left, top-right, bottom-left and bottom-right pixel."""
     if vb is not None:
         left, right = biased(left, vb, relu), biased(right, vb, relu)
         low_left, low_right = biased(low_left, vb, relu), biased(low_right, vb, relu)
-    m, arg = vmax_arg(left, vsplat(src.dtype.type(0)), right, 1)
+    m, arg = vmax_arg(left, vsplat(dst.dtype.type(0)), right, 1)
     m, arg = vmax_arg(m, arg, low_left, 2)
     m, arg = vmax_arg(m, arg, low_right, 3)
     vstore_first(dst, o, m, n)

@@ -15,9 +15,9 @@ C-contiguous array, unaligned), ``vsplat(x)`` (x in every lane), ``vfma(a, b, c)
 one rounding), ``vsum(v)`` (the lanes added), ``vsums_add(a, i, vs)`` (several vectors' lane
 sums added into a run of ``a``), ``lanes(dtype)`` (elements per vector). For
 rows that end inside a vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only
-the first n lanes read or written, converted between a's dtype and the vector's). For pooling:
-``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the odd ones), ``vadd``,
-``vgate(v, y)`` (v * (y > 0): the ReLU and its mask), ``vmax_arg`` (a running max with its
+the first n lanes read or written, converted between a's dtype and the vector's). For pooling
+and Winograd's tiles: ``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the
+odd ones), ``vadd`` / ``vsub``, ``vgate(v, y)`` (v * (y > 0): the ReLU and its mask), ``vmax_arg`` (a running max with its
 index, as MaxPool2d takes it) and ``vpick(a, t, v)`` (v where a == t, else 0).
 """
 
@@ -288,6 +288,17 @@ def vadd(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    """a - b lane by lane."""
+    _check_vectors("vsub", a, b)
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
 
     return a(a, b), codegen
 

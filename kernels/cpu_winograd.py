@@ -1,0 +1,207 @@
+"""Winograd F(2x2, 3x3) on the CPU: a 3x3 stride-1 correlation from 16 products per 2x2 output
+tile instead of 36 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
+
+Y = A^T [ (G g G^T) * (B^T d B) ] A for each 4x4 input tile d (stride 2) and 3x3 kernel g; summed
+over input channels, the elementwise product becomes 16 matrix products, one per tile position
+xi = (i, j) of the 4x4 transforms: M[xi] (F x tiles) = U[xi] (F x C) V[xi] (C x tiles).
+
+The pieces, for ``cpu_conv``'s drivers (which run them per image, or a few images whose tiles
+are laid end to end so that the products run over whole vectors):
+- ``transformed_weights``: U = G g G^T in float64, rounded once, packed (16, blocks, C, 8) for
+  the broadcasts of the register block, as ``cpu_conv._packed`` packs the direct kernels.
+- ``padded_planes``: the source planes zero-padded, 2 * tile columns + 2 wide, so that a tile
+  row's inputs are whole rows; ``input_tiles`` reads them a vector of tiles at a time (even and
+  odd columns split as loaded, ``vload_pairs``) and writes V, tiles contiguous.
+- ``tile_products``: the 16 products, register-blocked as ``cpu_conv._correlate`` (8 output
+  channels x 2 vectors of tiles in 16 vector sums, over the C input channels).
+- ``store_tiles``: A^T M A, bias and ReLU on each tile's 2x2 outputs in registers, stored as
+  rows; a fused 2x2 max-pool's window is a tile, so its max and argmax are taken there, by
+  ``cpu_pool``'s rule, and the full-size output is never written.
+
+The transforms' arithmetic (B^T, A^T: additions only; G: halves, applied in float64 to the
+weights) is what makes F(2x2, 3x3) about as accurate as the direct sum; larger tiles (F(4x4,
+3x3)) need fractions in B and A and lose several bits in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import simd
+from .cpu_pool import biased, window_max
+from .simd import vadd, vfma, vload, vload_first, vload_pairs, vsplat, vstore, vstore_first, vstore_pairs, vsub
+
+_FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
+
+CO_BLOCK = 8  # output channels per register block, as the direct kernels
+XI = 16  # positions in a 4x4 transformed tile
+
+
+def transformed_weights(w):
+    """Kernels (F, C, 3, 3) -> U = G g G^T as flat float (16, ceil(F/8), C, 8): for each tile
+    position, each block's 8 output channels side by side; output channels zero-padded."""
+    f, c = w.shape[:2]
+    fb = -(-f // CO_BLOCK) * CO_BLOCK
+    u = np.zeros(XI * fb * c, w.dtype)
+    _transform_weights(w, fb // CO_BLOCK, u)
+    return u
+
+
+@njit(inline="always")
+def _g_rows(a, b, c):
+    """G times the column (a, b, c): (a, (a + b + c)/2, (a - b + c)/2, c)."""
+    return a, 0.5 * (a + b + c), 0.5 * (a - b + c), c
+
+
+@njit(**_FLAGS)
+def _transform_weights(w, nblk, u):
+    f, c = w.shape[:2]
+    t = np.empty((3, 4))  # g G^T, in float64: G's halves and the sums rounded once, at the end
+    for o in range(f):
+        blk, q = divmod(o, CO_BLOCK)
+        for ch in range(c):
+            for k in range(3):
+                t[k, 0], t[k, 1], t[k, 2], t[k, 3] = _g_rows(float(w[o, ch, k, 0]), float(w[o, ch, k, 1]),
+                                                             float(w[o, ch, k, 2]))
+            for j in range(4):
+                col = _g_rows(t[0, j], t[1, j], t[2, j])
+                for i in range(4):
+                    u[(((i * 4 + j) * nblk + blk) * c + ch) * CO_BLOCK + q] = col[i]
+
+
+@njit(inline="always")
+def padded_planes(src, sbase, sstride, c, h, w, p, th, tw, lanes, dst, base):
+    """Planes of src (c of h x w, at src[sbase + ch*sstride:]) -> zero-padded by p rows and columns
+    on the top and left, 2*th + 2 rows of 2*tw + 2 at dst[base + ch*psz:] (psz their size): what
+    the tiles of a (2*th) x (2*tw) output read. The even rows come first, then the odd ones, so
+    that row 2*ty + i of the padded plane is row ty of a run of rows for each i (``input_tiles``)."""
+    wp = 2 * tw + 2
+    half = (th + 1) * wp
+    dst[base : base + c * 2 * half] = 0
+    zero = vsplat(dst.dtype.type(0))
+    x0, x1 = max(0, -p), min(w, wp - p)  # the source columns inside the padded row
+    for ch in range(c):
+        for y in range(max(0, -p), min(h, 2 * th + 2 - p)):
+            r = y + p
+            s = sbase + ch * sstride + y * w
+            d = base + ch * 2 * half + (r % 2) * half + (r // 2) * wp + p
+            for xx in range(x0, x1, lanes):
+                n = min(lanes, x1 - xx)
+                vstore_first(dst, d + xx, vload_first(src, s + xx, n, zero), n)
+
+
+@njit(inline="always")
+def input_tiles(pp, base, c, th, tw, lanes, v, t0, tpad):
+    """V = B^T d B for every 4x4 tile d (stride 2) of the padded planes at pp[base:] (as
+    ``padded_planes`` lays them) into v[(xi*c + ch)*tpad + t0 + ty*(tw + 1) + tx]. Tiles are
+    counted tw + 1 to a row, so that tile t's columns start at 2t in its rows' run: a vector of
+    tiles spans rows; the one past each row is garbage (finite), multiplied and never read back.
+    pp must be readable 2 vectors past the last tile's rows."""
+    wp = 2 * tw + 2
+    half = (th + 1) * wp
+    count = th * (tw + 1)
+    cs = c * tpad  # one tile position's plane
+    for ch in range(c):
+        ev = base + ch * 2 * half  # the even rows: i = 0 (and i = 2 a row further)
+        od = ev + half  # the odd rows: i = 1 and 3
+        for t in range(0, count, lanes):
+            n = min(lanes, count - t)
+            # columns 2t .. 2t+3 of each tile's four rows: even and odd columns as loaded
+            d00, d01 = vload_pairs(pp, ev + 2 * t)
+            d02, d03 = vload_pairs(pp, ev + 2 * t + 2)
+            d10, d11 = vload_pairs(pp, od + 2 * t)
+            d12, d13 = vload_pairs(pp, od + 2 * t + 2)
+            d20, d21 = vload_pairs(pp, ev + wp + 2 * t)
+            d22, d23 = vload_pairs(pp, ev + wp + 2 * t + 2)
+            d30, d31 = vload_pairs(pp, od + wp + 2 * t)
+            d32, d33 = vload_pairs(pp, od + wp + 2 * t + 2)
+            # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+            e00, e01, e02, e03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
+            e10, e11, e12, e13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
+            e20, e21, e22, e23 = vsub(d20, d10), vsub(d21, d11), vsub(d22, d12), vsub(d23, d13)
+            e30, e31, e32, e33 = vsub(d10, d30), vsub(d11, d31), vsub(d12, d32), vsub(d13, d33)
+            o = ch * tpad + t0 + t
+            for i, (a0, a1, a2, a3) in enumerate(((e00, e01, e02, e03), (e10, e11, e12, e13),
+                                                  (e20, e21, e22, e23), (e30, e31, e32, e33))):
+                # (B^T d) B: columns the same way
+                vstore_first(v, o + (4 * i) * cs, vsub(a0, a2), n)
+                vstore_first(v, o + (4 * i + 1) * cs, vadd(a1, a2), n)
+                vstore_first(v, o + (4 * i + 2) * cs, vsub(a2, a1), n)
+                vstore_first(v, o + (4 * i + 3) * cs, vsub(a1, a3), n)
+
+
+@njit(fastmath={"contract"}, **_FLAGS)
+def tile_products(v, c, tpad, upk, blk, nblk, lanes, m):
+    """m[(xi*8 + q)*tpad + t] = sum over ch of U[xi, blk*8 + q, ch] * v[(xi*c + ch)*tpad + t] for
+    the 16 tile positions xi, q < 8 and t < tpad (a multiple of 2 vectors). Register-blocked: per
+    input channel 2 vector loads, 8 broadcasts, 16 FMAs; the 16 sums stored once."""
+    zero = vsplat(v.dtype.type(0))
+    for xi in range(XI):
+        ub = (xi * nblk + blk) * c * CO_BLOCK
+        vb = xi * c * tpad
+        mb = xi * CO_BLOCK * tpad
+        for j0 in range(0, tpad, 2 * lanes):
+            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+            a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
+            for ch in range(c):
+                s = vb + ch * tpad + j0
+                s0, s1 = vload(v, s), vload(v, s + lanes)
+                w = ub + ch * CO_BLOCK
+                w0 = vsplat(upk[w])
+                a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
+                w1 = vsplat(upk[w + 1])
+                a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
+                w2 = vsplat(upk[w + 2])
+                a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
+                w3 = vsplat(upk[w + 3])
+                a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
+                w4 = vsplat(upk[w + 4])
+                a40, a41 = vfma(w4, s0, a40), vfma(w4, s1, a41)
+                w5 = vsplat(upk[w + 5])
+                a50, a51 = vfma(w5, s0, a50), vfma(w5, s1, a51)
+                w6 = vsplat(upk[w + 6])
+                a60, a61 = vfma(w6, s0, a60), vfma(w6, s1, a61)
+                w7 = vsplat(upk[w + 7])
+                a70, a71 = vfma(w7, s0, a70), vfma(w7, s1, a71)
+            for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
+                                          (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
+                vstore(m, mb + q * tpad + j0, x0)
+                vstore(m, mb + q * tpad + j0 + lanes, x1)
+
+
+@njit(inline="always")
+def store_tiles(m, tpad, q, t0, th, tw, lanes, bias, relu, pool, dst, am):
+    """Y = A^T M A for output channel q of the block's products m (``tile_products``), tiles from
+    t0, tw + 1 to a row (``input_tiles``), into plane dst (2*th x 2*tw): ``bias`` added unless it
+    is None (the input gradient), then the ReLU if ``relu``; with ``pool`` (2) each tile is a
+    pooling window: its max into dst (th x tw) and its argmax into am, as ``cpu_pool`` rules."""
+    vb = vsplat(dst.dtype.type(0 if bias is None else bias))
+    xs = CO_BLOCK * tpad  # one tile position's block of products
+    for ty in range(th):
+        for tx in range(0, tw, lanes):
+            n = min(lanes, tw - tx)
+            o = q * tpad + t0 + ty * (tw + 1) + tx
+            m00, m01, m02, m03 = vload(m, o), vload(m, o + xs), vload(m, o + 2 * xs), vload(m, o + 3 * xs)
+            m10, m11, m12, m13 = vload(m, o + 4 * xs), vload(m, o + 5 * xs), vload(m, o + 6 * xs), vload(m, o + 7 * xs)
+            m20, m21, m22, m23 = (vload(m, o + 8 * xs), vload(m, o + 9 * xs), vload(m, o + 10 * xs),
+                                  vload(m, o + 11 * xs))
+            m30, m31, m32, m33 = (vload(m, o + 12 * xs), vload(m, o + 13 * xs), vload(m, o + 14 * xs),
+                                  vload(m, o + 15 * xs))
+            # A^T M: rows (m0 + m1 + m2, m1 - m2 - m3); r{j}{i} is row i, column j
+            r00, r01 = vadd(vadd(m00, m10), m20), vsub(vsub(m10, m20), m30)
+            r10, r11 = vadd(vadd(m01, m11), m21), vsub(vsub(m11, m21), m31)
+            r20, r21 = vadd(vadd(m02, m12), m22), vsub(vsub(m12, m22), m32)
+            r30, r31 = vadd(vadd(m03, m13), m23), vsub(vsub(m13, m23), m33)
+            # (A^T M) A: columns the same way
+            y00, y01 = vadd(vadd(r00, r10), r20), vsub(vsub(r10, r20), r30)
+            y10, y11 = vadd(vadd(r01, r11), r21), vsub(vsub(r11, r21), r31)
+            if pool == 2:
+                window_max(y00, y01, y10, y11, vb, relu, n, dst, am, ty * tw + tx)
+                continue
+            if bias is not None:
+                y00, y01, y10, y11 = biased(y00, vb, relu), biased(y01, vb, relu), biased(y10, vb, relu), \
+                    biased(y11, vb, relu)
+            d = 2 * ty * (2 * tw) + 2 * tx
+            vstore_pairs(dst, d, y00, y01, n)
+            vstore_pairs(dst, d + 2 * tw, y10, y11, n)
