@@ -23,7 +23,7 @@ from .optim import OPTIMIZERS, get_optimizer
 __all__ = ["Workload", "Timing", "measure", "copy", "triad", "optimizer_update", "im2col", "col2im", "train_step",
            "peer_network", "peer_train_step", "predict", "peer_predict",
            "OPTIMIZER_STREAMS", "CONV_SHAPES", "format_table", "sgemm", "conv_pass", "conv_rates",
-           "deep_convnet_convs", "CONV_PASSES"]
+           "deep_convnet_convs", "CONV_PASSES", "conv_errors"]
 
 # Arrays each update streams: read p, g and the state, write p and the state.
 OPTIMIZER_STREAMS = {name: 3 + 2 * len(cls.state_names) for name, cls in OPTIMIZERS.items()}
@@ -240,6 +240,63 @@ def conv_rates(batch: int = 100, backend: str | Backend = "cpu", min_time: float
             row |= {f"{key} ms": seconds * 1e3, f"{key} GF/s": gflops, f"{key} % sgemm": 100 * gflops / rate}
         rows.append(row)
     return rate, rows
+
+
+def conv_errors(inputs: str = "random", batch: int = 32, data_dir=None) -> list[dict]:
+    """Float32 error of each of deep_convnet's Winograd-fit convolutions against the float64 direct
+    convolution of the same float32 values, for the direct float32 kernels and for Winograd, in
+    the forward pass and the input gradient: {conv, pass, direct, winograd, ratio}, each error the
+    relative RMS ||y - y64|| / ||y64||. ``inputs``: "random" (standard normal) or "mnist" (the
+    conv's input when deep_convnet, as initialized, runs on the first MNIST test images)."""
+    from .data import load_mnist
+    from .kernels import cpu_conv
+    from .layers import Conv2d
+    from .presets import deep_convnet
+
+    model = deep_convnet()
+    r = np.random.default_rng(0)
+    if inputs == "mnist":
+        h = load_mnist("mnist", data_dir, flatten=False, progress=False).x_test[:batch]
+    elif inputs == "random":
+        h = None
+    else:
+        raise ValueError(f"conv_errors: inputs must be 'random' or 'mnist', got {inputs!r}")
+    rows = []
+    for layer in model.layers:
+        if h is not None:
+            x, h = h, layer.forward(h)
+        if not isinstance(layer, Conv2d):
+            continue
+        (c, hh, ww), pad = layer.in_shape, layer.pad
+        if inputs == "random":
+            x = r.standard_normal((batch, c, hh, ww), dtype=np.float32)
+        w, b = layer.params["W"], layer.params["b"]
+        oh, ow = hh + 2 * pad - 2, ww + 2 * pad - 2
+        name = f"{c}->{w.shape[0]} {hh}x{ww} pad {pad}"
+        y64, ctx64 = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, pad)
+        dout = r.standard_normal(y64.shape, dtype=np.float32)
+        dw64, db64 = np.empty(w.shape), np.empty(b.shape)
+        dx64 = reference.conv2d_backward(dout.astype(np.float64), ctx64, dw64, db64)
+
+        def rel(y, want):
+            return float(np.linalg.norm((y - want).ravel()) / np.linalg.norm(want.ravel()))
+
+        for which, fits in (("forward", cpu_conv.winograd_fits(c, oh, ow, 3, 3)),
+                            ("input gradient", cpu_conv.winograd_fits(w.shape[0], hh, ww, 3, 3))):
+            if not fits:
+                continue
+            err = {}
+            for algo in ("direct", "winograd"):
+                if which == "forward":
+                    y = cpu_conv.conv2d(x, w, b, pad, np.empty((batch, w.shape[0], oh, ow), np.float32),
+                                        winograd=algo == "winograd")
+                    err[algo] = rel(y, y64)
+                else:
+                    dx = cpu_conv.conv2d_backward(dout, x, w, pad, np.empty_like(w), np.empty_like(b), np.empty_like(x),
+                                                  winograd=algo == "winograd")
+                    err[algo] = rel(dx, dx64)
+            rows.append({"conv": name, "pass": which, **err, "ratio": err["winograd"] / err["direct"]})
+    return rows
 
 
 def train_step(preset: str, batch: int = 100, optimizer: str = "adam", backend: str | Backend = "cpu") -> Workload:
