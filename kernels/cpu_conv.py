@@ -178,11 +178,11 @@ def _conv2d_winograd(x, upk, fb, b, pad, per, lanes, relu, pool, out, argmax):
     oh, ow = h + 2 * pad - 2, wd + 2 * pad - 2
     th, tw = oh // 2, ow // 2
     nt = th * (tw + 1)  # tiles of an image, as ``input_tiles`` counts them
-    tpad = -(-(per * nt) // (NV * lanes)) * NV * lanes
     psz = (2 * th + 2) * (2 * tw + 2)
     nblk = fb // CO_BLOCK
     for p in prange(-(-n // per)):
         m = min(per, n - p * per)
+        tpad = -(-(m * nt) // (NV * lanes)) * NV * lanes  # the task's tiles in whole register blocks
         pp = np.empty(m * c * psz + 4 * lanes, x.dtype)
         pp[m * c * psz :] = 0
         v = np.empty(XI * c * tpad, x.dtype)
@@ -403,19 +403,20 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
             if wino:
                 for g1 in range(0, ng, dper):
                     m = min(dper, ng - g1)
+                    tp = -(-(m * wnt) // (NV * lanes)) * NV * lanes  # these images' tiles in whole blocks
                     pp[m * f * wpsz :] = 0
                     for r in range(XI * f):  # tiles past the images' are multiplied too: zeros
-                        v[r * wtpad + m * wnt : (r + 1) * wtpad] = 0
+                        v[r * tp + m * wnt : (r + 1) * tp] = 0
                     for t in range(m):
                         padded_planes(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, h // 2, wd // 2, lanes,
                                       pp, t * f * wpsz)
-                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, lanes, v, t * wnt, wtpad)
+                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, lanes, v, t * wnt, tp)
                     for blk in range(cb // CO_BLOCK):
-                        tile_products(v, f, wtpad, wfpk, blk, cb // CO_BLOCK, lanes, prods)
+                        tile_products(v, f, tp, wfpk, blk, cb // CO_BLOCK, lanes, prods)
                         c0 = blk * CO_BLOCK
                         for t in range(m):
                             for q in range(min(CO_BLOCK, c - c0)):
-                                store_tiles(prods, wtpad, q, t * wnt, h // 2, wd // 2, lanes, None, False, 1,
+                                store_tiles(prods, tp, q, t * wnt, h // 2, wd // 2, lanes, None, False, 1,
                                             dx[g0 + g1 + t, c0 + q], argmax[0, 0])
                 continue
             for g1 in range(0, ng, per):
@@ -446,16 +447,22 @@ def _packed(w):
 _NO_ARRAY = np.empty((1, 1, 1, 1), np.uint8)  # stands in for an optional array the kernel will not read
 
 
-# Winograd's 16 products per tile sum over the input channels: with few of them the transforms,
-# not the products, are the work, and the direct kernels are faster (README, "Convolutions").
+# When Winograd pays: its 16 products per tile sum over the input channels, so with few of them
+# the transforms, not the products, are the work; and each call transforms the weights, which
+# only enough tiles repay (the crossovers measured: README, "Convolutions").
 WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_TILES = 256
 
 
-def winograd_fits(c: int, oh: int, ow: int, fh: int, fw: int, pool: int | None = None) -> bool:
-    """Whether a stride-1 correlation of ``c`` input channels into an oh x ow output runs by
-    Winograd F(2x2, 3x3): 3x3 kernels, whole 2x2 tiles, a fused pool (if any) of 2x2 windows."""
-    return (fh, fw) == (3, 3) and oh % 2 == 0 and ow % 2 == 0 and c >= WINOGRAD_MIN_CHANNELS \
-        and (pool or 1) in (1, 2)
+def winograd_fits(oh: int, ow: int, fh: int, fw: int, pool: int | None = None) -> bool:
+    """Whether a stride-1 correlation into an oh x ow output can run by Winograd F(2x2, 3x3):
+    3x3 kernels, whole 2x2 tiles, a fused pool (if any) of 2x2 windows."""
+    return (fh, fw) == (3, 3) and oh % 2 == 0 and ow % 2 == 0 and (pool or 1) in (1, 2)
+
+
+def winograd_pays(n: int, c: int, oh: int, ow: int) -> bool:
+    """Whether Winograd is the faster way for n images of c channels into oh x ow outputs."""
+    return c >= WINOGRAD_MIN_CHANNELS and n * (oh // 2) * (ow // 2) >= WINOGRAD_MIN_TILES
 
 
 def _winograd_images(n: int, oh: int, ow: int, lanes: int, threads: int) -> int:
@@ -483,8 +490,8 @@ def conv2d(x, w, b, pad: int, out, relu: bool = False, pool: int | None = None, 
     lanes = simd.lanes(x.dtype)
     am = _NO_ARRAY if argmax is None else argmax
     if winograd is None:
-        winograd = winograd_fits(c, oh, ow, fh, fw, pool)
-    elif winograd and not winograd_fits(WINOGRAD_MIN_CHANNELS, oh, ow, fh, fw, pool):
+        winograd = winograd_fits(oh, ow, fh, fw, pool) and winograd_pays(n, c, oh, ow)
+    elif winograd and not winograd_fits(oh, ow, fh, fw, pool):
         raise ValueError(f"conv2d: Winograd F(2x2, 3x3) needs 3x3 kernels and an even output, got {fh}x{fw} "
                          f"into {oh}x{ow}" + (f" pooled by {pool}" if pool else ""))
     if winograd:
@@ -509,8 +516,8 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: 
     lanes = simd.lanes(x.dtype)
     need_dx = dx is not None
     if winograd is None:
-        winograd = need_dx and winograd_fits(f, h, wd, fh, fw)
-    elif winograd and not winograd_fits(WINOGRAD_MIN_CHANNELS, h, wd, fh, fw):
+        winograd = need_dx and winograd_fits(h, wd, fh, fw) and winograd_pays(n, f, h, wd)
+    elif winograd and not winograd_fits(h, wd, fh, fw):
         raise ValueError(f"conv2d_backward: Winograd F(2x2, 3x3) needs 3x3 kernels and an even input, got {fh}x{fw} "
                          f"and {h}x{wd}")
     # (C, F, FH, FW) flipped in both spatial axes: the transposed convolution's kernels

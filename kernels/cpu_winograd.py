@@ -43,31 +43,35 @@ def transformed_weights(w):
     position, each block's 8 output channels side by side; output channels zero-padded."""
     f, c = w.shape[:2]
     fb = -(-f // CO_BLOCK) * CO_BLOCK
-    u = np.zeros(XI * fb * c, w.dtype)
-    _transform_weights(w, fb // CO_BLOCK, u)
+    wt = np.zeros((c, 3, 3, fb))  # float64: G's halves and the sums rounded once, at the end
+    wt[..., :f] = w.transpose(1, 2, 3, 0)
+    u = np.empty(XI * fb * c, w.dtype)
+    _transform_weights(wt, u)
     return u
 
 
-@njit(inline="always")
-def _g_rows(a, b, c):
-    """G times the column (a, b, c): (a, (a + b + c)/2, (a - b + c)/2, c)."""
-    return a, 0.5 * (a + b + c), 0.5 * (a - b + c), c
-
-
 @njit(**_FLAGS)
-def _transform_weights(w, nblk, u):
-    f, c = w.shape[:2]
-    t = np.empty((3, 4))  # g G^T, in float64: G's halves and the sums rounded once, at the end
-    for o in range(f):
-        blk, q = divmod(o, CO_BLOCK)
-        for ch in range(c):
-            for k in range(3):
-                t[k, 0], t[k, 1], t[k, 2], t[k, 3] = _g_rows(float(w[o, ch, k, 0]), float(w[o, ch, k, 1]),
-                                                             float(w[o, ch, k, 2]))
-            for j in range(4):
-                col = _g_rows(t[0, j], t[1, j], t[2, j])
-                for i in range(4):
-                    u[(((i * 4 + j) * nblk + blk) * c + ch) * CO_BLOCK + q] = col[i]
+def _transform_weights(wt, u):
+    """u[xi, blk, ch, q] = (G g G^T)[xi] of kernel (blk*8 + q, ch), from wt (C, 3, 3, FB): the
+    output channels innermost, so that each step is a run over them."""
+    c, _, _, fb = wt.shape
+    nblk = fb // CO_BLOCK
+    t = np.empty((3, 4, fb))  # g G^T
+    for ch in range(c):
+        for k in range(3):
+            for o in range(fb):  # G times each kernel row: (a, (a + b + c)/2, (a - b + c)/2, c)
+                a, b, e = wt[ch, k, 0, o], wt[ch, k, 1, o], wt[ch, k, 2, o]
+                t[k, 0, o], t[k, 1, o], t[k, 2, o], t[k, 3, o] = a, 0.5 * (a + b + e), 0.5 * (a - b + e), e
+        for j in range(4):
+            for blk in range(nblk):
+                for q in range(CO_BLOCK):  # G times each column of g G^T, the same way
+                    o = blk * CO_BLOCK + q
+                    a, b, e = t[0, j, o], t[1, j, o], t[2, j, o]
+                    base = (blk * c + ch) * CO_BLOCK + q
+                    u[(j * nblk) * c * CO_BLOCK + base] = a
+                    u[((4 + j) * nblk) * c * CO_BLOCK + base] = 0.5 * (a + b + e)
+                    u[((8 + j) * nblk) * c * CO_BLOCK + base] = 0.5 * (a - b + e)
+                    u[((12 + j) * nblk) * c * CO_BLOCK + base] = e
 
 
 @njit(inline="always")
