@@ -104,3 +104,24 @@ def test_laptop_cpu_names_a_setting_that_did_not_take():
 
     with pytest.raises(SystemExit, match="'openblas': 'SkylakeX'"):
         laptop_cpu.check_isa({"openblas": "SkylakeX", "numba_cpu": "haswell", "vector_bytes": 32, "torch": "AVX2"})
+
+
+def test_profile_winograd_times_each_winograd_conv_against_the_direct_kernels(capsys):
+    import profile_winograd
+
+    profile_winograd.main(["--batches", "2", "--reps", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if re.match(r"\d+->\d+ ", line)]
+    assert [r[0] for r in rows] == ["16->16", "16->32", "32->32", "32->64", "64->64"]
+    assert all(re.fullmatch(r"\d+\.\d\d", r[-3]) and r[-2] == "/" for r in rows)
+
+
+def test_winograd_error_prints_both_inputs(capsys, monkeypatch):
+    import winograd_error
+
+    from accelnet import workloads
+
+    calls = []
+    monkeypatch.setattr(workloads, "conv_errors", lambda inputs, batch, data: calls.append(inputs) or [
+        {"conv": "16->16 28x28 pad 1", "pass": "forward", "direct": 2e-7, "winograd": 1.5e-7, "ratio": 0.75}])
+    winograd_error.main(["--batch", "2"])
+    assert calls == ["random", "mnist"] and capsys.readouterr().out.count("16->16 28x28 pad 1") == 2

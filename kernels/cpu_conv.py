@@ -451,7 +451,7 @@ _NO_ARRAY = np.empty((1, 1, 1, 1), np.uint8)  # stands in for an optional array 
 # the transforms, not the products, are the work; and each call transforms the weights, which
 # only enough tiles repay (the crossovers measured: README, "Convolutions").
 WINOGRAD_MIN_CHANNELS = 16
-WINOGRAD_MIN_TILES = 256
+WINOGRAD_MIN_TILES = 512
 
 
 def winograd_fits(oh: int, ow: int, fh: int, fw: int, pool: int | None = None) -> bool:
@@ -473,7 +473,8 @@ def _winograd_images(n: int, oh: int, ow: int, lanes: int, threads: int) -> int:
     block = NV * lanes
 
     def load(m):
-        return -(-(-(-n // m)) // threads) * (-(-(m * nt) // block) * block)
+        tasks = -(-n // m)
+        return -(-tasks // threads) * (-(-(m * nt) // block) * block)
 
     return min(range(1, min(n, 8) + 1), key=load)
 

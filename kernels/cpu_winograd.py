@@ -9,9 +9,10 @@ The pieces, for ``cpu_conv``'s drivers (which run them per image, or a few image
 are laid end to end so that the products run over whole vectors):
 - ``transformed_weights``: U = G g G^T in float64, rounded once, packed (16, blocks, C, 8) for
   the broadcasts of the register block, as ``cpu_conv._packed`` packs the direct kernels.
-- ``padded_planes``: the source planes zero-padded, 2 * tile columns + 2 wide, so that a tile
-  row's inputs are whole rows; ``input_tiles`` reads them a vector of tiles at a time (even and
-  odd columns split as loaded, ``vload_pairs``) and writes V, tiles contiguous.
+- ``padded_planes``: the source planes zero-padded, 2*tw + 2 columns wide, the even rows before
+  the odd ones: with tiles counted tw + 1 to a row (one garbage tile each), tile t's four input
+  rows start at 2t of two runs of rows, so ``input_tiles`` transforms whole vectors of tiles,
+  across rows (even and odd columns split as loaded, ``vload_pairs``), into V.
 - ``tile_products``: the 16 products, register-blocked as ``cpu_conv._correlate`` (8 output
   channels x 2 vectors of tiles in 16 vector sums, over the C input channels).
 - ``store_tiles``: A^T M A, bias and ReLU on each tile's 2x2 outputs in registers, stored as
@@ -19,8 +20,8 @@ are laid end to end so that the products run over whole vectors):
   ``cpu_pool``'s rule, and the full-size output is never written.
 
 The transforms' arithmetic (B^T, A^T: additions only; G: halves, applied in float64 to the
-weights) is what makes F(2x2, 3x3) about as accurate as the direct sum; larger tiles (F(4x4,
-3x3)) need fractions in B and A and lose several bits in float32.
+weights) keeps F(2x2, 3x3) as accurate as the direct sum (``bench/winograd_error.py``); larger
+tiles (F(4x4, 3x3)) need fractions in B and A and lose several bits in float32.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def input_tiles(pp, base, c, th, tw, lanes, v, t0, tpad):
     """V = B^T d B for every 4x4 tile d (stride 2) of the padded planes at pp[base:] (as
     ``padded_planes`` lays them) into v[(xi*c + ch)*tpad + t0 + ty*(tw + 1) + tx]. Tiles are
     counted tw + 1 to a row, so that tile t's columns start at 2t in its rows' run: a vector of
-    tiles spans rows; the one past each row is garbage (finite), multiplied and never read back.
+    tiles spans rows; the one past each row is garbage, multiplied and never read back.
     pp must be readable 2 vectors past the last tile's rows."""
     wp = 2 * tw + 2
     half = (th + 1) * wp

@@ -165,10 +165,10 @@ CONVS = [  # (x shape, filters, kernel, stride, pad): 3x3 and 5x5, channel count
     ((3, 8, 6, 7), 5, 3, 1, 1),  # input channels in whole 8-channel blocks
     ((3, 8, 6, 5), 6, 5, 1, 2),  # 5 taps a kernel row: 3 + 2, the weight gradient block's third dropped
     ((2, 3, 5, 6), 4, 3, 1, 3),  # pad past the kernel's extent: the input gradient crops the gradient's border
-    # Winograd (>= 16 channels, even sizes, >= 256 tiles): output channels off the 8-blocks; several
+    # Winograd (>= 16 channels, even sizes, >= 512 tiles): output channels off the 8-blocks; several
     # images' tiles end to end per task, pad 2; odd sizes (the direct kernels)
-    ((3, 16, 16, 24), 20, 3, 1, 1),
-    ((64, 17, 4, 4), 16, 3, 1, 2),
+    ((6, 16, 16, 24), 20, 3, 1, 1),
+    ((128, 17, 4, 4), 16, 3, 1, 2),
     ((2, 16, 5, 5), 16, 3, 1, 1),
 ]
 
@@ -250,7 +250,7 @@ POOLED_CONVS = [  # (x shape, filters, kernel, stride, pad)
     ((2, 11, 6, 5), 17, 3, 1, 1),  # channel counts off the 8-channel register blocks
     ((2, 8, 6, 6), 9, 3, 1, 1),  # input channels in whole 8-channel blocks
     ((9, 1, 4, 5), 2, 2, 1, 0),  # more images than the weight-gradient chunks
-    ((22, 16, 8, 6), 17, 3, 1, 1),  # Winograd: each tile is a pool window (pool 3: the direct kernels)
+    ((43, 16, 8, 6), 17, 3, 1, 1),  # Winograd: each tile is a pool window (pool 3: the direct kernels)
 ]
 
 

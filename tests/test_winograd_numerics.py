@@ -35,8 +35,8 @@ def test_deep_convnet_runs_its_convolutions_with_16_or_more_input_channels_by_wi
 
 
 def test_winograd_waits_for_enough_tiles_to_repay_the_weights_transform():
-    assert not cpu_conv.winograd_pays(1, 64, 8, 8)
-    assert cpu_conv.winograd_pays(16, 64, 8, 8)
+    assert not cpu_conv.winograd_pays(16, 64, 8, 8)
+    assert cpu_conv.winograd_pays(32, 64, 8, 8)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
