@@ -165,11 +165,7 @@ CONVS = [  # (x shape, filters, kernel, stride, pad): 3x3 and 5x5, channel count
     ((3, 8, 6, 7), 5, 3, 1, 1),  # input channels in whole 8-channel blocks
     ((3, 8, 6, 5), 6, 5, 1, 2),  # 5 taps a kernel row: 3 + 2, the weight gradient block's third dropped
     ((2, 3, 5, 6), 4, 3, 1, 3),  # pad past the kernel's extent: the input gradient crops the gradient's border
-    # Winograd (>= 16 channels, even sizes, >= 512 tiles): output channels off the 8-blocks; several
-    # images' tiles end to end per task, pad 2; odd sizes (the direct kernels)
-    ((6, 16, 16, 24), 20, 3, 1, 1),
-    ((128, 17, 4, 4), 16, 3, 1, 2),
-    ((2, 16, 5, 5), 16, 3, 1, 1),
+    ((2, 16, 5, 5), 16, 3, 1, 1),  # 16 channels, odd sizes: the CPU's direct kernels, not Winograd
 ]
 
 
@@ -250,7 +246,6 @@ POOLED_CONVS = [  # (x shape, filters, kernel, stride, pad)
     ((2, 11, 6, 5), 17, 3, 1, 1),  # channel counts off the 8-channel register blocks
     ((2, 8, 6, 6), 9, 3, 1, 1),  # input channels in whole 8-channel blocks
     ((9, 1, 4, 5), 2, 2, 1, 0),  # more images than the weight-gradient chunks
-    ((43, 16, 8, 6), 17, 3, 1, 1),  # Winograd: each tile is a pool window (pool 3: the direct kernels)
 ]
 
 
@@ -269,6 +264,32 @@ def test_conv2d_with_fused_pool_matches_the_reference_conv_then_maxpool(any_kern
     assert ctx.argmax.dtype == argmax_dtype(pool, pool)
     dout = r.standard_normal(y.shape).astype(dtype)
     for got, want in zip(_grads_of(kernels, dout, ctx, w, b), backward(dout)):
+        _assert_grad_close(got, want, dtype)
+
+
+WINOGRAD_CONVS = [  # (x shape, filters, pad, pool): >= 16 channels, even sizes, >= 512 tiles: the CPU's Winograd
+    ((6, 16, 16, 24), 20, 1, None),  # output channels off the 8-blocks
+    ((128, 17, 4, 4), 16, 2, None),  # several images' tiles end to end per task; pad 2
+    ((43, 16, 8, 6), 17, 1, 2),  # each tile a pool window
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape, f, pad, pool", WINOGRAD_CONVS)
+def test_cpu_conv2d_where_winograd_runs_matches_the_reference_conv_then_relu_and_pool(shape, f, pad, pool, dtype):
+    from accelnet.kernels import cpu, cpu_conv
+
+    n, c, h, w_ = shape
+    assert cpu_conv.winograd_pays(n, c, h + 2 * pad - 2, w_ + 2 * pad - 2)  # the case reaches Winograd
+    r, x, w, b = _conv_case(shape, f, 3, dtype)
+    want, want_arg, backward = _ref_conv_then(x, w, b, 1, pad, relu=True, pool=pool)
+    y, ctx = cpu.conv2d(x, w, b, 1, pad, relu=True, pool=pool)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+    if pool:
+        np.testing.assert_array_equal(ctx.argmax, want_arg)
+    dout = r.standard_normal(y.shape).astype(dtype)
+    for got, want in zip(_grads_of(cpu, dout, ctx, w, b), backward(dout)):
         _assert_grad_close(got, want, dtype)
 
 
