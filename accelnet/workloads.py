@@ -243,11 +243,10 @@ def conv_rates(batch: int = 100, backend: str | Backend = "cpu", min_time: float
 
 
 def conv_errors(inputs: str = "random", batch: int = 32, data_dir=None) -> list[dict]:
-    """Float32 error of each of deep_convnet's convolutions that run by Winograd at this batch size
-    (forward, input gradient) against the float64 direct
-    convolution of the same float32 values, for the direct float32 kernels and for Winograd, in
-    the forward pass and the input gradient: {conv, pass, direct, winograd, ratio}, each error the
-    relative RMS ||y - y64|| / ||y64||. ``inputs``: "random" (standard normal) or "mnist" (the
+    """Float32 error of each pass of deep_convnet's convolutions that runs by Winograd at this batch
+    size (forward, input gradient) against the float64 direct convolution of the same float32
+    values, for the direct float32 kernels and for Winograd: {conv, pass, direct, winograd,
+    ratio}, each error the relative RMS ||y - y64|| / ||y64||. ``inputs``: "random" (standard normal) or "mnist" (the
     conv's input when deep_convnet, as initialized, runs on the first MNIST test images)."""
     from .data import load_mnist
     from .kernels import cpu_conv
@@ -282,10 +281,8 @@ def conv_errors(inputs: str = "random", batch: int = 32, data_dir=None) -> list[
         def rel(y, want):
             return float(np.linalg.norm((y - want).ravel()) / np.linalg.norm(want.ravel()))
 
-        for which, runs in (("forward", cpu_conv.winograd_fits(oh, ow, 3, 3)
-                             and cpu_conv.winograd_pays(batch, c, oh, ow)),
-                            ("input gradient", cpu_conv.winograd_fits(hh, ww, 3, 3)
-                             and cpu_conv.winograd_pays(batch, w.shape[0], hh, ww))):
+        for which, runs in (("forward", cpu_conv.winograd_runs(batch, c, oh, ow)),
+                            ("input gradient", cpu_conv.winograd_runs(batch, w.shape[0], hh, ww))):
             if not runs:
                 continue
             err = {}

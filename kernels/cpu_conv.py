@@ -465,6 +465,12 @@ def winograd_pays(n: int, c: int, oh: int, ow: int) -> bool:
     return c >= WINOGRAD_MIN_CHANNELS and n * (oh // 2) * (ow // 2) >= WINOGRAD_MIN_TILES
 
 
+def winograd_runs(n: int, c: int, oh: int, ow: int, fh: int = 3, fw: int = 3, pool: int | None = None) -> bool:
+    """Whether a correlation of n images of c channels into oh x ow outputs runs by Winograd
+    when not forced either way: where it fits and pays."""
+    return winograd_fits(oh, ow, fh, fw, pool) and winograd_pays(n, c, oh, ow)
+
+
 def _winograd_images(n: int, oh: int, ow: int, lanes: int, threads: int) -> int:
     """Images whose tiles run end to end in one task: the count that minimizes the tiles each of
     ``threads`` multiplies for n images (its tasks times each task's tiles rounded up to whole
@@ -491,15 +497,14 @@ def conv2d(x, w, b, pad: int, out, relu: bool = False, pool: int | None = None, 
     lanes = simd.lanes(x.dtype)
     am = _NO_ARRAY if argmax is None else argmax
     if winograd is None:
-        winograd = winograd_fits(oh, ow, fh, fw, pool) and winograd_pays(n, c, oh, ow)
+        winograd = winograd_runs(n, c, oh, ow, fh, fw, pool)
     elif winograd and not winograd_fits(oh, ow, fh, fw, pool):
         raise ValueError(f"conv2d: Winograd F(2x2, 3x3) needs 3x3 kernels and an even output, got {fh}x{fw} "
                          f"into {oh}x{ow}" + (f" pooled by {pool}" if pool else ""))
     if winograd:
         fb = _padded_channels(w.shape[0])
-        _conv2d_winograd(x, transformed_weights(w), fb, b, pad, _winograd_images(n, oh, ow, lanes, numba.get_num_threads()),
-                         lanes, relu,
-                         pool or 1, out, am)
+        per = _winograd_images(n, oh, ow, lanes, numba.get_num_threads())
+        _conv2d_winograd(x, transformed_weights(w), fb, b, pad, per, lanes, relu, pool or 1, out, am)
         return out
     wpk, fb = _packed(w)
     _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool or 1, out, am)
@@ -517,7 +522,7 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: 
     lanes = simd.lanes(x.dtype)
     need_dx = dx is not None
     if winograd is None:
-        winograd = need_dx and winograd_fits(h, wd, fh, fw) and winograd_pays(n, f, h, wd)
+        winograd = need_dx and winograd_runs(n, f, h, wd, fh, fw)
     elif winograd and not winograd_fits(h, wd, fh, fw):
         raise ValueError(f"conv2d_backward: Winograd F(2x2, 3x3) needs 3x3 kernels and an even input, got {fh}x{fw} "
                          f"and {h}x{wd}")

@@ -30,8 +30,7 @@ def test_deep_convnet_runs_its_convolutions_with_16_or_more_input_channels_by_wi
     for conv in workloads.deep_convnet_convs():
         c, h, w = conv.in_shape
         oh, ow = h + 2 * conv.pad - 2, w + 2 * conv.pad - 2
-        runs = cpu_conv.winograd_fits(oh, ow, 3, 3, conv.pool) and cpu_conv.winograd_pays(100, c, oh, ow)
-        assert runs == (c >= 16), conv.in_shape
+        assert cpu_conv.winograd_runs(100, c, oh, ow, pool=conv.pool) == (c >= 16), conv.in_shape
 
 
 def test_winograd_waits_for_enough_tiles_to_repay_the_weights_transform():
