@@ -19,7 +19,7 @@ from numba import njit, prange, uint64
 
 from accelnet.cpu_runtime import FLUSHED, flushes_denormals, set_blas_threads
 
-from . import conv_gemm, cpu_conv, elementwise, simd, update_loops
+from . import conv_gemm, cpu_conv, cpu_gemm, elementwise, simd, update_loops
 from .contracts import (ConvContext, argmax_dtype, check_bias_rows, check_relu_output, check_scores, checked_out,
                         conv_shapes, output_size, pool_shape)
 from .cpu_pool import max_windows, scatter_windows
@@ -396,10 +396,33 @@ def blas_threads(m: int, k: int, n: int) -> int | None:
     return 1 if 2 * m * k * n < (LONG_PRODUCT_FLOPS if long else SMALL_PRODUCT_FLOPS) else None
 
 
+# accelnet's own product (cpu_gemm, on Numba's threads) from this many flops, and where both the
+# result's rows and the inner dimension are this long: on one thread it is no faster than OpenBLAS,
+# and on smaller or shorter products waking Numba's pool costs more than two threads save
+# (bench/profile_products.py; `accelnet bench ab` at batch 32 and 100).
+GEMM_MIN_FLOPS = 1e6
+GEMM_MIN_LENGTH = 64
+
+
+def _gemm_runs(a, b, out, m: int, k: int, n: int) -> bool:
+    return 2 * m * k * n >= GEMM_MIN_FLOPS and min(m, k) >= GEMM_MIN_LENGTH and cpu_gemm.fits(a, b, out)
+
+
 def matmul(a, b, out=None):
-    """a @ b for 2-D arrays, small products on one BLAS thread."""
-    set_blas_threads(blas_threads(a.shape[0], a.shape[1], b.shape[-1]))
+    """a @ b for 2-D arrays: accelnet's own kernel (``cpu_gemm``) where it is the faster, else
+    OpenBLAS, small products on one thread."""
+    m, k, n = a.shape[0], a.shape[-1], b.shape[-1]
+    if _gemm_runs(a, b, out, m, k, n):
+        return cpu_gemm.gemm(a, b, out)
+    set_blas_threads(blas_threads(m, k, n))
     return np.matmul(a, b, out=out)
+
+
+def matmul_picks(a, b, out=None) -> str:
+    """Which implementation :func:`matmul` runs for a @ b: "gemm" (accelnet's, on every thread),
+    "OpenBLAS 1" (one thread) or "OpenBLAS 2" (all)."""
+    m, k, n = a.shape[0], a.shape[-1], b.shape[-1]
+    return "gemm" if _gemm_runs(a, b, out, m, k, n) else f"OpenBLAS {blas_threads(m, k, n) or 2}"
 
 
 @functools.lru_cache(maxsize=32)

@@ -13,7 +13,9 @@ float sums are added, so float32 results differ between widths in the last bits.
 The functions: ``vload(a, i)`` / ``vstore(a, i, v)`` (LANES elements from flat index i of a
 C-contiguous array, unaligned), ``vsplat(x)`` (x in every lane), ``vfma(a, b, c)`` (a*b + c,
 one rounding), ``vsum(v)`` (the lanes added), ``vsums_add(a, i, vs)`` (several vectors' lane
-sums added into a run of ``a``), ``lanes(dtype)`` (elements per vector). For
+sums added into a run of ``a``), ``lanes(dtype)`` (elements per vector), ``vhalf(v)`` (v's first
+half as a vector of half the width) and ``vsplat_like(x, v)`` (x in every lane of a vector of v's
+width). For
 rows that end inside a vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only
 the first n lanes read or written, converted between a's dtype and the vector's). For pooling
 and Winograd's tiles: ``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the
@@ -55,11 +57,11 @@ CACHEABLE = not os.environ.get("ACCELNET_SIMD_BYTES")
 
 
 class Vec(types.Type):
-    """LANES elements of ``dtype`` in one vector register."""
+    """LANES elements of ``dtype`` in one vector register (or ``lanes``: see :func:`vhalf`)."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, lanes=None):
         self.dtype = dtype
-        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        self.lanes = lanes or VECTOR_BYTES // (dtype.bitwidth // 8)
         super().__init__(name=f"Vec({dtype} x {self.lanes})")
 
 
@@ -172,6 +174,34 @@ def vsplat(typingctx, x):
         return builder.shuffle_vector(one, one, zeros)
 
     return vt(x), codegen
+
+
+@intrinsic
+def vsplat_like(typingctx, x, like):
+    """A vector of ``like``'s type (of :func:`vhalf`'s width, say) with ``x`` in every lane."""
+    if not (isinstance(like, Vec) and x == like.dtype):
+        raise TypeError(f"simd: vsplat_like needs a {getattr(like, 'dtype', 'float')} and a vector of it, got {x} "
+                        f"and {like}")
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, context.get_value_type(like), args[0])
+
+    return like(x, like), codegen
+
+
+@intrinsic
+def vhalf(typingctx, v):
+    """The first half of v's lanes as a vector of half the width. For a remainder of at most LANES/2
+    elements: on CPUs that run a 512-bit operation as two 256-bit halves (AMD Zen 4), a half-width
+    one costs half."""
+    if not (isinstance(v, Vec) and v.lanes >= 2):
+        raise TypeError(f"simd: vhalf needs a vector of 2 or more lanes, got {v}")
+    half = Vec(v.dtype, v.lanes // 2)
+
+    def codegen(context, builder, sig, args):
+        return builder.shuffle_vector(args[0], args[0], _lane_indices(range(half.lanes)))
+
+    return half(v), codegen
 
 
 @intrinsic

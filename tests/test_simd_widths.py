@@ -11,7 +11,7 @@ import pytest
 
 @pytest.mark.parametrize("width", ["32", "16"])
 def test_kernels_pass_with_narrower_vectors(width, rerun_pytest):
-    passed, summary = rerun_pytest(["tests/test_simd.py", "tests/test_kernel_parity.py"],
+    passed, summary = rerun_pytest(["tests/test_simd.py", "tests/test_kernel_parity.py", "tests/test_cpu_gemm.py"],
                                    {"ACCELNET_SIMD_BYTES": width}, k="not cuda")
     assert passed >= 100, summary
 
