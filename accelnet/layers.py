@@ -199,8 +199,8 @@ class Linear(Layer):
 
     ``Linear(out_features)`` infers the input size from the layer before it;
     ``in_features`` may be given to have it checked. ``activation="relu"`` is Linear followed by
-    ReLU in one layer: the bias and the ReLU are one pass over the product, and the backward
-    pass masks the gradient by the output (README, "Every batch size").
+    ReLU in one layer: the bias and the ReLU are applied with the product (``kernels.linear``),
+    and the backward pass masks the gradient by the output (README, "Every batch size").
     """
 
     ACTIVATIONS = (None, "relu")
@@ -231,7 +231,7 @@ class Linear(Layer):
         self._x_shape = x.shape
         self._x = x.reshape(x.shape[0], -1)
         relu = self.activation == "relu"
-        out = self.kernels.add_bias(self.kernels.matmul(self._x, self.params["W"]), self.params["b"], relu=relu)
+        out = self.kernels.linear(self._x, self.params["W"], self.params["b"], relu=relu)
         self._out = out if relu else None  # the fused ReLU's mask; otherwise nothing to keep
         return out
 

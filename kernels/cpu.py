@@ -496,6 +496,15 @@ def add_bias(z, b, relu: bool = False):
     return z
 
 
+def linear(x, w, b, relu: bool = False):
+    """``x @ w + b`` then ReLU if ``relu``: where :func:`matmul` runs accelnet's gemm, the bias and
+    the ReLU are applied as its sums are stored (no second pass over the product)."""
+    m, k, n = x.shape[0], x.shape[-1], w.shape[-1]
+    if (_gemm_runs(x, w, None, m, k, n) and b.shape == (n,) and b.dtype == x.dtype and b.flags.c_contiguous):
+        return cpu_gemm.gemm(x, w, bias=b, relu=relu)
+    return add_bias(matmul(x, w), b, relu)
+
+
 # -- loss -------------------------------------------------------------------------------------------
 
 

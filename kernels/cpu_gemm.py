@@ -27,7 +27,7 @@ from numba import njit, prange
 from accelnet.cpu_runtime import FLUSHED
 
 from . import simd
-from .simd import vfma, vhalf, vload, vload_first, vsplat, vsplat_like, vstore, vstore_first
+from .simd import vadd, vfma, vgate, vhalf, vload, vload_first, vsplat, vsplat_like, vstore, vstore_first
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy", fastmath={"contract"})
 
@@ -39,9 +39,18 @@ PACK_MAX = 1 << 14  # B not row-contiguous (W.T) is copied up to this many eleme
 
 
 @njit(inline="always", **_FLAGS)
-def _rows_x2(a, i0, m, bf, n, j0, k, of, lanes):
-    """C[i0 : i0+8, j0 : j0 + 2*lanes] of A @ B (B's rows n long, flat in bf; C flat in of). Rows
-    past m repeat row m-1 and are not stored."""
+def _epilogue(v, vb, biased, relu):
+    """v + vb if ``biased``, then x * (x > 0) if ``relu`` (the ReLU layer's formula)."""
+    if biased:
+        v = vadd(v, vb)
+    return vgate(v, v) if relu else v
+
+
+@njit(inline="always", **_FLAGS)
+def _rows_x2(a, i0, m, bf, n, j0, k, of, lanes, bias, relu):
+    """C[i0 : i0+8, j0 : j0 + 2*lanes] of A @ B (B's rows n long, flat in bf; C flat in of), plus
+    ``bias`` (n long; empty: none) and then the ReLU if ``relu`` as they are stored. Rows past m
+    repeat row m-1 and are not stored."""
     zero = vsplat(bf.dtype.type(0))
     r1, r2, r3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
     r4, r5, r6, r7 = min(i0 + 4, m - 1), min(i0 + 5, m - 1), min(i0 + 6, m - 1), min(i0 + 7, m - 1)
@@ -67,16 +76,18 @@ def _rows_x2(a, i0, m, bf, n, j0, k, of, lanes):
         x = vsplat(a[r7, kk])
         c70, c71 = vfma(x, b0, c70), vfma(x, b1, c71)
     rows = min(ROWS, m - i0)
+    biased = bias.size > 0
+    vb0, vb1 = (vload(bias, j0), vload(bias, j0 + lanes)) if biased else (zero, zero)
     for q, (v0, v1) in enumerate(((c00, c01), (c10, c11), (c20, c21), (c30, c31),
                                   (c40, c41), (c50, c51), (c60, c61), (c70, c71))):
         if q < rows:
             o = (i0 + q) * n + j0
-            vstore(of, o, v0)
-            vstore(of, o + lanes, v1)
+            vstore(of, o, _epilogue(v0, vb0, biased, relu))
+            vstore(of, o + lanes, _epilogue(v1, vb1, biased, relu))
 
 
 @njit(inline="always", **_FLAGS)
-def _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero):
+def _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero, bias, relu):
     """C[i0 : i0+16, j0 : j0+nv] (nv columns, one masked vector as wide as ``zero``) of A @ B, as
     :func:`_rows_x2`."""
     r0, r1, r2, r3 = i0, min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
@@ -96,13 +107,15 @@ def _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero):
         c12, c13 = vfma(vsplat_like(a[r12, kk], zero), b0, c12), vfma(vsplat_like(a[r13, kk], zero), b0, c13)
         c14, c15 = vfma(vsplat_like(a[r14, kk], zero), b0, c14), vfma(vsplat_like(a[r15, kk], zero), b0, c15)
     rows = min(TAIL_ROWS, m - i0)
+    biased = bias.size > 0
+    vb = vload_first(bias, j0, nv, zero) if biased else zero
     for q, v in enumerate((c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15)):
         if q < rows:
-            vstore_first(of, (i0 + q) * n + j0, v, nv)
+            vstore_first(of, (i0 + q) * n + j0, _epilogue(v, vb, biased, relu), nv)
 
 
 @njit(parallel=True, **_FLAGS)
-def _gemm(a, b, out, lanes):
+def _gemm(a, b, out, lanes, bias, relu):
     m, k = a.shape
     n = b.shape[1]
     bf, of = b.ravel(), out.ravel()
@@ -117,17 +130,17 @@ def _gemm(a, b, out, lanes):
         i0 = r * TAIL_ROWS
         if u < pairs:
             j0 = u * 2 * lanes
-            _rows_x2(a, i0, m, bf, n, j0, k, of, lanes)
+            _rows_x2(a, i0, m, bf, n, j0, k, of, lanes, bias, relu)
             if i0 + ROWS < m:
-                _rows_x2(a, i0 + ROWS, m, bf, n, j0, k, of, lanes)
+                _rows_x2(a, i0 + ROWS, m, bf, n, j0, k, of, lanes, bias, relu)
         else:
             j0 = pairs * 2 * lanes + (u - pairs) * lanes
             nv = min(lanes, n - j0)
             zero = vsplat(bf.dtype.type(0))
             if 2 * nv <= lanes and lanes >= 4:  # a half-width vector: half the cost on Zen 4
-                _rows_x1(a, i0, m, bf, n, j0, k, of, nv, vhalf(zero))
+                _rows_x1(a, i0, m, bf, n, j0, k, of, nv, vhalf(zero), bias, relu)
             else:
-                _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero)
+                _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero, bias, relu)
 
 
 def fits(a, b, out=None) -> bool:
@@ -145,17 +158,22 @@ def fits(a, b, out=None) -> bool:
     return a.strides[0] % ALIASING_STRIDE_BYTES != 0  # x.T's rows are a float apart: never
 
 
-def gemm(a, b, out=None):
-    """a @ b into ``out`` (C-contiguous, or a new array), for operands that :func:`fits`. A is read
-    in place when C- or F-contiguous (x, x.T); B is made row-contiguous if it is not (W.T)."""
+def gemm(a, b, out=None, bias=None, relu: bool = False):
+    """a @ b into ``out`` (C-contiguous, or a new array), for operands that :func:`fits`; with
+    ``bias`` (one per column, contiguous, a's dtype) added and then the ReLU if ``relu``, as the
+    sums are stored (a Linear layer's forward in one pass). A is read in place when C- or
+    F-contiguous (x, x.T); B is made row-contiguous if it is not (W.T)."""
     m, n = a.shape[0], b.shape[1]
     if not (a.flags.c_contiguous or a.flags.f_contiguous):
         a = np.ascontiguousarray(a)
     b = np.ascontiguousarray(b)
     dst = out if out is not None and out.flags.c_contiguous else np.empty((m, n), a.dtype)
     with FLUSHED:  # the calling thread computes like Numba's workers (accelnet.cpu_runtime)
-        _gemm(a, b, dst, simd.lanes(a.dtype))
+        _gemm(a, b, dst, simd.lanes(a.dtype), _NO_BIAS[a.dtype.char] if bias is None else bias, bool(relu))
     if out is not None and dst is not out:
         out[...] = dst
         return out
     return dst
+
+
+_NO_BIAS = {np.dtype(t).char: np.empty(0, t) for t in (np.float32, np.float64)}

@@ -459,6 +459,11 @@ def add_bias(z, b, relu: bool = False):
     return z
 
 
+def linear(x, w, b, relu: bool = False):
+    """``x @ w + b`` then ReLU if ``relu``: cuBLAS's product, then one launch for the rest."""
+    return add_bias(matmul(x, w), b, relu)
+
+
 # -- loss ---------------------------------------------------------------------------------------------
 
 @cuda.jit(cache=True)

@@ -245,6 +245,11 @@ def add_bias(z, b, relu: bool = False):
     return z
 
 
+def linear(x, w, b, relu: bool = False):
+    """``x @ w + b`` for 2-D ``x``, then ReLU if ``relu``: the Linear layer's forward, a new array."""
+    return add_bias(matmul(x, w), b, relu)
+
+
 # -- loss -------------------------------------------------------------------------------------------
 
 

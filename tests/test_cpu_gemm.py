@@ -83,6 +83,17 @@ def test_gemm_writes_nothing_past_the_result():
     assert (buf[17 * (LANES + 3):] == 7.0).all()
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["bias", "bias-relu"])
+@pytest.mark.parametrize("n", [LANES // 2, LANES + 1, 2 * LANES + 3, 100])
+def test_gemm_adds_the_bias_then_the_relu_as_it_stores(n, relu):
+    a, b = _operands(17, 37, n, np.float32)
+    bias = np.random.default_rng(1).standard_normal(n).astype(np.float32)
+    want = a.astype(np.float64) @ b.astype(np.float64) + bias
+    if relu:
+        want *= want > 0
+    np.testing.assert_allclose(cpu_gemm.gemm(a, b, bias=bias, relu=relu), want, rtol=1e-5, atol=1e-4)
+
+
 def test_gemm_gives_the_same_bits_on_any_number_of_threads():
     a, b = _operands(1000, 784, 100, np.float32)
     threads = numba.get_num_threads()

@@ -389,6 +389,30 @@ def test_add_bias_matches_the_reference_in_place(kernels, shape, relu, dtype):
     assert np.array_equal(np.signbit(got), np.signbit(want))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("relu", [False, True], ids=["bias", "bias-relu"])
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_linear_matches_the_reference(kernels, size, relu, dtype):
+    # large: the CPU's own gemm with the bias and ReLU applied as it stores (few rows elsewhere:
+    # the CUDA simulator is slow); 100 columns: whole vectors and a remainder
+    m = 2 * getattr(kernels, "GEMM_MIN_LENGTH", 4) if size == "large" else 3
+    r = np.random.default_rng(7)
+    x, w = r.standard_normal((m, m)).astype(dtype), r.standard_normal((m, 100)).astype(dtype)
+    b = r.standard_normal(100).astype(dtype)
+    x[1, 0] = np.nan  # a NaN input makes its row NaN, through the ReLU too
+    with np.errstate(invalid="ignore"):
+        got, want = kernels.linear(x, w, b, relu=relu), ref.linear(x, w, b, relu=relu)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(m) * np.nanmax(np.abs(want)))
+    assert np.isnan(got[1]).all()
+
+
+def test_linear_names_a_bias_of_the_wrong_length(kernels):
+    m = 2 * getattr(kernels, "GEMM_MIN_LENGTH", 4)
+    with pytest.raises(ValueError, match="add_bias: z must be a C-contiguous"):
+        kernels.linear(np.ones((m, m), np.float32), np.ones((m, 100), np.float32), np.ones(99, np.float32))
+
+
 @pytest.mark.parametrize("z, b", [(np.zeros((4, 3)), np.zeros(4)), (np.zeros(3), np.zeros(3)),
                                   (np.zeros((3, 4)).T, np.zeros(3))], ids=["bias-length", "1-d", "transposed"])
 def test_add_bias_names_a_wrong_shape_or_layout(kernels, z, b):
