@@ -125,3 +125,19 @@ def test_winograd_error_prints_both_inputs(capsys, monkeypatch):
         {"conv": "16->16 28x28 pad 1", "pass": "forward", "direct": 2e-7, "winograd": 1.5e-7, "ratio": 0.75}])
     winograd_error.main(["--batch", "2"])
     assert calls == ["random", "mnist"] and capsys.readouterr().out.count("16->16 28x28 pad 1") == 2
+
+
+def test_profile_products_times_each_product_three_ways_and_names_what_matmul_picks(capsys):
+    import profile_products
+
+    profile_products.main(["--batches", "100", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "| 100x784 @ 784x100 | 15.68 |" in out and "| gemm |" in out and "| OpenBLAS 1 |" in out
+
+
+def test_profile_products_compares_gemm_thresholds_in_whole_steps(capsys):
+    import profile_products
+
+    profile_products.main(["--gemm", "inf,1e6", "--presets", "two_layer_net", "--batches", "100", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "| inf MFLOP | 1 MFLOP |" in out and re.search(r"\| two_layer_net \| 100 \| [\d.]+ ms \| [\d.]+x \|", out)
