@@ -14,6 +14,7 @@ import math
 import sys
 import types
 
+import numba
 import numpy as np
 from numba import njit, prange, uint64
 
@@ -405,7 +406,9 @@ GEMM_MIN_LENGTH = 64
 
 
 def _gemm_runs(a, b, out, m: int, k: int, n: int) -> bool:
-    return 2 * m * k * n >= GEMM_MIN_FLOPS and min(m, k) >= GEMM_MIN_LENGTH and cpu_gemm.fits(a, b, out)
+    # Its gain is the second thread: with one (NUMBA_NUM_THREADS=1, an MPI rank per core) OpenBLAS runs.
+    return (2 * m * k * n >= GEMM_MIN_FLOPS and min(m, k) >= GEMM_MIN_LENGTH and cpu_gemm.fits(a, b, out)
+            and numba.get_num_threads() > 1)
 
 
 def matmul(a, b, out=None):

@@ -149,6 +149,16 @@ def test_matmul_leaves_small_and_short_products_to_openblas_on_one_thread():
         assert cpu.matmul_picks(a, b) == "OpenBLAS 1"
 
 
+def test_matmul_leaves_products_to_openblas_when_numba_has_one_thread():
+    a, b = _operands(1000, 784, 100, np.float32)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert cpu.matmul_picks(a, b) == "OpenBLAS 2"
+    finally:
+        numba.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("m, k, n", [(1, 784, 100), (10, 784, 50), (100, 100, 100), (1000, 784, 100),
                                      (100, 1024, 50), (1000, 100, 10)])
 def test_matmul_matches_a_float64_product_whichever_runs(m, k, n):
