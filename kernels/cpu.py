@@ -196,7 +196,8 @@ def sum_squares(g) -> float:
 
 
 @_loop()
-def _maxpool2d(x, ph, pw, stride, lanes, out, argmax):
+def _maxpool2d(x, ph, pw, stride, out, argmax):
+    lanes = simd.lanes(out.dtype)
     n, c, oh, ow = out.shape
     h, w = x.shape[2], x.shape[3]
     for p in prange(n * c):
@@ -238,7 +239,8 @@ def _maxpool2d(x, ph, pw, stride, lanes, out, argmax):
 
 
 @_loop()
-def _maxpool2d_backward(dout, argmax, ph, pw, stride, lanes, dx):
+def _maxpool2d_backward(dout, argmax, ph, pw, stride, dx):
+    lanes = simd.lanes(dx.dtype)
     n, c, oh, ow = dout.shape
     h, w = dx.shape[2], dx.shape[3]
     zero = vsplat(dx.dtype.type(0))
@@ -335,7 +337,7 @@ def maxpool2d(x, ph: int, pw: int, stride: int, out=None, argmax=None):
     shape = pool_shape(x.shape, ph, pw, stride)
     out = _checked_out(out, shape, x.dtype)
     argmax = _checked_out(argmax, shape, argmax_dtype(ph, pw))
-    _maxpool2d(x.size, x, ph, pw, stride, simd.lanes(x.dtype), out, argmax)
+    _maxpool2d(x.size, x, ph, pw, stride, out, argmax)
     return out, argmax
 
 
@@ -343,7 +345,7 @@ def maxpool2d_backward(dout, argmax, x_shape, ph: int, pw: int, stride: int, out
     """Route each window's gradient to its max (summed where windows overlap)."""
     dout, argmax = np.ascontiguousarray(dout), np.ascontiguousarray(argmax)
     dx = _checked_out(out, tuple(x_shape), dout.dtype)
-    _maxpool2d_backward(dx.size, dout, argmax, ph, pw, stride, simd.lanes(dx.dtype), dx)
+    _maxpool2d_backward(dx.size, dout, argmax, ph, pw, stride, dx)
     return dx
 
 

@@ -62,12 +62,13 @@ def _padded_channels(n):
 
 
 @njit(inline="always")
-def _tap_columns(src, sbase, sstride, c, h, w, py, px, fw, ow, lanes, dst, base, tsz):
+def _tap_columns(src, sbase, sstride, c, h, w, py, px, fw, ow, dst, base, tsz):
     """Planes of src (C of H x W, at src[sbase + ch*sstride:]) -> for each channel ch and kernel
     column kx, columns kx .. kx+ow-1 of the plane padded by py rows and px columns (cropped where
     negative), as rows of width ow, at dst[base + (ch*fw + kx)*tsz:]. Tap (ky, kx) of output
     position p = y*ow + x then reads element p + ky*ow of copy kx: the output plane is compact,
     no discarded columns. dst past each copy's rows (to tsz) is zeroed."""
+    lanes = simd.lanes(dst.dtype)
     dst[base : base + c * fw * tsz] = 0
     zero = vsplat(dst.dtype.type(0))
     for ch in range(c):
@@ -83,7 +84,7 @@ def _tap_columns(src, sbase, sstride, c, h, w, py, px, fw, ow, lanes, dst, base,
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, lanes, paired, soff, acc, astride):
+def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, paired, soff, acc, astride):
     """acc[q*astride + j] = sum over ch, ky, kx of w[blk*8 + q, ch, ky, kx] * src[base + ch*cs + ky*rs
     + kx*ks + j] for q < 8 and j < plane rounded up to 2 vectors: eight output planes. ``wpk``
     holds the weights packed (blocks, k, fh, fw, 8), flat. src holds tap columns
@@ -97,6 +98,7 @@ def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, lanes, paired,
     ``soff`` (its planes go to acc[8*astride:]), so a plane of an odd number of vectors (80
     positions on 8x8 images: 5) is not rounded up to an even one (6).
     """
+    lanes = simd.lanes(src.dtype)
     step, s2, a2 = (lanes, soff, CO_BLOCK * astride) if paired else (NV * lanes, lanes, lanes)
     wblk = blk * k * fh * fw * CO_BLOCK
     zero = vsplat(src.dtype.type(0))
@@ -140,7 +142,8 @@ def _paired(plane, lanes):
 
 
 @njit(fastmath={"contract"}, **_PAR)
-def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
+def _conv2d(x, wpk, fb, fh, fw, b, pad, relu, pool, out, argmax):
+    lanes = simd.lanes(x.dtype)
     n, c, h, wd = x.shape
     f = out.shape[1]
     hp = h + 2 * pad
@@ -153,10 +156,10 @@ def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
         m = min(per, n - p * per)  # images in this task (the last may have one)
         cols = np.empty(m * c * fw * tsz, x.dtype)
         for t in range(m):
-            _tap_columns(x[p * per + t], 0, h * wd, c, h, wd, pad, pad, fw, ow, lanes, cols, t * c * fw * tsz, tsz)
+            _tap_columns(x[p * per + t], 0, h * wd, c, h, wd, pad, pad, fw, ow, cols, t * c * fw * tsz, tsz)
         acc = np.empty(per * CO_BLOCK * astride, x.dtype)
         for blk in range(fb // CO_BLOCK):
-            _correlate(cols, 0, fw * tsz, ow, tsz, wpk, blk, c, fh, fw, plane, lanes, m == 2, c * fw * tsz, acc,
+            _correlate(cols, 0, fw * tsz, ow, tsz, wpk, blk, c, fh, fw, plane, m == 2, c * fw * tsz, acc,
                        astride)
             f0 = blk * CO_BLOCK
             for t in range(m):
@@ -164,15 +167,16 @@ def _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool, out, argmax):
                 for q in range(min(CO_BLOCK, f - f0)):
                     row0 = (t * CO_BLOCK + q) * astride
                     if pool > 1:
-                        _pool_plane(acc, row0, ow, b[f0 + q], relu, pool, lanes, out[i, f0 + q], argmax[i, f0 + q])
+                        _pool_plane(acc, row0, ow, b[f0 + q], relu, pool, out[i, f0 + q], argmax[i, f0 + q])
                     else:
-                        _store_plane(acc, row0, ow, b[f0 + q], relu, lanes, out[i, f0 + q])
+                        _store_plane(acc, row0, ow, b[f0 + q], relu, out[i, f0 + q])
 
 
 @njit(fastmath={"contract"}, **_PAR)
-def _conv2d_winograd(x, upk, fb, b, pad, per, lanes, relu, pool, out, argmax):
+def _conv2d_winograd(x, upk, fb, b, pad, per, relu, pool, out, argmax):
     """``_conv2d`` for 3x3 kernels by Winograd F(2x2, 3x3) (``cpu_winograd``), ``per`` images'
     tiles end to end per task; the same epilogue (bias, ReLU, max-pool) on the output tiles."""
+    lanes = simd.lanes(x.dtype)
     n, c, h, wd = x.shape
     f = out.shape[1]
     oh, ow = h + 2 * pad - 2, wd + 2 * pad - 2
@@ -189,24 +193,25 @@ def _conv2d_winograd(x, upk, fb, b, pad, per, lanes, relu, pool, out, argmax):
         for r in range(XI * c):  # tiles past the images' are multiplied too: zeros, not garbage
             v[r * tpad + m * nt : (r + 1) * tpad] = 0
         for k in range(m):
-            padded_planes(x[p * per + k], 0, h * wd, c, h, wd, pad, th, tw, lanes, pp, k * c * psz)
-            input_tiles(pp, k * c * psz, c, th, tw, lanes, v, k * nt, tpad)
+            padded_planes(x[p * per + k], 0, h * wd, c, h, wd, pad, th, tw, pp, k * c * psz)
+            input_tiles(pp, k * c * psz, c, th, tw, v, k * nt, tpad)
         prods = np.empty(XI * CO_BLOCK * tpad, x.dtype)
         for blk in range(nblk):
-            tile_products(v, c, tpad, upk, blk, nblk, lanes, prods)
+            tile_products(v, c, tpad, upk, blk, nblk, prods)
             f0 = blk * CO_BLOCK
             for k in range(m):
                 i = p * per + k
                 for q in range(min(CO_BLOCK, f - f0)):
-                    store_tiles(prods, tpad, q, k * nt, th, tw, lanes, b[f0 + q], relu, pool, out[i, f0 + q],
+                    store_tiles(prods, tpad, q, k * nt, th, tw, b[f0 + q], relu, pool, out[i, f0 + q],
                                 argmax[i if pool > 1 else 0, f0 + q if pool > 1 else 0])
 
 
 @njit(inline="always")
-def _store_plane(acc, row0, wp, bias, relu, lanes, dst):
+def _store_plane(acc, row0, wp, bias, relu, dst):
     """Grid sums acc[row0:] -> output plane dst (OH, OW), ``bias`` added unless it is None (the
     input gradient: adding 0.0 would turn -0.0 into +0.0); with ``relu``, x * (x > 0) as the
     ReLU layer computes it (NaN stays NaN). A vector at a time; reads past a row stay in acc."""
+    lanes = simd.lanes(dst.dtype)
     oh, ow = dst.shape
     vb = vsplat(dst.dtype.type(0 if bias is None else bias))
     for y in range(oh):
@@ -218,10 +223,11 @@ def _store_plane(acc, row0, wp, bias, relu, lanes, dst):
 
 
 @njit(inline="always")
-def _pool_plane(acc, row0, wp, bias, relu, k, lanes, dst, am):
+def _pool_plane(acc, row0, wp, bias, relu, k, dst, am):
     """Grid sums acc[row0:] -> bias added, ReLU if ``relu``, then each k x k window's max into
     dst (PH, PW) and its window-local index into am, as MaxPool2d on the stored output would
     (the first maximum, or the first NaN, wins): the full-size output is never written."""
+    lanes = simd.lanes(dst.dtype)
     ph, pw = dst.shape
     if k == 2:  # the usual pool: LANES windows at a time, even and odd columns split in registers
         vb = vsplat(dst.dtype.type(bias))
@@ -250,11 +256,12 @@ def _pool_plane(acc, row0, wp, bias, relu, k, lanes, dst, am):
 
 
 @njit(inline="always")
-def _unpool_rows(d, y, relu, am, k, lanes, gm, row0, wp):
+def _unpool_rows(d, y, relu, am, k, gm, row0, wp):
     """Pooled gradient d (PH, PW) onto rows of width wp at gm[row0:], each value at its window's
     argmax ``am`` and zero elsewhere in the window; with ``relu``, masked by the pooled output y (the
     window's max is its ReLU output, so y > 0 is the ReLU's mask there). Positions outside every
     window are never written: they keep their zeros. Returns the sum (the bias gradient)."""
+    lanes = simd.lanes(gm.dtype)
     ph, pw = d.shape
     zero = vsplat(gm.dtype.type(0))
     total = zero
@@ -285,9 +292,10 @@ def _unpool_rows(d, y, relu, am, k, lanes, gm, row0, wp):
 
 
 @njit(inline="always")
-def _masked_rows(d, y, relu, lanes, gm, row0, wp):
+def _masked_rows(d, y, relu, gm, row0, wp):
     """Plane d (OH, OW) onto rows of width wp at gm[row0:]; with ``relu``, masked by the fused ReLU's
     output y (its backward: d * (y > 0)). Returns the sum (the bias gradient)."""
+    lanes = simd.lanes(gm.dtype)
     oh, ow = d.shape
     zero = vsplat(gm.dtype.type(0))
     total = zero
@@ -303,13 +311,14 @@ def _masked_rows(d, y, relu, lanes, gm, row0, wp):
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, lanes, dwk):
+def _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, dwk):
     """dwk[ch, ky, kx, f] += sum over the ng images and output positions j of g[f, j] * (copy kx of
     channel ch)[ky*ow + j]: g the compact output gradient (gc, planes gcz apart), the copies the
     image's tap columns (``_tap_columns``, ``tsz`` apart; dwk flat). Register-blocked: 8 output
     channels x 3 taps of a kernel row (24 vector sums, 11 loads per 24 FMAs) summed over every
     image of the group, then the lanes of each tap's 8 sums at once (``vsums_add``), into 8
     adjacent elements of dwk."""
+    lanes = simd.lanes(cols.dtype)
     zero = vsplat(cols.dtype.type(0))
     for f0 in range(0, fb, 8):
         for ch in range(c):
@@ -349,8 +358,9 @@ def _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, lanes, dwk):
 
 
 @njit(fastmath={"contract"}, **_PAR)
-def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out, pool, argmax, dw_part, db_part,
+def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, argmax, dw_part, db_part,
                      dx, wino, dper):
+    lanes = simd.lanes(x.dtype)
     n, c, h, wd = x.shape
     f = dout.shape[1]
     fb = db_part.shape[1]
@@ -389,15 +399,15 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
             ng = min(group, hi - g0)
             for gi in range(ng):
                 i = g0 + gi
-                _tap_columns(x[i], 0, h * wd, c, h, wd, pad, pad, fw, ow, lanes, cols, gi * c * fw * tsz, tsz)
+                _tap_columns(x[i], 0, h * wd, c, h, wd, pad, pad, fw, ow, cols, gi * c * fw * tsz, tsz)
                 for q in range(f):
                     c0 = (gi * fb + q) * gcz
                     y = relu_out[i if relu else 0, q if relu else 0]
                     if pool > 1:
-                        dbk[q] += _unpool_rows(dout[i, q], y, relu, argmax[i, q], pool, lanes, gc, c0, ow)
+                        dbk[q] += _unpool_rows(dout[i, q], y, relu, argmax[i, q], pool, gc, c0, ow)
                     else:
-                        dbk[q] += _masked_rows(dout[i, q], y, relu, lanes, gc, c0, ow)
-            _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, oh * ow, ng, lanes, dwk)
+                        dbk[q] += _masked_rows(dout[i, q], y, relu, gc, c0, ow)
+            _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, oh * ow, ng, dwk)
             if not need_dx:
                 continue
             if wino:
@@ -408,29 +418,29 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu, relu_out,
                     for r in range(XI * f):  # tiles past the images' are multiplied too: zeros
                         v[r * tp + m * wnt : (r + 1) * tp] = 0
                     for t in range(m):
-                        padded_planes(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, h // 2, wd // 2, lanes,
-                                      pp, t * f * wpsz)
-                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, lanes, v, t * wnt, tp)
+                        padded_planes(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, h // 2, wd // 2, pp,
+                                      t * f * wpsz)
+                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, v, t * wnt, tp)
                     for blk in range(cb // CO_BLOCK):
-                        tile_products(v, f, tp, wfpk, blk, cb // CO_BLOCK, lanes, prods)
+                        tile_products(v, f, tp, wfpk, blk, cb // CO_BLOCK, prods)
                         c0 = blk * CO_BLOCK
                         for t in range(m):
                             for q in range(min(CO_BLOCK, c - c0)):
-                                store_tiles(prods, tp, q, t * wnt, h // 2, wd // 2, lanes, None, False, 1,
+                                store_tiles(prods, tp, q, t * wnt, h // 2, wd // 2, None, False, 1,
                                             dx[g0 + g1 + t, c0 + q], argmax[0, 0])
                 continue
             for g1 in range(0, ng, per):
                 pair = per == 2 and g1 + 1 < ng  # a group's odd image out runs alone
                 for t in range(2 if pair else 1):
-                    _tap_columns(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, fw - 1 - pad, fw, wd, lanes,
-                                 dcols, t * f * fw * tdz, tdz)
+                    _tap_columns(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, fw - 1 - pad, fw, wd, dcols,
+                                 t * f * fw * tdz, tdz)
                 for blk in range(cb // CO_BLOCK):
-                    _correlate(dcols, 0, fw * tdz, wd, tdz, wfpk, blk, f, fh, fw, h * wd, lanes, pair, f * fw * tdz,
+                    _correlate(dcols, 0, fw * tdz, wd, tdz, wfpk, blk, f, fh, fw, h * wd, pair, f * fw * tdz,
                                acc, astride)
                     c0 = blk * CO_BLOCK
                     for gi in range(g1, min(g1 + per, ng)):
                         for q in range(min(CO_BLOCK, c - c0)):
-                            _store_plane(acc, ((gi - g1) * CO_BLOCK + q) * astride, wd, None, False, lanes,
+                            _store_plane(acc, ((gi - g1) * CO_BLOCK + q) * astride, wd, None, False,
                                          dx[g0 + gi, c0 + q])
 
 
@@ -504,10 +514,10 @@ def conv2d(x, w, b, pad: int, out, relu: bool = False, pool: int | None = None, 
     if winograd:
         fb = _padded_channels(w.shape[0])
         per = _winograd_images(n, oh, ow, lanes, numba.get_num_threads())
-        _conv2d_winograd(x, transformed_weights(w), fb, b, pad, per, lanes, relu, pool or 1, out, am)
+        _conv2d_winograd(x, transformed_weights(w), fb, b, pad, per, relu, pool or 1, out, am)
         return out
     wpk, fb = _packed(w)
-    _conv2d(x, wpk, fb, fh, fw, b, pad, lanes, relu, pool or 1, out, am)
+    _conv2d(x, wpk, fb, fh, fw, b, pad, relu, pool or 1, out, am)
     return out
 
 
@@ -534,7 +544,7 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: 
     dw_part = np.empty((chunks, c * fh * fw * fb), dtype=x.dtype)  # each chunk's (C, FH, FW, FB)
     db_part = np.empty((chunks, fb), dtype=x.dtype)
     relu = relu_out is not None
-    _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, lanes, relu,
+    _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu,
                      relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), pool or 1,
                      _NO_ARRAY if argmax is None else argmax, dw_part, db_part,
                      dx if need_dx else np.empty((1, 1, 1, 1), x.dtype), bool(winograd),

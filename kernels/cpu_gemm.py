@@ -47,10 +47,11 @@ def _epilogue(v, vb, biased, relu):
 
 
 @njit(inline="always", **_FLAGS)
-def _rows_x2(a, i0, m, bf, n, j0, k, of, lanes, bias, relu):
+def _rows_x2(a, i0, m, bf, n, j0, k, of, bias, relu):
     """C[i0 : i0+8, j0 : j0 + 2*lanes] of A @ B (B's rows n long, flat in bf; C flat in of), plus
     ``bias`` (n long; empty: none) and then the ReLU if ``relu`` as they are stored. Rows past m
     repeat row m-1 and are not stored."""
+    lanes = simd.lanes(of.dtype)
     zero = vsplat(bf.dtype.type(0))
     r1, r2, r3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
     r4, r5, r6, r7 = min(i0 + 4, m - 1), min(i0 + 5, m - 1), min(i0 + 6, m - 1), min(i0 + 7, m - 1)
@@ -115,7 +116,8 @@ def _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero, bias, relu):
 
 
 @njit(parallel=True, **_FLAGS)
-def _gemm(a, b, out, lanes, bias, relu):
+def _gemm(a, b, out, bias, relu):
+    lanes = simd.lanes(out.dtype)
     m, k = a.shape
     n = b.shape[1]
     bf, of = b.ravel(), out.ravel()
@@ -130,9 +132,9 @@ def _gemm(a, b, out, lanes, bias, relu):
         i0 = r * TAIL_ROWS
         if u < pairs:
             j0 = u * 2 * lanes
-            _rows_x2(a, i0, m, bf, n, j0, k, of, lanes, bias, relu)
+            _rows_x2(a, i0, m, bf, n, j0, k, of, bias, relu)
             if i0 + ROWS < m:
-                _rows_x2(a, i0 + ROWS, m, bf, n, j0, k, of, lanes, bias, relu)
+                _rows_x2(a, i0 + ROWS, m, bf, n, j0, k, of, bias, relu)
         else:
             j0 = pairs * 2 * lanes + (u - pairs) * lanes
             nv = min(lanes, n - j0)
@@ -169,7 +171,7 @@ def gemm(a, b, out=None, bias=None, relu: bool = False):
     b = np.ascontiguousarray(b)
     dst = out if out is not None and out.flags.c_contiguous else np.empty((m, n), a.dtype)
     with FLUSHED:  # the calling thread computes like Numba's workers (accelnet.cpu_runtime)
-        _gemm(a, b, dst, simd.lanes(a.dtype), _NO_BIAS[a.dtype.char] if bias is None else bias, bool(relu))
+        _gemm(a, b, dst, _NO_BIAS[a.dtype.char] if bias is None else bias, bool(relu))
     if out is not None and dst is not out:
         out[...] = dst
         return out

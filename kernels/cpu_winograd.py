@@ -76,11 +76,12 @@ def _transform_weights(wt, u):
 
 
 @njit(inline="always")
-def padded_planes(src, sbase, sstride, c, h, w, p, th, tw, lanes, dst, base):
+def padded_planes(src, sbase, sstride, c, h, w, p, th, tw, dst, base):
     """Planes of src (c of h x w, at src[sbase + ch*sstride:]) -> zero-padded by p rows and columns
     on the top and left, 2*th + 2 rows of 2*tw + 2 at dst[base + ch*psz:] (psz their size): what
     the tiles of a (2*th) x (2*tw) output read. The even rows come first, then the odd ones, so
     that row 2*ty + i of the padded plane is row ty of a run of rows for each i (``input_tiles``)."""
+    lanes = simd.lanes(dst.dtype)
     wp = 2 * tw + 2
     half = (th + 1) * wp
     dst[base : base + c * 2 * half] = 0
@@ -97,12 +98,13 @@ def padded_planes(src, sbase, sstride, c, h, w, p, th, tw, lanes, dst, base):
 
 
 @njit(inline="always")
-def input_tiles(pp, base, c, th, tw, lanes, v, t0, tpad):
+def input_tiles(pp, base, c, th, tw, v, t0, tpad):
     """V = B^T d B for every 4x4 tile d (stride 2) of the padded planes at pp[base:] (as
     ``padded_planes`` lays them) into v[(xi*c + ch)*tpad + t0 + ty*(tw + 1) + tx]. Tiles are
     counted tw + 1 to a row, so that tile t's columns start at 2t in its rows' run: a vector of
     tiles spans rows; the one past each row is garbage, multiplied and never read back.
     pp must be readable 2 vectors past the last tile's rows."""
+    lanes = simd.lanes(v.dtype)
     wp = 2 * tw + 2
     half = (th + 1) * wp
     count = th * (tw + 1)
@@ -137,10 +139,11 @@ def input_tiles(pp, base, c, th, tw, lanes, v, t0, tpad):
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def tile_products(v, c, tpad, upk, blk, nblk, lanes, m):
+def tile_products(v, c, tpad, upk, blk, nblk, m):
     """m[(xi*8 + q)*tpad + t] = sum over ch of U[xi, blk*8 + q, ch] * v[(xi*c + ch)*tpad + t] for
     the 16 tile positions xi, q < 8 and t < tpad (a multiple of 2 vectors). Register-blocked: per
     input channel 2 vector loads, 8 broadcasts, 16 FMAs; the 16 sums stored once."""
+    lanes = simd.lanes(v.dtype)
     zero = vsplat(v.dtype.type(0))
     for xi in range(XI):
         ub = (xi * nblk + blk) * c * CO_BLOCK
@@ -176,11 +179,12 @@ def tile_products(v, c, tpad, upk, blk, nblk, lanes, m):
 
 
 @njit(inline="always")
-def store_tiles(m, tpad, q, t0, th, tw, lanes, bias, relu, pool, dst, am):
+def store_tiles(m, tpad, q, t0, th, tw, bias, relu, pool, dst, am):
     """Y = A^T M A for output channel q of the block's products m (``tile_products``), tiles from
     t0, tw + 1 to a row (``input_tiles``), into plane dst (2*th x 2*tw): ``bias`` added unless it
     is None (the input gradient), then the ReLU if ``relu``; with ``pool`` (2) each tile is a
     pooling window: its max into dst (th x tw) and its argmax into am, as ``cpu_pool`` rules."""
+    lanes = simd.lanes(m.dtype)
     vb = vsplat(dst.dtype.type(0 if bias is None else bias))
     xs = CO_BLOCK * tpad  # one tile position's block of products
     for ty in range(th):

@@ -13,10 +13,9 @@ float sums are added, so float32 results differ between widths in the last bits.
 The functions: ``vload(a, i)`` / ``vstore(a, i, v)`` (LANES elements from flat index i of a
 C-contiguous array, unaligned), ``vsplat(x)`` (x in every lane), ``vfma(a, b, c)`` (a*b + c,
 one rounding), ``vsum(v)`` (the lanes added), ``vsums_add(a, i, vs)`` (several vectors' lane
-sums added into a run of ``a``), ``lanes(dtype)`` (elements per vector), ``vhalf(v)`` (v's first
-half as a vector of half the width) and ``vsplat_like(x, v)`` (x in every lane of a vector of v's
-width). For
-rows that end inside a vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only
+sums added into a run of ``a``), ``lanes(dtype)`` (elements per vector; in a kernel, a
+compile-time constant), ``vhalf(v)`` (v's first half as a vector of half the width) and
+``vsplat_like(x, v)`` (x in every lane of a vector of v's width). For rows that end inside a vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only
 the first n lanes read or written, converted between a's dtype and the vector's). For pooling
 and Winograd's tiles: ``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the
 odd ones), ``vadd`` / ``vsub``, ``vgate(v, y)`` (v * (y > 0): the ReLU and its mask), ``vmax_arg`` (a running max with its
@@ -32,7 +31,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 
 def _vector_bytes() -> int:
@@ -222,6 +221,18 @@ def vfma(typingctx, a, b, c):
 def lanes(dtype) -> int:
     """Elements of ``dtype`` per vector."""
     return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+@overload(lanes)
+def _lanes_in_kernels(dtype):
+    """In a kernel ``lanes(a.dtype)`` is a compile-time constant, so a loop stepping by it counts
+    its trips with a shift: a step passed in costs a division per loop, which LLVM cannot hoist
+    (it could trap), and the per-row loops paid it on every row."""
+    t = getattr(dtype, "dtype", None) or getattr(dtype, "instance_type", None)
+    if not isinstance(t, (types.Float, types.Integer)):
+        return None
+    n = VECTOR_BYTES // (t.bitwidth // 8)
+    return lambda dtype: n
 
 
 @intrinsic
