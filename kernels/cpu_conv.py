@@ -41,7 +41,8 @@ from numba import njit, prange
 
 from . import simd
 from .cpu_pool import biased, max_windows, scatter_windows
-from .cpu_winograd import XI, input_tiles, padded_planes, store_tiles, tile_products, transformed_weights
+from .cpu_winograd import (XI, clear_tiles, input_tiles, padded_planes, plane_stride, store_tiles, tile_products,
+                           transformed_weights)
 from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
@@ -189,15 +190,15 @@ def _conv2d_winograd(x, upk, fb, b, pad, per, relu, pool, out, argmax):
         tpad = -(-(m * nt) // (NV * lanes)) * NV * lanes  # the task's tiles in whole register blocks
         pp = np.empty(m * c * psz + 4 * lanes, x.dtype)
         pp[m * c * psz :] = 0
-        v = np.empty(XI * c * tpad, x.dtype)
-        for r in range(XI * c):  # tiles past the images' are multiplied too: zeros, not garbage
-            v[r * tpad + m * nt : (r + 1) * tpad] = 0
+        vs = plane_stride(c, tpad, x.itemsize)
+        v = np.empty(XI * vs, x.dtype)
+        clear_tiles(v, c, tpad, vs, m * nt)
         for k in range(m):
             padded_planes(x[p * per + k], 0, h * wd, c, h, wd, pad, th, tw, pp, k * c * psz)
-            input_tiles(pp, k * c * psz, c, th, tw, v, k * nt, tpad)
+            input_tiles(pp, k * c * psz, c, th, tw, v, k * nt, tpad, vs)
         prods = np.empty(XI * CO_BLOCK * tpad, x.dtype)
         for blk in range(nblk):
-            tile_products(v, c, tpad, upk, blk, nblk, prods)
+            tile_products(v, c, tpad, vs, upk, blk, nblk, prods)
             f0 = blk * CO_BLOCK
             for k in range(m):
                 i = p * per + k
@@ -393,7 +394,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
         acc = np.empty(per * CO_BLOCK * astride if not wino else 1, x.dtype)
         # Winograd (``wino``): the input gradient's tiles, ``dper`` images at a time
         pp = np.empty(dper * f * wpsz + 4 * lanes if wino else 1, x.dtype)
-        v = np.empty(XI * f * wtpad if wino else 1, x.dtype)
+        v = np.empty(XI * plane_stride(f, wtpad, x.itemsize) if wino else 1, x.dtype)
         prods = np.empty(XI * CO_BLOCK * wtpad if wino else 1, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
@@ -415,14 +416,14 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
                     m = min(dper, ng - g1)
                     tp = -(-(m * wnt) // (NV * lanes)) * NV * lanes  # these images' tiles in whole blocks
                     pp[m * f * wpsz :] = 0
-                    for r in range(XI * f):  # tiles past the images' are multiplied too: zeros
-                        v[r * tp + m * wnt : (r + 1) * tp] = 0
+                    vs = plane_stride(f, tp, x.itemsize)
+                    clear_tiles(v, f, tp, vs, m * wnt)
                     for t in range(m):
                         padded_planes(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, h // 2, wd // 2, pp,
                                       t * f * wpsz)
-                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, v, t * wnt, tp)
+                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, v, t * wnt, tp, vs)
                     for blk in range(cb // CO_BLOCK):
-                        tile_products(v, f, tp, wfpk, blk, cb // CO_BLOCK, prods)
+                        tile_products(v, f, tp, vs, wfpk, blk, cb // CO_BLOCK, prods)
                         c0 = blk * CO_BLOCK
                         for t in range(m):
                             for q in range(min(CO_BLOCK, c - c0)):

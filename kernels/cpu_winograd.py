@@ -12,7 +12,8 @@ are laid end to end so that the products run over whole vectors):
 - ``padded_planes``: the source planes zero-padded, 2*tw + 2 columns wide, the even rows before
   the odd ones: with tiles counted tw + 1 to a row (one garbage tile each), tile t's four input
   rows start at 2t of two runs of rows, so ``input_tiles`` transforms whole vectors of tiles,
-  across rows (even and odd columns split as loaded, ``vload_pairs``), into V.
+  across rows (even and odd columns split as loaded, ``vload_pairs``), into V: 16 planes, one
+  per tile position, spaced by ``plane_stride`` so that its 16 stores fall in different cache sets.
 - ``tile_products``: the 16 products, register-blocked as ``cpu_conv._correlate`` (8 output
   channels x 2 vectors of tiles in 16 vector sums, over the C input channels).
 - ``store_tiles``: A^T M A, bias and ReLU on each tile's 2x2 outputs in registers, stored as
@@ -98,17 +99,36 @@ def padded_planes(src, sbase, sstride, c, h, w, p, th, tw, dst, base):
 
 
 @njit(inline="always")
-def input_tiles(pp, base, c, th, tw, v, t0, tpad):
+def plane_stride(rows, tpad, itemsize):
+    """Elements between V's 16 tile-position planes of ``rows`` rows of tpad: rows*tpad rounded up
+    to an odd number of 64-byte lines. ``input_tiles`` stores into all 16 planes per vector of
+    tiles; planes a multiple of 4 KB apart would share one L1 set, which 16 stores overflow."""
+    line = 64 // itemsize
+    return (-(-(rows * tpad) // line) | 1) * line
+
+
+@njit(inline="always")
+def clear_tiles(v, c, tpad, vs, used):
+    """Zero the tiles from ``used`` to tpad in every row of V (planes vs apart): they are
+    multiplied too, and must hold zeros, not garbage."""
+    for xi in range(XI):
+        for ch in range(c):
+            o = xi * vs + ch * tpad
+            v[o + used : o + tpad] = 0
+
+
+@njit(inline="always")
+def input_tiles(pp, base, c, th, tw, v, t0, tpad, vs):
     """V = B^T d B for every 4x4 tile d (stride 2) of the padded planes at pp[base:] (as
-    ``padded_planes`` lays them) into v[(xi*c + ch)*tpad + t0 + ty*(tw + 1) + tx]. Tiles are
-    counted tw + 1 to a row, so that tile t's columns start at 2t in its rows' run: a vector of
-    tiles spans rows; the one past each row is garbage, multiplied and never read back.
+    ``padded_planes`` lays them) into v[xi*vs + ch*tpad + t0 + ty*(tw + 1) + tx] (``vs``:
+    ``plane_stride``). Tiles are counted tw + 1 to a row, so that tile t's columns start at 2t in
+    its rows' run: a vector of tiles spans rows; the one past each row is garbage, multiplied and
+    never read back.
     pp must be readable 2 vectors past the last tile's rows."""
     lanes = simd.lanes(v.dtype)
     wp = 2 * tw + 2
     half = (th + 1) * wp
     count = th * (tw + 1)
-    cs = c * tpad  # one tile position's plane
     for ch in range(c):
         ev = base + ch * 2 * half  # the even rows: i = 0 (and i = 2 a row further)
         od = ev + half  # the odd rows: i = 1 and 3
@@ -132,22 +152,22 @@ def input_tiles(pp, base, c, th, tw, v, t0, tpad):
             for i, (a0, a1, a2, a3) in enumerate(((e00, e01, e02, e03), (e10, e11, e12, e13),
                                                   (e20, e21, e22, e23), (e30, e31, e32, e33))):
                 # (B^T d) B: columns the same way
-                vstore_first(v, o + (4 * i) * cs, vsub(a0, a2), n)
-                vstore_first(v, o + (4 * i + 1) * cs, vadd(a1, a2), n)
-                vstore_first(v, o + (4 * i + 2) * cs, vsub(a2, a1), n)
-                vstore_first(v, o + (4 * i + 3) * cs, vsub(a1, a3), n)
+                vstore_first(v, o + (4 * i) * vs, vsub(a0, a2), n)
+                vstore_first(v, o + (4 * i + 1) * vs, vadd(a1, a2), n)
+                vstore_first(v, o + (4 * i + 2) * vs, vsub(a2, a1), n)
+                vstore_first(v, o + (4 * i + 3) * vs, vsub(a1, a3), n)
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def tile_products(v, c, tpad, upk, blk, nblk, m):
-    """m[(xi*8 + q)*tpad + t] = sum over ch of U[xi, blk*8 + q, ch] * v[(xi*c + ch)*tpad + t] for
+def tile_products(v, c, tpad, vs, upk, blk, nblk, m):
+    """m[(xi*8 + q)*tpad + t] = sum over ch of U[xi, blk*8 + q, ch] * v[xi*vs + ch*tpad + t] for
     the 16 tile positions xi, q < 8 and t < tpad (a multiple of 2 vectors). Register-blocked: per
     input channel 2 vector loads, 8 broadcasts, 16 FMAs; the 16 sums stored once."""
     lanes = simd.lanes(v.dtype)
     zero = vsplat(v.dtype.type(0))
     for xi in range(XI):
         ub = (xi * nblk + blk) * c * CO_BLOCK
-        vb = xi * c * tpad
+        vb = xi * vs
         mb = xi * CO_BLOCK * tpad
         for j0 in range(0, tpad, 2 * lanes):
             a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
