@@ -41,8 +41,8 @@ from numba import njit, prange
 
 from . import simd
 from .cpu_pool import biased, max_windows, scatter_windows
-from .cpu_winograd import (XI, clear_tiles, input_tiles, padded_planes, plane_stride, store_tiles, tile_products,
-                           transformed_weights)
+from .cpu_winograd import (XI, clear_tiles, input_tiles, padded_planes, phase_size, plane_stride, store_tiles,
+                           tile_products, transformed_weights)
 from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
@@ -182,7 +182,7 @@ def _conv2d_winograd(x, upk, fb, b, pad, per, relu, pool, out, argmax):
     f = out.shape[1]
     oh, ow = h + 2 * pad - 2, wd + 2 * pad - 2
     th, tw = oh // 2, ow // 2
-    nt = th * (tw + 1)  # tiles of an image, as ``input_tiles`` counts them
+    nt = th * tw  # tiles of an image
     psz = (2 * th + 2) * (2 * tw + 2)
     nblk = fb // CO_BLOCK
     for p in prange(-(-n // per)):
@@ -193,9 +193,10 @@ def _conv2d_winograd(x, upk, fb, b, pad, per, relu, pool, out, argmax):
         vs = plane_stride(c, tpad, x.itemsize)
         v = np.empty(XI * vs, x.dtype)
         clear_tiles(v, c, tpad, vs, m * nt)
+        cp = np.empty(8 * phase_size(th, tw, lanes), x.dtype)
         for k in range(m):
             padded_planes(x[p * per + k], 0, h * wd, c, h, wd, pad, th, tw, pp, k * c * psz)
-            input_tiles(pp, k * c * psz, c, th, tw, v, k * nt, tpad, vs)
+            input_tiles(pp, k * c * psz, c, th, tw, v, k * nt, tpad, vs, cp)
         prods = np.empty(XI * CO_BLOCK * tpad, x.dtype)
         for blk in range(nblk):
             tile_products(v, c, tpad, vs, upk, blk, nblk, prods)
@@ -378,7 +379,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
     astride = h * wd + NV * lanes
     per = 2 if _paired(h * wd, lanes) else 1  # images per input-gradient correlation
     group = max(1, GROUP_L1_BYTES // ((CO_BLOCK * gcz + fw * tsz) * x.itemsize))  # images at a time
-    wnt = (h // 2) * (wd // 2 + 1)  # an image's tiles as ``input_tiles`` counts them
+    wnt = (h // 2) * (wd // 2)  # an image's tiles
     wtpad = -(-(dper * wnt) // (NV * lanes)) * NV * lanes
     wpsz = (h // 2 * 2 + 2) * (wd // 2 * 2 + 2)
     chunks = dw_part.shape[0]
@@ -395,6 +396,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
         # Winograd (``wino``): the input gradient's tiles, ``dper`` images at a time
         pp = np.empty(dper * f * wpsz + 4 * lanes if wino else 1, x.dtype)
         v = np.empty(XI * plane_stride(f, wtpad, x.itemsize) if wino else 1, x.dtype)
+        cp = np.empty(8 * phase_size(h // 2, wd // 2, lanes) if wino else 1, x.dtype)
         prods = np.empty(XI * CO_BLOCK * wtpad if wino else 1, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
@@ -421,7 +423,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
                     for t in range(m):
                         padded_planes(gc, (g1 + t) * fb * gcz, gcz, f, oh, ow, fh - 1 - pad, h // 2, wd // 2, pp,
                                       t * f * wpsz)
-                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, v, t * wnt, tp, vs)
+                        input_tiles(pp, t * f * wpsz, f, h // 2, wd // 2, v, t * wnt, tp, vs, cp)
                     for blk in range(cb // CO_BLOCK):
                         tile_products(v, f, tp, vs, wfpk, blk, cb // CO_BLOCK, prods)
                         c0 = blk * CO_BLOCK
@@ -486,7 +488,7 @@ def _winograd_images(n: int, oh: int, ow: int, lanes: int, threads: int) -> int:
     """Images whose tiles run end to end in one task: the count that minimizes the tiles each of
     ``threads`` multiplies for n images (its tasks times each task's tiles rounded up to whole
     register blocks)."""
-    nt = (oh // 2) * (ow // 2 + 1)
+    nt = (oh // 2) * (ow // 2)
     block = NV * lanes
 
     def load(m):

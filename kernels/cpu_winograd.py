@@ -111,38 +111,57 @@ def plane_stride(rows, tpad, itemsize):
 def clear_tiles(v, c, tpad, vs, used):
     """Zero the tiles from ``used`` to tpad in every row of V (planes vs apart): they are
     multiplied too, and must hold zeros, not garbage."""
+    if used == tpad:
+        return
     for xi in range(XI):
         for ch in range(c):
             o = xi * vs + ch * tpad
-            v[o + used : o + tpad] = 0
+            for k in range(o + used, o + tpad):
+                v[k] = 0
 
 
 @njit(inline="always")
-def input_tiles(pp, base, c, th, tw, v, t0, tpad, vs):
+def phase_size(th, tw, lanes):
+    """Elements of one of ``input_tiles``' 8 phase planes: th + 1 rows of tw, and a vector's
+    room for the last row's stores."""
+    return (th + 1) * tw + lanes
+
+
+@njit(inline="always")
+def input_tiles(pp, base, c, th, tw, v, t0, tpad, vs, cp):
     """V = B^T d B for every 4x4 tile d (stride 2) of the padded planes at pp[base:] (as
-    ``padded_planes`` lays them) into v[xi*vs + ch*tpad + t0 + ty*(tw + 1) + tx] (``vs``:
-    ``plane_stride``). Tiles are counted tw + 1 to a row, so that tile t's columns start at 2t in
-    its rows' run: a vector of tiles spans rows; the one past each row is garbage, multiplied and
-    never read back.
-    pp must be readable 2 vectors past the last tile's rows."""
+    ``padded_planes`` lays them) into v[xi*vs + ch*tpad + t0 + ty*tw + tx] (``vs``:
+    ``plane_stride``). Each channel's padded rows are first split by the parity of their row
+    and column into ``cp`` (8 planes of ``phase_size``): phase (j, parity) holds P[2y + parity,
+    2tx + j] as rows y of tw, so tile position (i, j) of tiles t, t+1, ... is one run of phase
+    (j, i % 2) from (i // 2)*tw + t, and a vector of tiles spans tile rows with no gaps.
+    pp must be readable 2 vectors past the last channel's rows."""
     lanes = simd.lanes(v.dtype)
     wp = 2 * tw + 2
     half = (th + 1) * wp
-    count = th * (tw + 1)
+    count = th * tw
+    ps = phase_size(th, tw, lanes)
     for ch in range(c):
-        ev = base + ch * 2 * half  # the even rows: i = 0 (and i = 2 a row further)
-        od = ev + half  # the odd rows: i = 1 and 3
+        for r in range(2 * th + 2):
+            row = base + ch * 2 * half + (r % 2) * half + (r // 2) * wp
+            d = (r % 2) * ps + (r // 2) * tw
+            for x0 in range(0, tw, lanes):  # whole vectors: the next row's stores, or the room, take the rest
+                e0, o0 = vload_pairs(pp, row + 2 * x0)  # columns 2tx and 2tx + 1
+                e2, o2 = vload_pairs(pp, row + 2 * x0 + 2)  # 2tx + 2 and 2tx + 3
+                vstore(cp, d + x0, e0)
+                vstore(cp, 2 * ps + d + x0, o0)
+                vstore(cp, 4 * ps + d + x0, e2)
+                vstore(cp, 6 * ps + d + x0, o2)
         for t in range(0, count, lanes):
             n = min(lanes, count - t)
-            # columns 2t .. 2t+3 of each tile's four rows: even and odd columns as loaded
-            d00, d01 = vload_pairs(pp, ev + 2 * t)
-            d02, d03 = vload_pairs(pp, ev + 2 * t + 2)
-            d10, d11 = vload_pairs(pp, od + 2 * t)
-            d12, d13 = vload_pairs(pp, od + 2 * t + 2)
-            d20, d21 = vload_pairs(pp, ev + wp + 2 * t)
-            d22, d23 = vload_pairs(pp, ev + wp + 2 * t + 2)
-            d30, d31 = vload_pairs(pp, od + wp + 2 * t)
-            d32, d33 = vload_pairs(pp, od + wp + 2 * t + 2)
+            # d{i}{j}: position (i, j) of the tiles t .. t + lanes - 1; lanes past count are not stored
+            d00, d01, d02, d03 = vload(cp, t), vload(cp, 2 * ps + t), vload(cp, 4 * ps + t), vload(cp, 6 * ps + t)
+            d10, d11, d12, d13 = (vload(cp, ps + t), vload(cp, 3 * ps + t), vload(cp, 5 * ps + t),
+                                  vload(cp, 7 * ps + t))
+            d20, d21, d22, d23 = (vload(cp, tw + t), vload(cp, 2 * ps + tw + t), vload(cp, 4 * ps + tw + t),
+                                  vload(cp, 6 * ps + tw + t))
+            d30, d31, d32, d33 = (vload(cp, ps + tw + t), vload(cp, 3 * ps + tw + t), vload(cp, 5 * ps + tw + t),
+                                  vload(cp, 7 * ps + tw + t))
             # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
             e00, e01, e02, e03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
             e10, e11, e12, e13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
@@ -199,35 +218,42 @@ def tile_products(v, c, tpad, vs, upk, blk, nblk, m):
 
 
 @njit(inline="always")
+def _output_tile(m, o, xs):
+    """Y = A^T M A of the tiles whose 16 products are at m[o + xi*xs]: their 2x2 outputs
+    (top-left, top-right, bottom-left, bottom-right), a vector of tiles each."""
+    m00, m01, m02, m03 = vload(m, o), vload(m, o + xs), vload(m, o + 2 * xs), vload(m, o + 3 * xs)
+    m10, m11, m12, m13 = vload(m, o + 4 * xs), vload(m, o + 5 * xs), vload(m, o + 6 * xs), vload(m, o + 7 * xs)
+    m20, m21, m22, m23 = vload(m, o + 8 * xs), vload(m, o + 9 * xs), vload(m, o + 10 * xs), vload(m, o + 11 * xs)
+    m30, m31, m32, m33 = vload(m, o + 12 * xs), vload(m, o + 13 * xs), vload(m, o + 14 * xs), vload(m, o + 15 * xs)
+    # A^T M: rows (m0 + m1 + m2, m1 - m2 - m3); r{j}{i} is row i, column j
+    r00, r01 = vadd(vadd(m00, m10), m20), vsub(vsub(m10, m20), m30)
+    r10, r11 = vadd(vadd(m01, m11), m21), vsub(vsub(m11, m21), m31)
+    r20, r21 = vadd(vadd(m02, m12), m22), vsub(vsub(m12, m22), m32)
+    r30, r31 = vadd(vadd(m03, m13), m23), vsub(vsub(m13, m23), m33)
+    # (A^T M) A: columns the same way
+    return (vadd(vadd(r00, r10), r20), vsub(vsub(r10, r20), r30),
+            vadd(vadd(r01, r11), r21), vsub(vsub(r11, r21), r31))
+
+
+@njit(inline="always")
 def store_tiles(m, tpad, q, t0, th, tw, bias, relu, pool, dst, am):
     """Y = A^T M A for output channel q of the block's products m (``tile_products``), tiles from
-    t0, tw + 1 to a row (``input_tiles``), into plane dst (2*th x 2*tw): ``bias`` added unless it
+    t0, tw to a row (``input_tiles``), into plane dst (2*th x 2*tw): ``bias`` added unless it
     is None (the input gradient), then the ReLU if ``relu``; with ``pool`` (2) each tile is a
-    pooling window: its max into dst (th x tw) and its argmax into am, as ``cpu_pool`` rules."""
+    pooling window: its max into dst (th x tw, at the tile's index, so a vector of tiles spans
+    tile rows) and its argmax into am, as ``cpu_pool`` rules."""
     lanes = simd.lanes(m.dtype)
     vb = vsplat(dst.dtype.type(0 if bias is None else bias))
     xs = CO_BLOCK * tpad  # one tile position's block of products
+    if pool == 2:
+        for t in range(0, th * tw, lanes):
+            y00, y01, y10, y11 = _output_tile(m, q * tpad + t0 + t, xs)
+            window_max(y00, y01, y10, y11, vb, relu, min(lanes, th * tw - t), dst, am, t)
+        return
     for ty in range(th):
         for tx in range(0, tw, lanes):
             n = min(lanes, tw - tx)
-            o = q * tpad + t0 + ty * (tw + 1) + tx
-            m00, m01, m02, m03 = vload(m, o), vload(m, o + xs), vload(m, o + 2 * xs), vload(m, o + 3 * xs)
-            m10, m11, m12, m13 = vload(m, o + 4 * xs), vload(m, o + 5 * xs), vload(m, o + 6 * xs), vload(m, o + 7 * xs)
-            m20, m21, m22, m23 = (vload(m, o + 8 * xs), vload(m, o + 9 * xs), vload(m, o + 10 * xs),
-                                  vload(m, o + 11 * xs))
-            m30, m31, m32, m33 = (vload(m, o + 12 * xs), vload(m, o + 13 * xs), vload(m, o + 14 * xs),
-                                  vload(m, o + 15 * xs))
-            # A^T M: rows (m0 + m1 + m2, m1 - m2 - m3); r{j}{i} is row i, column j
-            r00, r01 = vadd(vadd(m00, m10), m20), vsub(vsub(m10, m20), m30)
-            r10, r11 = vadd(vadd(m01, m11), m21), vsub(vsub(m11, m21), m31)
-            r20, r21 = vadd(vadd(m02, m12), m22), vsub(vsub(m12, m22), m32)
-            r30, r31 = vadd(vadd(m03, m13), m23), vsub(vsub(m13, m23), m33)
-            # (A^T M) A: columns the same way
-            y00, y01 = vadd(vadd(r00, r10), r20), vsub(vsub(r10, r20), r30)
-            y10, y11 = vadd(vadd(r01, r11), r21), vsub(vsub(r11, r21), r31)
-            if pool == 2:
-                window_max(y00, y01, y10, y11, vb, relu, n, dst, am, ty * tw + tx)
-                continue
+            y00, y01, y10, y11 = _output_tile(m, q * tpad + t0 + ty * tw + tx, xs)
             if bias is not None:
                 y00, y01, y10, y11 = biased(y00, vb, relu), biased(y01, vb, relu), biased(y10, vb, relu), \
                     biased(y11, vb, relu)

@@ -271,6 +271,8 @@ WINOGRAD_CONVS = [  # (x shape, filters, pad, pool): >= 16 channels, even sizes,
     ((6, 16, 16, 24), 20, 1, None),  # output channels off the 8-blocks
     ((128, 17, 4, 4), 16, 2, None),  # several images' tiles end to end per task; pad 2
     ((43, 16, 8, 6), 17, 1, 2),  # each tile a pool window
+    ((2, 16, 36, 40), 8, 1, 2),  # tile rows longer than a vector; pooled tiles in vectors across tile rows
+    ((2, 16, 34, 36), 8, 1, None),
 ]
 
 
