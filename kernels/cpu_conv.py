@@ -51,8 +51,7 @@ _PAR = dict(parallel=True, **_FLAGS)
 CO_BLOCK = 8  # output channels per register block; weights are zero-padded to a multiple of it
 NV = 2  # vectors of output positions per register block: 8 x 2 sums in 16 vector registers
 CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
-# Images in a weight-gradient group: as many as keep one 8-channel block of their output gradients
-# and one input channel's tap columns in L1 while the block's 24 sums run over every (channel, tap).
+# The L1 a weight-gradient group of images fills while a block's 24 sums run over every (channel, tap)
 GROUP_L1_BYTES = 1 << 15
 
 
@@ -193,11 +192,11 @@ def _conv2d_winograd(x, upk, fb, b, pad, per, relu, pool, out, argmax):
         vs = plane_stride(c, tpad, x.itemsize)
         v = np.empty(XI * vs, x.dtype)
         clear_tiles(v, c, tpad, vs, m * nt)
-        cp = np.empty(8 * phase_size(th, tw, lanes), x.dtype)
+        cp = np.empty(16 * phase_size(th, tw, lanes), x.dtype)
         for k in range(m):
             padded_planes(x[p * per + k], 0, h * wd, c, h, wd, pad, th, tw, pp, k * c * psz)
             input_tiles(pp, k * c * psz, c, th, tw, v, k * nt, tpad, vs, cp)
-        prods = np.empty(XI * CO_BLOCK * tpad, x.dtype)
+        prods = np.empty(XI * plane_stride(CO_BLOCK, tpad, x.itemsize), x.dtype)
         for blk in range(nblk):
             tile_products(v, c, tpad, vs, upk, blk, nblk, prods)
             f0 = blk * CO_BLOCK
@@ -359,6 +358,15 @@ def _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, dwk):
                         vsums_add(dwk, o + 2 * fb, (u02, u12, u22, u32, u42, u52, u62, u72))
 
 
+@njit(inline="always", **_FLAGS)
+def _group_images(oh, ow, hp, fw, lanes, itemsize):
+    """Images in a weight-gradient group: as many as keep one 8-channel block of their compact
+    output gradients (planes of whole vectors) and one input channel's tap columns in L1."""
+    gcz = -(-(oh * ow) // lanes) * lanes
+    tsz = hp * ow + NV * lanes
+    return max(1, GROUP_L1_BYTES // ((CO_BLOCK * gcz + fw * tsz) * itemsize))
+
+
 @njit(fastmath={"contract"}, **_PAR)
 def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, argmax, dw_part, db_part,
                      dx, wino, dper):
@@ -378,7 +386,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
     tdz = (h + fh - 1) * wd + NV * lanes
     astride = h * wd + NV * lanes
     per = 2 if _paired(h * wd, lanes) else 1  # images per input-gradient correlation
-    group = max(1, GROUP_L1_BYTES // ((CO_BLOCK * gcz + fw * tsz) * x.itemsize))  # images at a time
+    group = _group_images(oh, ow, hp, fw, lanes, x.itemsize)
     wnt = (h // 2) * (wd // 2)  # an image's tiles
     wtpad = -(-(dper * wnt) // (NV * lanes)) * NV * lanes
     wpsz = (h // 2 * 2 + 2) * (wd // 2 * 2 + 2)
@@ -396,8 +404,8 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
         # Winograd (``wino``): the input gradient's tiles, ``dper`` images at a time
         pp = np.empty(dper * f * wpsz + 4 * lanes if wino else 1, x.dtype)
         v = np.empty(XI * plane_stride(f, wtpad, x.itemsize) if wino else 1, x.dtype)
-        cp = np.empty(8 * phase_size(h // 2, wd // 2, lanes) if wino else 1, x.dtype)
-        prods = np.empty(XI * CO_BLOCK * wtpad if wino else 1, x.dtype)
+        cp = np.empty(16 * phase_size(h // 2, wd // 2, lanes) if wino else 1, x.dtype)
+        prods = np.empty(XI * plane_stride(CO_BLOCK, wtpad, x.itemsize) if wino else 1, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
             for gi in range(ng):
@@ -547,11 +555,14 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: 
     dw_part = np.empty((chunks, c * fh * fw * fb), dtype=x.dtype)  # each chunk's (C, FH, FW, FB)
     db_part = np.empty((chunks, fb), dtype=x.dtype)
     relu = relu_out is not None
+    oh, ow = h + 2 * pad - fh + 1, wd + 2 * pad - fw + 1
+    # the input gradient's tiles are taken a group of images at a time, in runs of up to dx_images
+    dx_images = min(-(-n // chunks), _group_images(oh, ow, h + 2 * pad, fw, lanes, x.itemsize))
     _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu,
                      relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), pool or 1,
                      _NO_ARRAY if argmax is None else argmax, dw_part, db_part,
                      dx if need_dx else np.empty((1, 1, 1, 1), x.dtype), bool(winograd),
-                     _winograd_images(-(-n // chunks), h, wd, lanes, 1) if winograd else 1)
+                     _winograd_images(dx_images, h, wd, lanes, 1) if winograd else 1)
     dw[...] = dw_part.sum(axis=0).reshape(c, fh, fw, fb)[..., :f].transpose(3, 0, 1, 2)
     np.sum(db_part[:, :f], axis=0, out=db)
     return dx

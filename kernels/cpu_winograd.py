@@ -100,9 +100,10 @@ def padded_planes(src, sbase, sstride, c, h, w, p, th, tw, dst, base):
 
 @njit(inline="always")
 def plane_stride(rows, tpad, itemsize):
-    """Elements between V's 16 tile-position planes of ``rows`` rows of tpad: rows*tpad rounded up
-    to an odd number of 64-byte lines. ``input_tiles`` stores into all 16 planes per vector of
-    tiles; planes a multiple of 4 KB apart would share one L1 set, which 16 stores overflow."""
+    """Elements between the 16 tile-position planes of V or M, ``rows`` rows of tpad each:
+    rows*tpad rounded up to an odd number of 64-byte lines. ``input_tiles`` stores into all 16
+    planes of V per vector of tiles and ``store_tiles`` loads from all 16 of M; planes a multiple
+    of 4 KB apart would share one L1 set, which 16 accesses overflow."""
     line = 64 // itemsize
     return (-(-(rows * tpad) // line) | 1) * line
 
@@ -111,57 +112,69 @@ def plane_stride(rows, tpad, itemsize):
 def clear_tiles(v, c, tpad, vs, used):
     """Zero the tiles from ``used`` to tpad in every row of V (planes vs apart): they are
     multiplied too, and must hold zeros, not garbage."""
-    if used == tpad:
-        return
+    lanes = simd.lanes(v.dtype)
+    zero = vsplat(v.dtype.type(0))
     for xi in range(XI):
         for ch in range(c):
             o = xi * vs + ch * tpad
-            for k in range(o + used, o + tpad):
-                v[k] = 0
+            for k in range(o + used, o + tpad, lanes):
+                vstore_first(v, k, zero, min(lanes, o + tpad - k))
 
 
 @njit(inline="always")
 def phase_size(th, tw, lanes):
-    """Elements of one of ``input_tiles``' 8 phase planes: th + 1 rows of tw, and a vector's
-    room for the last row's stores."""
+    """Elements of one of ``input_tiles``' phase planes: th + 1 rows of tw, and a vector's room
+    for the last row's stores. ``input_tiles`` needs 16 of them (two channels' 8)."""
     return (th + 1) * tw + lanes
+
+
+@njit(inline="always")
+def _split_phases(pp, plane, th, tw, cp, d0, ps):
+    """The padded plane at pp[plane:] (``padded_planes``) -> its 8 phase planes at cp[d0:], ps
+    apart: phase (j, parity) at (2j + parity)*ps holds P[2y + parity, 2tx + j] as rows y of tw."""
+    lanes = simd.lanes(cp.dtype)
+    wp = 2 * tw + 2
+    half = (th + 1) * wp
+    for r in range(2 * th + 2):
+        row = plane + (r % 2) * half + (r // 2) * wp
+        d = d0 + (r % 2) * ps + (r // 2) * tw
+        for x0 in range(0, tw, lanes):  # whole vectors: the next row's stores, or the room, take the rest
+            e0, o0 = vload_pairs(pp, row + 2 * x0)  # columns 2tx and 2tx + 1
+            e2, o2 = vload_pairs(pp, row + 2 * x0 + 2)  # 2tx + 2 and 2tx + 3
+            vstore(cp, d + x0, e0)
+            vstore(cp, d + 2 * ps + x0, o0)
+            vstore(cp, d + 4 * ps + x0, e2)
+            vstore(cp, d + 6 * ps + x0, o2)
 
 
 @njit(inline="always")
 def input_tiles(pp, base, c, th, tw, v, t0, tpad, vs, cp):
     """V = B^T d B for every 4x4 tile d (stride 2) of the padded planes at pp[base:] (as
     ``padded_planes`` lays them) into v[xi*vs + ch*tpad + t0 + ty*tw + tx] (``vs``:
-    ``plane_stride``). Each channel's padded rows are first split by the parity of their row
-    and column into ``cp`` (8 planes of ``phase_size``): phase (j, parity) holds P[2y + parity,
-    2tx + j] as rows y of tw, so tile position (i, j) of tiles t, t+1, ... is one run of phase
-    (j, i % 2) from (i // 2)*tw + t, and a vector of tiles spans tile rows with no gaps.
+    ``plane_stride``). Each channel's padded plane is first split by the parity of its rows and
+    columns (``_split_phases``, into ``cp``), so that tile position (i, j) of tiles t, t+1, ...
+    is one run of phase (j, i % 2) from (i // 2)*tw + t: a vector of tiles spans tile rows with
+    no gaps. The next channel is split before this one is transformed, so the transform's loads
+    (each spanning several rows' stores) find those stores done, not in flight.
     pp must be readable 2 vectors past the last channel's rows."""
     lanes = simd.lanes(v.dtype)
-    wp = 2 * tw + 2
-    half = (th + 1) * wp
+    psz = 2 * (th + 1) * (2 * tw + 2)
     count = th * tw
     ps = phase_size(th, tw, lanes)
+    _split_phases(pp, base, th, tw, cp, 0, ps)
     for ch in range(c):
-        for r in range(2 * th + 2):
-            row = base + ch * 2 * half + (r % 2) * half + (r // 2) * wp
-            d = (r % 2) * ps + (r // 2) * tw
-            for x0 in range(0, tw, lanes):  # whole vectors: the next row's stores, or the room, take the rest
-                e0, o0 = vload_pairs(pp, row + 2 * x0)  # columns 2tx and 2tx + 1
-                e2, o2 = vload_pairs(pp, row + 2 * x0 + 2)  # 2tx + 2 and 2tx + 3
-                vstore(cp, d + x0, e0)
-                vstore(cp, 2 * ps + d + x0, o0)
-                vstore(cp, 4 * ps + d + x0, e2)
-                vstore(cp, 6 * ps + d + x0, o2)
+        if ch + 1 < c:
+            _split_phases(pp, base + (ch + 1) * psz, th, tw, cp, ((ch + 1) % 2) * 8 * ps, ps)
+        p0 = (ch % 2) * 8 * ps
         for t in range(0, count, lanes):
             n = min(lanes, count - t)
             # d{i}{j}: position (i, j) of the tiles t .. t + lanes - 1; lanes past count are not stored
-            d00, d01, d02, d03 = vload(cp, t), vload(cp, 2 * ps + t), vload(cp, 4 * ps + t), vload(cp, 6 * ps + t)
-            d10, d11, d12, d13 = (vload(cp, ps + t), vload(cp, 3 * ps + t), vload(cp, 5 * ps + t),
-                                  vload(cp, 7 * ps + t))
-            d20, d21, d22, d23 = (vload(cp, tw + t), vload(cp, 2 * ps + tw + t), vload(cp, 4 * ps + tw + t),
-                                  vload(cp, 6 * ps + tw + t))
-            d30, d31, d32, d33 = (vload(cp, ps + tw + t), vload(cp, 3 * ps + tw + t), vload(cp, 5 * ps + tw + t),
-                                  vload(cp, 7 * ps + tw + t))
+            s = p0 + t
+            d00, d01, d02, d03 = vload(cp, s), vload(cp, s + 2 * ps), vload(cp, s + 4 * ps), vload(cp, s + 6 * ps)
+            d10, d11, d12, d13 = vload(cp, s + ps), vload(cp, s + 3 * ps), vload(cp, s + 5 * ps), vload(cp, s + 7 * ps)
+            s += tw
+            d20, d21, d22, d23 = vload(cp, s), vload(cp, s + 2 * ps), vload(cp, s + 4 * ps), vload(cp, s + 6 * ps)
+            d30, d31, d32, d33 = vload(cp, s + ps), vload(cp, s + 3 * ps), vload(cp, s + 5 * ps), vload(cp, s + 7 * ps)
             # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
             e00, e01, e02, e03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
             e10, e11, e12, e13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
@@ -179,15 +192,16 @@ def input_tiles(pp, base, c, th, tw, v, t0, tpad, vs, cp):
 
 @njit(fastmath={"contract"}, **_FLAGS)
 def tile_products(v, c, tpad, vs, upk, blk, nblk, m):
-    """m[(xi*8 + q)*tpad + t] = sum over ch of U[xi, blk*8 + q, ch] * v[xi*vs + ch*tpad + t] for
-    the 16 tile positions xi, q < 8 and t < tpad (a multiple of 2 vectors). Register-blocked: per
+    """m[xi*ms + q*tpad + t] = sum over ch of U[xi, blk*8 + q, ch] * v[xi*vs + ch*tpad + t] for
+    the 16 tile positions xi, q < 8 and t < tpad (a multiple of 2 vectors); ms is
+    ``plane_stride(8, tpad)``, as ``store_tiles`` reads all 16 per vector. Register-blocked: per
     input channel 2 vector loads, 8 broadcasts, 16 FMAs; the 16 sums stored once."""
     lanes = simd.lanes(v.dtype)
     zero = vsplat(v.dtype.type(0))
     for xi in range(XI):
         ub = (xi * nblk + blk) * c * CO_BLOCK
         vb = xi * vs
-        mb = xi * CO_BLOCK * tpad
+        mb = xi * plane_stride(CO_BLOCK, tpad, m.itemsize)
         for j0 in range(0, tpad, 2 * lanes):
             a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
             a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
@@ -244,7 +258,7 @@ def store_tiles(m, tpad, q, t0, th, tw, bias, relu, pool, dst, am):
     tile rows) and its argmax into am, as ``cpu_pool`` rules."""
     lanes = simd.lanes(m.dtype)
     vb = vsplat(dst.dtype.type(0 if bias is None else bias))
-    xs = CO_BLOCK * tpad  # one tile position's block of products
+    xs = plane_stride(CO_BLOCK, tpad, m.itemsize)  # one tile position's block of products
     if pool == 2:
         for t in range(0, th * tw, lanes):
             y00, y01, y10, y11 = _output_tile(m, q * tpad + t0 + t, xs)

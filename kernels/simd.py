@@ -15,11 +15,12 @@ C-contiguous array, unaligned), ``vsplat(x)`` (x in every lane), ``vfma(a, b, c)
 one rounding), ``vsum(v)`` (the lanes added), ``vsums_add(a, i, vs)`` (several vectors' lane
 sums added into a run of ``a``), ``lanes(dtype)`` (elements per vector; in a kernel, a
 compile-time constant), ``vhalf(v)`` (v's first half as a vector of half the width) and
-``vsplat_like(x, v)`` (x in every lane of a vector of v's width). For rows that end inside a vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only
-the first n lanes read or written, converted between a's dtype and the vector's). For pooling
-and Winograd's tiles: ``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the
-odd ones), ``vadd`` / ``vsub``, ``vgate(v, y)`` (v * (y > 0): the ReLU and its mask), ``vmax_arg`` (a running max with its
-index, as MaxPool2d takes it) and ``vpick(a, t, v)`` (v where a == t, else 0).
+``vsplat_like(x, v)`` (x in every lane of a vector of v's width). For rows that end inside a
+vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only the first n lanes read
+or written, converted between a's dtype and the vector's). For pooling and Winograd's tiles:
+``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the odd ones), ``vadd`` /
+``vsub``, ``vgate(v, y)`` (v * (y > 0): the ReLU and its mask), ``vmax_arg`` (a running max with
+its index, as MaxPool2d takes it) and ``vpick(a, t, v)`` (v where a == t, else 0).
 """
 
 from __future__ import annotations
