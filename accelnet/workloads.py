@@ -244,7 +244,7 @@ def conv_rates(batch: int = 100, backend: str | Backend = "cpu", min_time: float
 
 def conv_errors(inputs: str = "random", batch: int = 32, data_dir=None) -> list[dict]:
     """Float32 error of each pass of deep_convnet's convolutions that runs by Winograd at this batch
-    size (forward, input gradient) against the float64 direct convolution of the same float32
+    size (forward, weight gradient, input gradient) against the float64 direct convolution of the same float32
     values, for the direct float32 kernels and for Winograd: {conv, pass, direct, winograd,
     ratio}, each error the relative RMS ||y - y64|| / ||y64||. ``inputs``: "random" (standard normal) or "mnist" (the
     conv's input when deep_convnet, as initialized, runs on the first MNIST test images)."""
@@ -282,6 +282,7 @@ def conv_errors(inputs: str = "random", batch: int = 32, data_dir=None) -> list[
             return float(np.linalg.norm((y - want).ravel()) / np.linalg.norm(want.ravel()))
 
         for which, runs in (("forward", cpu_conv.winograd_runs(batch, c, oh, ow)),
+                            ("weight gradient", cpu_conv.winograd_runs(batch, c, oh, ow)),
                             ("input gradient", cpu_conv.winograd_runs(batch, w.shape[0], hh, ww))):
             if not runs:
                 continue
@@ -292,9 +293,9 @@ def conv_errors(inputs: str = "random", batch: int = 32, data_dir=None) -> list[
                                         winograd=algo == "winograd")
                     err[algo] = rel(y, y64)
                 else:
-                    dx = cpu_conv.conv2d_backward(dout, x, w, pad, np.empty_like(w), np.empty_like(b), np.empty_like(x),
-                                                  winograd=algo == "winograd")
-                    err[algo] = rel(dx, dx64)
+                    dw, dx = np.empty_like(w), np.empty_like(x)
+                    cpu_conv.conv2d_backward(dout, x, w, pad, dw, np.empty_like(b), dx, winograd=algo == "winograd")
+                    err[algo] = rel(dw, dw64) if which == "weight gradient" else rel(dx, dx64)
             rows.append({"conv": name, "pass": which, **err, "ratio": err["winograd"] / err["direct"]})
     return rows
 

@@ -1,6 +1,6 @@
 """Winograd F(2x2, 3x3)'s float32 error beside the direct float32 convolution's, both against the
 float64 direct convolution of the same values: deep_convnet's convolutions that run by Winograd,
-forward and input gradient, on random data and on real MNIST activations.
+forward, weight gradient and input gradient, on random data and on real MNIST activations.
 
     python bench/winograd_error.py [--batch 32] [--data DIR]
 

@@ -41,8 +41,9 @@ from numba import njit, prange
 
 from . import simd
 from .cpu_pool import biased, max_windows, scatter_windows
-from .cpu_winograd import (XI, clear_tiles, input_tiles, padded_planes, phase_size, plane_stride, store_tiles,
-                           tile_products, transformed_weights)
+from .cpu_winograd import (XI, clear_tiles, grad_products, grad_tiles, hwc_grads, hwc_planes, hwc_tiles,
+                           input_tiles, padded_planes, phase_size, plane_stride, store_tiles, tile_products,
+                           transformed_weights, weight_grad_from)
 from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
@@ -53,6 +54,9 @@ NV = 2  # vectors of output positions per register block: 8 x 2 sums in 16 vecto
 CHUNKS = 8  # images are split into this many chunks for the weight gradient's partial sums
 # The L1 a weight-gradient group of images fills while a block's 24 sums run over every (channel, tap)
 GROUP_L1_BYTES = 1 << 15
+# The cache a run of images' transformed tiles fills in the Winograd weight gradient (both transforms'
+# 16 planes, for the products that read them)
+WINOGRAD_DW_BYTES = 1 << 18
 
 
 @njit(inline="always")
@@ -369,7 +373,7 @@ def _group_images(oh, ow, hp, fw, lanes, itemsize):
 
 @njit(fastmath={"contract"}, **_PAR)
 def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, argmax, dw_part, db_part,
-                     dx, wino, dper):
+                     dx, wino, dper, wdw, du_part):
     lanes = simd.lanes(x.dtype)
     n, c, h, wd = x.shape
     f = dout.shape[1]
@@ -390,13 +394,19 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
     wnt = (h // 2) * (wd // 2)  # an image's tiles
     wtpad = -(-(dper * wnt) // (NV * lanes)) * NV * lanes
     wpsz = (h // 2 * 2 + 2) * (wd // 2 * 2 + 2)
+    # Winograd weight gradient (``wdw``): dU of the tiles of ``mw`` images at a time into du_part
+    nt = (oh // 2) * (ow // 2)
+    cq = -(-c // max(lanes, CO_BLOCK)) * max(lanes, CO_BLOCK)  # input channels in vectors and 8-blocks
+    fq = -(-f // lanes) * lanes
+    mw = max(1, WINOGRAD_DW_BYTES // (XI * nt * (cq + fq) * x.itemsize))
+    ts, tsy = plane_stride(mw * nt, cq, x.itemsize), plane_stride(mw * nt, fq, x.itemsize)
     chunks = dw_part.shape[0]
     for k in prange(chunks):  # a fixed split, so the sums' order does not depend on the thread count
         lo, hi = k * n // chunks, (k + 1) * n // chunks
         dwk, dbk = dw_part[k], db_part[k]
         dwk[:] = 0
         dbk[:] = 0
-        cols = np.zeros((group * c * fw + 2) * tsz, x.dtype)  # + 2 copies: a 3-tap block's taps past fw
+        cols = np.zeros((group * c * fw + 2) * tsz if not wdw else 1, x.dtype)  # + 2 copies: taps past fw
         cbuf = np.zeros(group * fb * gcz + lanes, x.dtype)  # zero off the outputs, in padded channels
         gc = cbuf[(-cbuf.ctypes.data) % (lanes * x.itemsize) // x.itemsize :]  # from a vector-aligned address
         dcols = np.empty(per * f * fw * tdz if need_dx and not wino else 1, x.dtype)
@@ -406,11 +416,18 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
         v = np.empty(XI * plane_stride(f, wtpad, x.itemsize) if wino else 1, x.dtype)
         cp = np.empty(16 * phase_size(h // 2, wd // 2, lanes) if wino else 1, x.dtype)
         prods = np.empty(XI * plane_stride(CO_BLOCK, wtpad, x.itemsize) if wino else 1, x.dtype)
+        duk = du_part[k]
+        duk[:] = 0
+        xh = np.empty((oh + 2) * (ow + 2) * cq if wdw else 1, x.dtype)
+        gh = np.empty(oh * ow * fq if wdw else 1, x.dtype)
+        vt = np.empty(XI * ts if wdw else 1, x.dtype)
+        yt = np.empty(XI * tsy if wdw else 1, x.dtype)
         for g0 in range(lo, hi, group):
             ng = min(group, hi - g0)
             for gi in range(ng):
                 i = g0 + gi
-                _tap_columns(x[i], 0, h * wd, c, h, wd, pad, pad, fw, ow, cols, gi * c * fw * tsz, tsz)
+                if not wdw:
+                    _tap_columns(x[i], 0, h * wd, c, h, wd, pad, pad, fw, ow, cols, gi * c * fw * tsz, tsz)
                 for q in range(f):
                     c0 = (gi * fb + q) * gcz
                     y = relu_out[i if relu else 0, q if relu else 0]
@@ -418,7 +435,17 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
                         dbk[q] += _unpool_rows(dout[i, q], y, relu, argmax[i, q], pool, gc, c0, ow)
                     else:
                         dbk[q] += _masked_rows(dout[i, q], y, relu, gc, c0, ow)
-            _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, oh * ow, ng, dwk)
+            if wdw:
+                for g1 in range(0, ng, mw):
+                    m = min(mw, ng - g1)
+                    for t in range(m):
+                        hwc_planes(x[g0 + g1 + t], 0, h * wd, c, h, wd, pad, oh // 2, ow // 2, cq, xh)
+                        hwc_tiles(xh, cq, oh // 2, ow // 2, vt, t * nt, ts)
+                        hwc_grads(gc, (g1 + t) * fb * gcz, gcz, f, oh * ow, fq, gh)
+                        grad_tiles(gh, fq, oh // 2, ow // 2, yt, t * nt, tsy)
+                    grad_products(vt, ts, yt, tsy, m * nt, cq, fq, duk)
+            else:
+                _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, oh * ow, ng, dwk)
             if not need_dx:
                 continue
             if wino:
@@ -536,33 +563,43 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: 
                     winograd: bool | None = None):
     """Gradients of :func:`conv2d`: writes ``dw`` and ``db``, and ``dx`` unless it is None.
     ``relu_out``: the output of a forward pass with ``relu`` (dout is masked by it as it is read);
-    ``pool``, ``argmax``: as the forward ran (dout and relu_out pooled). ``winograd``: the input
-    gradient by Winograd F(2x2, 3x3) or the direct sum; None: Winograd where it fits."""
+    ``pool``, ``argmax``: as the forward ran (dout and relu_out pooled). ``winograd``: the weight
+    and input gradients by Winograd F(2x2, 3x3) where they fit, or both by the direct sums; None:
+    each by Winograd where it fits and pays (the weight gradient as the forward pass decides)."""
     f, c, fh, fw = w.shape
     n, _, h, wd = x.shape
+    oh, ow = h + 2 * pad - fh + 1, wd + 2 * pad - fw + 1
     lanes = simd.lanes(x.dtype)
     need_dx = dx is not None
     if winograd is None:
-        winograd = need_dx and winograd_runs(n, f, h, wd, fh, fw)
-    elif winograd and not winograd_fits(h, wd, fh, fw):
-        raise ValueError(f"conv2d_backward: Winograd F(2x2, 3x3) needs 3x3 kernels and an even input, got {fh}x{fw} "
-                         f"and {h}x{wd}")
+        wino_dx = need_dx and winograd_runs(n, f, h, wd, fh, fw)
+        wino_dw = winograd_runs(n, c, oh, ow, fh, fw)
+    elif winograd and not (winograd_fits(h, wd, fh, fw) or winograd_fits(oh, ow, fh, fw)):
+        raise ValueError(f"conv2d_backward: Winograd F(2x2, 3x3) needs 3x3 kernels and an even input or output, got "
+                         f"{fh}x{fw} and {h}x{wd} into {oh}x{ow}")
+    else:
+        wino_dx = bool(winograd) and need_dx and winograd_fits(h, wd, fh, fw)
+        wino_dw = bool(winograd) and winograd_fits(oh, ow, fh, fw)
     # (C, F, FH, FW) flipped in both spatial axes: the transposed convolution's kernels
     flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
-    wfpk = transformed_weights(np.ascontiguousarray(flipped)) if winograd else _packed(flipped)[0]
+    wfpk = transformed_weights(np.ascontiguousarray(flipped)) if wino_dx else _packed(flipped)[0]
     fb = _padded_channels(f)
     chunks = min(CHUNKS, n)
-    dw_part = np.empty((chunks, c * fh * fw * fb), dtype=x.dtype)  # each chunk's (C, FH, FW, FB)
+    dw_part = np.empty((chunks, c * fh * fw * fb if not wino_dw else 1), dtype=x.dtype)  # each chunk's (C, FH, FW, FB)
     db_part = np.empty((chunks, fb), dtype=x.dtype)
+    cq, fq = -(-c // max(lanes, CO_BLOCK)) * max(lanes, CO_BLOCK), -(-f // lanes) * lanes
+    du_part = np.empty((chunks, XI * cq * fq if wino_dw else 1), dtype=x.dtype)  # each chunk's dU (16, CQ, FQ)
     relu = relu_out is not None
-    oh, ow = h + 2 * pad - fh + 1, wd + 2 * pad - fw + 1
     # the input gradient's tiles are taken a group of images at a time, in runs of up to dx_images
     dx_images = min(-(-n // chunks), _group_images(oh, ow, h + 2 * pad, fw, lanes, x.itemsize))
     _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu,
                      relu_out if relu else np.empty((1, 1, 1, 1), x.dtype), pool or 1,
                      _NO_ARRAY if argmax is None else argmax, dw_part, db_part,
-                     dx if need_dx else np.empty((1, 1, 1, 1), x.dtype), bool(winograd),
-                     _winograd_images(dx_images, h, wd, lanes, 1) if winograd else 1)
-    dw[...] = dw_part.sum(axis=0).reshape(c, fh, fw, fb)[..., :f].transpose(3, 0, 1, 2)
+                     dx if need_dx else np.empty((1, 1, 1, 1), x.dtype), bool(wino_dx),
+                     _winograd_images(dx_images, h, wd, lanes, 1) if wino_dx else 1, bool(wino_dw), du_part)
+    if wino_dw:
+        dw[...] = weight_grad_from(du_part.sum(axis=0, dtype=np.float64).reshape(XI, cq, fq), f, c, x.dtype)
+    else:
+        dw[...] = dw_part.sum(axis=0).reshape(c, fh, fw, fb)[..., :f].transpose(3, 0, 1, 2)
     np.sum(db_part[:, :f], axis=0, out=db)
     return dx

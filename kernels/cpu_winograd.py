@@ -32,7 +32,8 @@ from numba import njit
 
 from . import simd
 from .cpu_pool import biased, window_max
-from .simd import vadd, vfma, vload, vload_first, vload_pairs, vsplat, vstore, vstore_first, vstore_pairs, vsub
+from .simd import (vadd, vfma, vload, vload_columns, vload_first, vload_pairs, vsplat, vstore, vstore_first, vstore_pairs,
+                   vsub)
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 
@@ -274,3 +275,164 @@ def store_tiles(m, tpad, q, t0, th, tw, bias, relu, pool, dst, am):
             d = 2 * ty * (2 * tw) + 2 * tx
             vstore_pairs(dst, d, y00, y01, n)
             vstore_pairs(dst, d + 2 * tw, y10, y11, n)
+
+
+# -- the weight gradient -----------------------------------------------------------------------------
+# dU[xi] = sum over tiles of (A dY A^T)[xi] (x) (B^T d B)[xi], then dg = G^T dU G: for each tile
+# position a product (C x tiles) @ (tiles x F), summed over every tile of every image. Both
+# transforms are taken a vector of channels at a time (positions x channels layouts), so the
+# products need no sums across lanes: an 8 x 2-vector register block per 8 input and 2 vectors
+# of output channels, accumulated into dU over any number of tiles.
+
+G_MATRIX = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])  # U = G g G^T
+
+
+def weight_grad_from(du, f: int, c: int, dtype):
+    """dg = G^T dU G for every kernel: ``du`` (16, C', F') in float64 -> (F, C, 3, 3) of dtype."""
+    du = np.ascontiguousarray(du.reshape(4, 4, du.shape[1], du.shape[2])[:, :, :c, :f]).reshape(4, 4, c * f)
+    t = np.tensordot(G_MATRIX, du, axes=(0, 0))  # (G^T dU)[a, j]: (3, 4, C*F)
+    dg = sum(t[:, j, None, :] * G_MATRIX[j][None, :, None] for j in range(4))  # (G^T dU G)[a, b]: (3, 3, C*F)
+    return dg.reshape(3, 3, c, f).transpose(3, 2, 0, 1).astype(dtype)
+
+
+@njit(inline="always")
+def hwc_planes(src, sbase, sstride, c, h, w, p, th, tw, cp, dst):
+    """Planes of src (c of h x w at src[sbase + ch*sstride:]) -> dst as 2*th + 2 rows of 2*tw + 2
+    positions of cp channels (a position's channels side by side), zero-padded by p rows and
+    columns on the top and left and in the channels past c: what ``hwc_tiles`` reads. A block of
+    LANES channels x LANES columns at a time, transposed in registers (``vload_columns``)."""
+    lanes = simd.lanes(dst.dtype)
+    zero = vsplat(dst.dtype.type(0))
+    wp = 2 * tw + 2
+    dst[: (2 * th + 2) * wp * cp] = 0
+    x0, x1 = max(0, -p), min(w, wp - p)  # the source columns inside the padded row
+    for c0 in range(0, cp, lanes):
+        for y in range(max(0, -p), min(h, 2 * th + 2 - p)):
+            d = ((y + p) * wp + p) * cp + c0
+            for xx in range(x0, x1, lanes):
+                n = min(lanes, x1 - xx)
+                cols = vload_columns(src, sbase + c0 * sstride + y * w + xx, sstride, c - c0, n, zero)
+                for k in range(n):
+                    vstore(dst, d + (xx + k) * cp, cols[k])
+
+
+@njit(inline="always")
+def hwc_tiles(xh, cp, th, tw, vt, t0, ts):
+    """B^T d B for every 4x4 tile d (stride 2) of xh (``hwc_planes``), a vector of channels at a
+    time, into vt[xi*ts + (t0 + ty*tw + tx)*cp + ch]."""
+    lanes = simd.lanes(vt.dtype)
+    wp = 2 * tw + 2
+    rs = wp * cp  # a padded row
+    for ty in range(th):
+        for tx in range(tw):
+            o = (t0 + ty * tw + tx) * cp
+            for c0 in range(0, cp, lanes):
+                s = (2 * ty * wp + 2 * tx) * cp + c0
+                d00, d01, d02, d03 = vload(xh, s), vload(xh, s + cp), vload(xh, s + 2 * cp), vload(xh, s + 3 * cp)
+                s += rs
+                d10, d11, d12, d13 = vload(xh, s), vload(xh, s + cp), vload(xh, s + 2 * cp), vload(xh, s + 3 * cp)
+                s += rs
+                d20, d21, d22, d23 = vload(xh, s), vload(xh, s + cp), vload(xh, s + 2 * cp), vload(xh, s + 3 * cp)
+                s += rs
+                d30, d31, d32, d33 = vload(xh, s), vload(xh, s + cp), vload(xh, s + 2 * cp), vload(xh, s + 3 * cp)
+                # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), as ``input_tiles``
+                e00, e01, e02, e03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
+                e10, e11, e12, e13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
+                e20, e21, e22, e23 = vsub(d20, d10), vsub(d21, d11), vsub(d22, d12), vsub(d23, d13)
+                e30, e31, e32, e33 = vsub(d10, d30), vsub(d11, d31), vsub(d12, d32), vsub(d13, d33)
+                for i, (a0, a1, a2, a3) in enumerate(((e00, e01, e02, e03), (e10, e11, e12, e13),
+                                                      (e20, e21, e22, e23), (e30, e31, e32, e33))):
+                    vstore(vt, (4 * i) * ts + o + c0, vsub(a0, a2))
+                    vstore(vt, (4 * i + 1) * ts + o + c0, vadd(a1, a2))
+                    vstore(vt, (4 * i + 2) * ts + o + c0, vsub(a2, a1))
+                    vstore(vt, (4 * i + 3) * ts + o + c0, vsub(a1, a3))
+
+
+@njit(inline="always")
+def hwc_grads(gc, base, gcz, f, npos, fp, dst):
+    """Output-gradient planes (f of npos positions, gcz apart, from gc[base:]) -> dst as npos
+    positions of fp channels, zero past f (blocks transposed in registers, as ``hwc_planes``)."""
+    lanes = simd.lanes(dst.dtype)
+    zero = vsplat(dst.dtype.type(0))
+    for f0 in range(0, fp, lanes):
+        for p0 in range(0, npos, lanes):
+            n = min(lanes, npos - p0)
+            cols = vload_columns(gc, base + f0 * gcz + p0, gcz, f - f0, n, zero)
+            for k in range(n):
+                vstore(dst, (p0 + k) * fp + f0, cols[k])
+
+
+@njit(inline="always")
+def grad_tiles(gh, fp, th, tw, yt, t0, ts):
+    """A dY A^T for every 2x2 tile dY of gh (``hwc_grads``: 2*th x 2*tw positions of fp channels),
+    a vector of channels at a time, into yt[xi*ts + (t0 + ty*tw + tx)*fp + f]."""
+    lanes = simd.lanes(yt.dtype)
+    zero = vsplat(yt.dtype.type(0))
+    rs = 2 * tw * fp  # an output row
+    for ty in range(th):
+        for tx in range(tw):
+            o = (t0 + ty * tw + tx) * fp
+            for f0 in range(0, fp, lanes):
+                s = (2 * ty * 2 * tw + 2 * tx) * fp + f0
+                y00, y01, y10, y11 = vload(gh, s), vload(gh, s + fp), vload(gh, s + rs), vload(gh, s + rs + fp)
+                # A dY: rows (y0, y0 + y1, y0 - y1, -y1); then (A dY) A^T: columns the same way
+                for i, (a, b) in enumerate(((y00, y01), (vadd(y00, y10), vadd(y01, y11)),
+                                            (vsub(y00, y10), vsub(y01, y11)), (vsub(zero, y10), vsub(zero, y11)))):
+                    vstore(yt, (4 * i) * ts + o + f0, a)
+                    vstore(yt, (4 * i + 1) * ts + o + f0, vadd(a, b))
+                    vstore(yt, (4 * i + 2) * ts + o + f0, vsub(a, b))
+                    vstore(yt, (4 * i + 3) * ts + o + f0, vsub(zero, b))
+
+
+@njit(fastmath={"contract"}, **_FLAGS)
+def grad_products(vt, ts, yt, tsy, nt, cp, fp, du):
+    """du[xi, ch, f] += sum over the nt tiles t of vt[xi*ts + t*cp + ch] * yt[xi*tsy + t*fp + f],
+    for the 16 tile positions: 8 input channels x 2 vectors of output channels in 16 vector sums
+    (one vector where fp ends in an odd one), summed from zero and added into du once per call:
+    a call's tiles in one chain of sums, the calls' sums added after (a chain over every tile of
+    a chunk lost 3-9x the direct kernel's float32 precision)."""
+    lanes = simd.lanes(du.dtype)
+    zero = vsplat(du.dtype.type(0))
+    for xi in range(XI):
+        vb, yb, db = xi * ts, xi * tsy, xi * cp * fp
+        for c0 in range(0, cp, CO_BLOCK):
+            for f0 in range(0, fp, 2 * lanes):
+                o = db + c0 * fp + f0
+                if f0 + lanes < fp:
+                    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+                    a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
+                    for t in range(nt):
+                        y = yb + t * fp + f0
+                        b0, b1 = vload(yt, y), vload(yt, y + lanes)
+                        v = vb + t * cp + c0
+                        w = vsplat(vt[v])
+                        a00, a01 = vfma(w, b0, a00), vfma(w, b1, a01)
+                        w = vsplat(vt[v + 1])
+                        a10, a11 = vfma(w, b0, a10), vfma(w, b1, a11)
+                        w = vsplat(vt[v + 2])
+                        a20, a21 = vfma(w, b0, a20), vfma(w, b1, a21)
+                        w = vsplat(vt[v + 3])
+                        a30, a31 = vfma(w, b0, a30), vfma(w, b1, a31)
+                        w = vsplat(vt[v + 4])
+                        a40, a41 = vfma(w, b0, a40), vfma(w, b1, a41)
+                        w = vsplat(vt[v + 5])
+                        a50, a51 = vfma(w, b0, a50), vfma(w, b1, a51)
+                        w = vsplat(vt[v + 6])
+                        a60, a61 = vfma(w, b0, a60), vfma(w, b1, a61)
+                        w = vsplat(vt[v + 7])
+                        a70, a71 = vfma(w, b0, a70), vfma(w, b1, a71)
+                    for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
+                                                  (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
+                        vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
+                        vstore(du, o + q * fp + lanes, vadd(vload(du, o + q * fp + lanes), x1))
+                else:  # the last, odd vector of output channels
+                    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+                    for t in range(nt):
+                        b0 = vload(yt, yb + t * fp + f0)
+                        v = vb + t * cp + c0
+                        a0, a1 = vfma(vsplat(vt[v]), b0, a0), vfma(vsplat(vt[v + 1]), b0, a1)
+                        a2, a3 = vfma(vsplat(vt[v + 2]), b0, a2), vfma(vsplat(vt[v + 3]), b0, a3)
+                        a4, a5 = vfma(vsplat(vt[v + 4]), b0, a4), vfma(vsplat(vt[v + 5]), b0, a5)
+                        a6, a7 = vfma(vsplat(vt[v + 6]), b0, a6), vfma(vsplat(vt[v + 7]), b0, a7)
+                    for q, x0 in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
+                        vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))

@@ -303,6 +303,57 @@ def vsums_add(typingctx, a, i, vs):
     return types.none(a, i, vs), codegen
 
 
+def _transposed(builder, rows):
+    """LLVM vectors ``rows`` (k of k lanes, k a power of 2) -> the k columns of the matrix they
+    form: log2(k) rounds of two-input shuffles, each swapping the off-diagonal blocks of a size."""
+    k, step = len(rows), 1
+    while step < k:
+        new = list(rows)
+        for i in range(k):
+            if (i // step) % 2 == 0:
+                a, b = rows[i], rows[i + step]
+                new[i] = builder.shuffle_vector(a, b, _lane_indices(
+                    x if (x // step) % 2 == 0 else k + x - step for x in range(k)))
+                new[i + step] = builder.shuffle_vector(a, b, _lane_indices(
+                    x + step if (x // step) % 2 == 0 else k + x for x in range(k)))
+        rows, step = new, 2 * step
+    return rows
+
+
+@intrinsic
+def vload_columns(typingctx, a, i, stride, rows, n, z):
+    """LANES vectors: vector j holds element j of each of LANES rows of C-contiguous ``a``, row r
+    the ``n`` elements from flat index i + r*stride (the first ``rows`` rows; z's lanes for the
+    others, and for a column j >= n): a LANES x LANES block read as rows, transposed in registers.
+    Nothing past the rows' n elements is read."""
+    _check_array(a)
+    if not (isinstance(z, Vec) and z.dtype == a.dtype):
+        raise TypeError(f"simd: vload_columns needs a vector of {a.dtype} for the missing lanes, got {z}")
+    k = z.lanes
+    if k & (k - 1):
+        raise TypeError(f"simd: vload_columns needs a power-of-2 lane count, got {z}")
+
+    def codegen(context, builder, sig, args):
+        st = ir.VectorType(context.get_value_type(a.dtype), k)
+        first = _first_lanes(context, builder, args[4], sig.args[4], k)
+        i64 = ir.IntType(64)
+        base = context.cast(builder, args[1], sig.args[1], types.int64)
+        step = context.cast(builder, args[2], sig.args[2], types.int64)
+        nrows = context.cast(builder, args[3], sig.args[3], types.int64)
+        fnty = ir.FunctionType(st, [st.as_pointer(), ir.IntType(32), first.type, st])
+        loaded = []
+        for r in range(k):
+            on = builder.icmp_signed("<", ir.Constant(i64, r), nrows)
+            mask = builder.and_(first, _splat(builder, ir.VectorType(ir.IntType(1), k), on))
+            idx = builder.add(base, builder.mul(step, ir.Constant(i64, r)))
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], idx, st)
+            loaded.append(_masked(builder, "load", a.dtype, k, fnty, [ptr, ir.Constant(ir.IntType(32), 1), mask,
+                                                                        args[5]]))
+        return context.make_tuple(builder, sig.return_type, _transposed(builder, loaded))
+
+    return types.UniTuple(z, k)(a, i, stride, rows, n, z), codegen
+
+
 @intrinsic
 def vload_pairs(typingctx, a, i):
     """The 2*LANES elements of ``a`` from flat index ``i`` as (even ones, odd ones): the left and

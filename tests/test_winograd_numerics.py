@@ -1,7 +1,7 @@
 """Winograd F(2x2, 3x3) stays as accurate as the direct sum (issue 18): its float32 error against
 the float64 direct convolution is at most 4x the direct float32 kernels' error, on every
-deep_convnet convolution it runs, forward and input gradient (``bench/winograd_error.py`` prints
-the figures)."""
+deep_convnet convolution it runs, forward, weight gradient and input gradient
+(``bench/winograd_error.py`` prints the figures)."""
 
 import numpy as np
 import pytest
