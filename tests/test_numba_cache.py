@@ -40,3 +40,48 @@ def test_a_second_process_spends_under_a_second_compiling_its_first_step():
     print(f"first step {r['first']:.3f} s, steady {r['steady']:.3f} s: {compile_s:.3f} s of compiling/loading; "
           f"import + model {r['import']:.2f} s")
     assert compile_s < 1.0
+
+
+HELPER = "from numba import njit\n\n\n@njit(inline='always')\ndef value():\n    return {}\n"
+KERNEL = """from numba import njit
+
+from . import numba_cache  # noqa: F401
+from .helper import value
+
+
+@njit(cache=True)
+def kernel():
+    return value()
+"""
+
+
+def _run_kernel(root):
+    code = "from pkg.kern import kernel; print(kernel())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    return int(out.strip().splitlines()[-1])
+
+
+def test_an_edit_to_a_helper_in_another_kernel_file_recompiles_the_cached_kernel(tmp_path):
+    # Numba alone checks a cached kernel against its own file: the edited helper it inlines would not count
+    import shutil
+
+    from accelnet.kernels import numba_cache
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    shutil.copy(numba_cache.__file__, pkg / "numba_cache.py")
+    (pkg / "kern.py").write_text(KERNEL)
+    (pkg / "helper.py").write_text(HELPER.format(1))
+    assert _run_kernel(tmp_path) == 1
+    assert list((pkg / "__pycache__").glob("kern.kernel-*.nbi")), "the kernel was not cached"
+    (pkg / "helper.py").write_text(HELPER.format(2))
+    assert _run_kernel(tmp_path) == 2
+
+
+def test_accelnets_kernels_are_stamped_by_every_kernel_file():
+    from accelnet.kernels import cpu_conv, numba_cache
+
+    assert numba_cache.INSTALLED
+    locator = cpu_conv._conv2d_backward._cache._impl.locator
+    assert locator.get_source_stamp() == numba_cache.package_stamp()
