@@ -272,11 +272,8 @@ class Sigmoid(Layer):
     """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 so large |x| never overflows."""
 
     def _forward(self, x):
-        out = self.xp.tanh(x * 0.5)
-        out *= 0.5  # 0.5 * tanh + 0.5 rounds as (tanh + 1) * 0.5 (halving is exact), in place
-        out += 0.5
-        self._out = out
-        return out
+        self._out = self.kernels.sigmoid(x)
+        return self._out
 
     def _backward(self, dout):
         return dout * (1 - self._out) * self._out

@@ -21,6 +21,7 @@ from numba import njit, prange, uint64
 from accelnet.cpu_runtime import FLUSHED, flushes_denormals, set_blas_threads
 
 from . import conv_gemm, cpu_conv, cpu_gemm, elementwise, simd, update_loops
+from . import reference as _reference
 from .contracts import (ConvContext, argmax_dtype, check_bias_rows, check_relu_output, check_scores, checked_out,
                         conv_shapes, output_size, pool_shape)
 from .cpu_pool import max_windows, scatter_windows
@@ -402,12 +403,16 @@ def blas_threads(m: int, k: int, n: int) -> int | None:
 # accelnet's own product (cpu_gemm, on Numba's threads) from this many flops, and where both the
 # result's rows and the inner dimension are this long: on one thread it is no faster than OpenBLAS,
 # and on smaller or shorter products waking Numba's pool costs more than two threads save
-# (bench/profile_products.py; `accelnet bench ab` at batch 32 and 100).
+# (bench/profile_products.py; `accelnet bench ab` at batch 32 and 100). Products of a few rows with
+# B row-contiguous (a batch-1 forward: x @ W) run there too, serially, at any size: OpenBLAS's
+# call costs more than their arithmetic.
 GEMM_MIN_FLOPS = 1e6
 GEMM_MIN_LENGTH = 64
 
 
 def _gemm_runs(a, b, out, m: int, k: int, n: int) -> bool:
+    if m <= cpu_gemm.FEW_ROWS:
+        return b.flags.c_contiguous and cpu_gemm.fits(a, b, out)
     # Its gain is the second thread: with one (NUMBA_NUM_THREADS=1, an MPI rank per core) OpenBLAS runs.
     return (2 * m * k * n >= GEMM_MIN_FLOPS and min(m, k) >= GEMM_MIN_LENGTH and cpu_gemm.fits(a, b, out)
             and numba.get_num_threads() > 1)
@@ -474,6 +479,28 @@ def _add_bias(z, b, relu):
         else:
             for j in range(row.size):
                 row[j] += b[j]
+
+
+# Up to this many elements the sigmoid is one compiled loop on the calling thread (a batch-1
+# forward: one call where NumPy's formula makes four); past it, NumPy's vectorized tanh, faster
+# per element than the C library's.
+SIGMOID_LOOP_MAX = 1024
+
+
+@njit(**_FLAGS)
+def _sigmoid(x, out):
+    half = x.dtype.type(0.5)
+    for i in range(x.size):
+        out[i] = half * math.tanh(half * x[i]) + half
+
+
+def sigmoid(x):
+    """0.5 * tanh(x / 2) + 0.5, as ``reference.sigmoid``: one loop for a small x."""
+    if x.size > SIGMOID_LOOP_MAX or not x.flags.c_contiguous or x.dtype.char not in "fd":
+        return _reference.sigmoid(x)
+    out = np.empty_like(x)
+    _sigmoid(x.reshape(-1), out.reshape(-1))
+    return out
 
 
 def relu(x, out=None):

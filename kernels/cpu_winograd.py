@@ -32,8 +32,8 @@ from numba import njit
 
 from . import simd
 from .cpu_pool import biased, window_max
-from .simd import (vadd, vfma, vload, vload_columns, vload_first, vload_pairs, vsplat, vstore, vstore_first, vstore_pairs,
-                   vsub)
+from .simd import (vadd, vfma, vload, vload_columns, vload_first, vload_pairs, vsplat, vstore, vstore_first,
+                   vstore_pairs, vsub)
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 

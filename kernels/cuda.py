@@ -22,6 +22,7 @@ from numba import cuda, float64
 from accelnet.xp import array_namespace
 
 from . import conv_gemm, elementwise, update_loops
+from . import reference as _reference
 from .contracts import (ConvContext, argmax_dtype, check_bias_rows, check_relu_output, check_scores, checked_out,
                         output_size, pool_shape)
 
@@ -431,6 +432,11 @@ def _add_bias(z, b, relu, zero):
     for e in range(cuda.grid(1), z.size, cuda.gridsize(1)):
         v = z[e] + b[e % f]
         z[e] = v if not relu or v > zero else zero * v
+
+
+def sigmoid(x):
+    """0.5 * tanh(x / 2) + 0.5 in CuPy's elementwise kernels (``reference.sigmoid``)."""
+    return _reference.sigmoid(x)
 
 
 def relu(x, out=None):

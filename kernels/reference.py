@@ -231,6 +231,15 @@ def relu(x, out=None):
     return _copy_into(array_namespace(x), out, x * (x > 0))
 
 
+def sigmoid(x):
+    """1 / (1 + exp(-x)) as 0.5 * tanh(x / 2) + 0.5, so that a large |x| never overflows (the
+    halvings are exact; 0.5 * tanh + 0.5 rounds as (tanh + 1) * 0.5)."""
+    out = array_namespace(x).tanh(x * 0.5)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
 def relu_backward(dout, y, out=None):
     """dL/dx of :func:`relu` from its output ``y``: ``dout * (y > 0)`` (y > 0 exactly where x > 0)."""
     return _copy_into(array_namespace(dout), out, dout * (y > 0))

@@ -8,10 +8,11 @@ from accelnet.kernels import cpu, cpu_gemm, simd
 
 LANES = simd.lanes(np.float32)
 # Columns: one and two vectors, whole pairs and every kind of remainder (a masked half-width vector,
-# a masked full one, a whole one, a whole one and a masked one); rows: less than one block, between blocks, many blocks.
+# a masked full one, a whole one, a whole one and a masked one); rows: a few (row by row: cpu_gemm.FEW_ROWS), less
+# than one block, between blocks, many blocks.
 COLUMNS = [1, LANES // 2, LANES // 2 + 1, LANES - 1, LANES, LANES + 1, 2 * LANES, 2 * LANES + 3, 3 * LANES,
            3 * LANES + 5, 50, 100]
-ROWS = [1, 7, 9, 16, 17, 100]
+ROWS = [1, 2, 4, 5, 7, 9, 16, 17, 100]
 
 
 def _operands(m, k, n, dtype, seed=0):
@@ -32,9 +33,10 @@ def test_gemm_matches_a_float64_product_for_every_block_remainder(m, n):
     _assert_product(cpu_gemm.gemm(a, b), a, b)
 
 
-@pytest.mark.parametrize("k", [1, 2, 100, 1000])
-def test_gemm_matches_a_float64_product_for_any_inner_length(k):
-    a, b = _operands(33, k, 100, np.float32)
+@pytest.mark.parametrize("m", [2, 33])
+@pytest.mark.parametrize("k", [1, 2, 3, 100, 1000])
+def test_gemm_matches_a_float64_product_for_any_inner_length(k, m):
+    a, b = _operands(m, k, 100, np.float32)
     _assert_product(cpu_gemm.gemm(a, b), a, b)
 
 
@@ -85,8 +87,9 @@ def test_gemm_writes_nothing_past_the_result():
 
 @pytest.mark.parametrize("relu", [False, True], ids=["bias", "bias-relu"])
 @pytest.mark.parametrize("n", [LANES // 2, LANES + 1, 2 * LANES + 3, 100])
-def test_gemm_adds_the_bias_then_the_relu_as_it_stores(n, relu):
-    a, b = _operands(17, 37, n, np.float32)
+@pytest.mark.parametrize("m", [1, 17])
+def test_gemm_adds_the_bias_then_the_relu_as_it_stores(m, n, relu):
+    a, b = _operands(m, 37, n, np.float32)
     bias = np.random.default_rng(1).standard_normal(n).astype(np.float32)
     want = a.astype(np.float64) @ b.astype(np.float64) + bias
     if relu:
@@ -143,8 +146,22 @@ def test_matmul_runs_gemm_for_a_training_steps_products_at_batch_100_and_up():
         assert cpu.matmul_picks(a.T.copy().T, b) == "gemm"  # x.T: the weight gradient's first operand
 
 
+def test_matmul_runs_a_few_rows_on_gemm_row_by_row_whatever_the_threads():
+    threads = numba.get_num_threads()
+    try:
+        for t in (1, threads):
+            numba.set_num_threads(t)
+            for m, k, n in [(1, 784, 50), (1, 50, 10), (cpu_gemm.FEW_ROWS, 100, 100)]:
+                assert cpu.matmul_picks(*_operands(m, k, n, np.float32)) == "gemm"
+    finally:
+        numba.set_num_threads(threads)
+    dz, w = _operands(1, 100, 784, np.float32)
+    assert cpu.matmul_picks(dz, w.T.copy().T) == "OpenBLAS 1"  # W.T, the input gradient's: not row-contiguous
+
+
 def test_matmul_leaves_small_and_short_products_to_openblas_on_one_thread():
-    for m, k, n in [(1, 784, 100), (10, 100, 100), (100, 100, 10), (32, 784, 100), (784, 32, 100)]:
+    for m, k, n in [(cpu_gemm.FEW_ROWS + 1, 784, 100), (10, 100, 100), (100, 100, 10), (32, 784, 100),
+                    (784, 32, 100)]:
         a, b = _operands(m, k, n, np.float32)
         assert cpu.matmul_picks(a, b) == "OpenBLAS 1"
 

@@ -511,3 +511,15 @@ def test_softmax_cross_entropy_of_a_nan_score_is_nan(kernels):
 def test_softmax_cross_entropy_names_mismatched_shapes(kernels, y, t):
     with pytest.raises(ValueError, match="softmax_cross_entropy: expected scores"):
         kernels.softmax_cross_entropy(y, t, np.empty_like(y))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 50), (7, 300)], ids=["one-loop", "numpy"])  # about the CPU's SIGMOID_LOOP_MAX
+def test_sigmoid_matches_the_reference_and_saturates_without_overflow(kernels, shape, dtype):
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype) * 4
+    x[0, :3] = [-1000, 1000, np.nan]
+    got = kernels.sigmoid(x)
+    want = 1 / (1 + np.exp(-x[0, 3:].astype(np.float64)))
+    tol = 2e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(got[0, 3:], want, rtol=tol, atol=tol)
+    assert got[0, 0] == 0 and got[0, 1] == 1 and np.isnan(got[0, 2]) and got.dtype == dtype
