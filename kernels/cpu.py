@@ -404,7 +404,7 @@ def blas_threads(m: int, k: int, n: int) -> int | None:
 # result's rows and the inner dimension are this long: on one thread it is no faster than OpenBLAS,
 # and on smaller or shorter products waking Numba's pool costs more than two threads save
 # (bench/profile_products.py; `accelnet bench ab` at batch 32 and 100). Products of a few rows with
-# B row-contiguous (a batch-1 forward: x @ W) run there too, serially, at any size: OpenBLAS's
+# B row-contiguous and within L2 (a batch-1 forward: x @ W) run there too, serially: OpenBLAS's
 # call costs more than their arithmetic.
 GEMM_MIN_FLOPS = 1e6
 GEMM_MIN_LENGTH = 64
@@ -412,7 +412,7 @@ GEMM_MIN_LENGTH = 64
 
 def _gemm_runs(a, b, out, m: int, k: int, n: int) -> bool:
     if m <= cpu_gemm.FEW_ROWS:
-        return b.flags.c_contiguous and cpu_gemm.fits(a, b, out)
+        return b.flags.c_contiguous and b.size <= cpu_gemm.FEW_ROWS_B_MAX and cpu_gemm.fits(a, b, out)
     # Its gain is the second thread: with one (NUMBA_NUM_THREADS=1, an MPI rank per core) OpenBLAS runs.
     return (2 * m * k * n >= GEMM_MIN_FLOPS and min(m, k) >= GEMM_MIN_LENGTH and cpu_gemm.fits(a, b, out)
             and numba.get_num_threads() > 1)

@@ -157,6 +157,8 @@ def test_matmul_runs_a_few_rows_on_gemm_row_by_row_whatever_the_threads():
         numba.set_num_threads(threads)
     dz, w = _operands(1, 100, 784, np.float32)
     assert cpu.matmul_picks(dz, w.T.copy().T) == "OpenBLAS 1"  # W.T, the input gradient's: not row-contiguous
+    x, w = _operands(1, 4320, 100, np.float32)
+    assert cpu.matmul_picks(x, w) == "OpenBLAS 1"  # simple_convnet's first Linear: B past L2
 
 
 def test_matmul_leaves_small_and_short_products_to_openblas_on_one_thread():
