@@ -44,7 +44,7 @@ from .cpu_pool import biased, max_windows, scatter_windows
 from .cpu_winograd import (XI, clear_tiles, grad_channels, grad_products, grad_tiles, hwc_grads, hwc_planes,
                            hwc_tiles, input_tiles, padded_planes, phase_scratch, plane_stride, store_tiles,
                            tile_products, transformed_weights, weight_grad_from)
-from .simd import block_fma, block_scalars, block_zeros, vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
+from .simd import block_fma, block_rows, block_scalars, block_zeros, vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
@@ -115,9 +115,9 @@ def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, paired, soff, 
                 for kx in range(fw):
                     a = block_fma(a, block_scalars(wpk, t + kx * CO_BLOCK), vload(src, s + kx * ks),
                                   vload(src, s + s2 + kx * ks))
-        for q in range(CO_BLOCK):
-            vstore(acc, q * astride + j0, a[2 * q])
-            vstore(acc, q * astride + j0 + a2, a[2 * q + 1])
+        for q, (v0, v1) in enumerate(block_rows(a)):
+            vstore(acc, q * astride + j0, v0)
+            vstore(acc, q * astride + j0 + a2, v1)
 
 
 @njit(inline="always")

@@ -31,7 +31,7 @@ from numba import njit, prange
 from accelnet.cpu_runtime import FLUSHED
 
 from . import simd
-from .simd import block_fma, block_zeros, vadd, vfma, vgate, vhalf, vload, vload_first, vsplat, vsplat_like, vstore, vstore_first
+from .simd import block_fma, block_rows, block_zeros, vadd, vfma, vgate, vhalf, vload, vload_first, vsplat, vsplat_like, vstore, vstore_first
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy", fastmath={"contract"})
 
@@ -70,10 +70,11 @@ def _rows_x2(a, i0, m, bf, n, j0, k, of, bias, relu):
     rows = min(ROWS, m - i0)
     biased = bias.size > 0
     vb0, vb1 = (vload(bias, j0), vload(bias, j0 + lanes)) if biased else (zero, zero)
-    for q in range(rows):
-        o = (i0 + q) * n + j0
-        vstore(of, o, _epilogue(acc[2 * q], vb0, biased, relu))
-        vstore(of, o + lanes, _epilogue(acc[2 * q + 1], vb1, biased, relu))
+    for q, (v0, v1) in enumerate(block_rows(acc)):
+        if q < rows:
+            o = (i0 + q) * n + j0
+            vstore(of, o, _epilogue(v0, vb0, biased, relu))
+            vstore(of, o + lanes, _epilogue(v1, vb1, biased, relu))
 
 
 @njit(inline="always", **_FLAGS)

@@ -32,7 +32,7 @@ from numba import njit
 
 from . import simd
 from .cpu_pool import biased, window_max
-from .simd import (block_fma, block_scalars, block_zeros, vadd, vfma, vload, vload_columns, vload_first,
+from .simd import (block_fma, block_rows, block_scalars, block_zeros, vadd, vfma, vload, vload_columns, vload_first,
                    vload_pairs, vsplat, vstore, vstore_first, vstore_pairs, vsub)
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
@@ -155,20 +155,23 @@ def _split_phases(pp, plane, th, tw, cp, d0, ps):
 
 
 @njit(inline="always")
-def _input_transform(d):
+def _input_transform(d, v, o, vs, n):
     """B^T d B of 4x4 tiles d (16 vectors, d[4i + j] row i, column j; a vector of tiles or of
-    channels each): the 16 transformed vectors in the same order. Additions only."""
+    channels each) into v[o + xi*vs] for the 16 positions xi = 4i + j, the first n lanes of each.
+    Additions only. (Written-out stores: a loop over the 16 results kept them in memory.)"""
     d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33 = d
     # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
     e00, e01, e02, e03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
     e10, e11, e12, e13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
     e20, e21, e22, e23 = vsub(d20, d10), vsub(d21, d11), vsub(d22, d12), vsub(d23, d13)
     e30, e31, e32, e33 = vsub(d10, d30), vsub(d11, d31), vsub(d12, d32), vsub(d13, d33)
-    # (B^T d) B: columns the same way
-    return (vsub(e00, e02), vadd(e01, e02), vsub(e02, e01), vsub(e01, e03),
-            vsub(e10, e12), vadd(e11, e12), vsub(e12, e11), vsub(e11, e13),
-            vsub(e20, e22), vadd(e21, e22), vsub(e22, e21), vsub(e21, e23),
-            vsub(e30, e32), vadd(e31, e32), vsub(e32, e31), vsub(e31, e33))
+    for i, (a0, a1, a2, a3) in enumerate(((e00, e01, e02, e03), (e10, e11, e12, e13),
+                                          (e20, e21, e22, e23), (e30, e31, e32, e33))):
+        # (B^T d) B: columns the same way
+        vstore_first(v, o + (4 * i) * vs, vsub(a0, a2), n)
+        vstore_first(v, o + (4 * i + 1) * vs, vadd(a1, a2), n)
+        vstore_first(v, o + (4 * i + 2) * vs, vsub(a2, a1), n)
+        vstore_first(v, o + (4 * i + 3) * vs, vsub(a1, a3), n)
 
 
 @njit(inline="always")
@@ -200,9 +203,8 @@ def input_tiles(pp, base, c, th, tw, v, t0, tpad, vs, cp):
             d20, d21, d22, d23 = vload(cp, s), vload(cp, s + 2 * ps), vload(cp, s + 4 * ps), vload(cp, s + 6 * ps)
             d30, d31, d32, d33 = vload(cp, s + ps), vload(cp, s + 3 * ps), vload(cp, s + 5 * ps), vload(cp, s + 7 * ps)
             o = ch * tpad + t0 + t
-            for xi, x in enumerate(_input_transform((d00, d01, d02, d03, d10, d11, d12, d13,
-                                                     d20, d21, d22, d23, d30, d31, d32, d33))):
-                vstore_first(v, o + xi * vs, x, n)
+            _input_transform((d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33),
+                             v, o, vs, n)
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
@@ -222,9 +224,9 @@ def tile_products(v, c, tpad, vs, upk, blk, nblk, m):
             for ch in range(c):
                 s = vb + ch * tpad + j0
                 a = block_fma(a, block_scalars(upk, ub + ch * CO_BLOCK), vload(v, s), vload(v, s + lanes))
-            for q in range(CO_BLOCK):
-                vstore(m, mb + q * tpad + j0, a[2 * q])
-                vstore(m, mb + q * tpad + j0 + lanes, a[2 * q + 1])
+            for q, (x0, x1) in enumerate(block_rows(a)):
+                vstore(m, mb + q * tpad + j0, x0)
+                vstore(m, mb + q * tpad + j0 + lanes, x1)
 
 
 @njit(inline="always")
@@ -337,9 +339,8 @@ def hwc_tiles(xh, cp, th, tw, vt, t0, ts):
                 d20, d21, d22, d23 = vload(xh, s), vload(xh, s + cp), vload(xh, s + 2 * cp), vload(xh, s + 3 * cp)
                 s += rs
                 d30, d31, d32, d33 = vload(xh, s), vload(xh, s + cp), vload(xh, s + 2 * cp), vload(xh, s + 3 * cp)
-                for xi, x in enumerate(_input_transform((d00, d01, d02, d03, d10, d11, d12, d13,
-                                                         d20, d21, d22, d23, d30, d31, d32, d33))):
-                    vstore(vt, xi * ts + o + c0, x)
+                _input_transform((d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33),
+                                 vt, o + c0, ts, lanes)
 
 
 @njit(inline="always")
@@ -397,9 +398,9 @@ def grad_products(vt, ts, yt, tsy, nt, cp, fp, du):
                     for t in range(nt):
                         y = yb + t * fp + f0
                         a = block_fma(a, block_scalars(vt, vb + t * cp + c0), vload(yt, y), vload(yt, y + lanes))
-                    for q in range(CO_BLOCK):
-                        vstore(du, o + q * fp, vadd(vload(du, o + q * fp), a[2 * q]))
-                        vstore(du, o + q * fp + lanes, vadd(vload(du, o + q * fp + lanes), a[2 * q + 1]))
+                    for q, (x0, x1) in enumerate(block_rows(a)):
+                        vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
+                        vstore(du, o + q * fp + lanes, vadd(vload(du, o + q * fp + lanes), x1))
                 else:  # the last, odd vector of output channels
                     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
                     for t in range(nt):

@@ -21,7 +21,7 @@ or written, converted between a's dtype and the vector's). For pooling and Winog
 ``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the odd ones), ``vadd`` /
 ``vsub``, ``vgate(v, y)`` (v * (y > 0): the ReLU and its mask), ``vmax_arg`` (a running max with
 its index, as MaxPool2d takes it) and ``vpick(a, t, v)`` (v where a == t, else 0). For the
-products' 8 x 2 register block: ``block_zeros``, ``block_scalars`` and ``block_fma``.
+products' 8 x 2 register block: ``block_zeros``, ``block_scalars``, ``block_fma`` and ``block_rows``.
 """
 
 from __future__ import annotations
@@ -523,6 +523,14 @@ def block_zeros(zero):
 def block_scalars(a, i):
     """a[i : i + 8] as a tuple: a block's 8 multipliers from a run of a packed array."""
     return a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]
+
+
+@njit(inline="always")
+def block_rows(acc):
+    """The block's 8 rows as pairs of vectors, to be stored: ``for q, (x0, x1) in
+    enumerate(block_rows(acc))`` (the loop Numba unrolls as it did the written-out rows)."""
+    return ((acc[0], acc[1]), (acc[2], acc[3]), (acc[4], acc[5]), (acc[6], acc[7]),
+            (acc[8], acc[9]), (acc[10], acc[11]), (acc[12], acc[13]), (acc[14], acc[15]))
 
 
 @njit(inline="always")
