@@ -41,10 +41,10 @@ from numba import njit, prange
 
 from . import simd
 from .cpu_pool import biased, max_windows, scatter_windows
-from .cpu_winograd import (XI, clear_tiles, grad_channels, grad_products, grad_tiles, hwc_grads, hwc_planes,
-                           hwc_tiles, input_tiles, padded_planes, phase_scratch, plane_stride, store_tiles,
-                           tile_products, transformed_weights, weight_grad_from)
-from .simd import block_fma, block_rows, block_scalars, block_zeros, vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
+from .cpu_winograd import (XI, clear_tiles, grad_products, grad_tiles, hwc_grads, hwc_planes, hwc_tiles,
+                           input_tiles, padded_planes, phase_size, plane_stride, store_tiles, tile_products,
+                           transformed_weights, weight_grad_from)
+from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
@@ -107,15 +107,33 @@ def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, paired, soff, 
     wblk = blk * k * fh * fw * CO_BLOCK
     zero = vsplat(src.dtype.type(0))
     for j0 in range(0, plane, step):
-        a = block_zeros(zero)
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+        a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
         for ch in range(k):
             for ky in range(fh):
                 s = base + ch * cs + ky * rs + j0
                 t = wblk + (ch * fh + ky) * fw * CO_BLOCK
                 for kx in range(fw):
-                    a = block_fma(a, block_scalars(wpk, t + kx * CO_BLOCK), vload(src, s + kx * ks),
-                                  vload(src, s + s2 + kx * ks))
-        for q, (v0, v1) in enumerate(block_rows(a)):
+                    s0, s1 = vload(src, s + kx * ks), vload(src, s + s2 + kx * ks)
+                    w = t + kx * CO_BLOCK
+                    w0 = vsplat(wpk[w])
+                    a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
+                    w1 = vsplat(wpk[w + 1])
+                    a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
+                    w2 = vsplat(wpk[w + 2])
+                    a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
+                    w3 = vsplat(wpk[w + 3])
+                    a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
+                    w4 = vsplat(wpk[w + 4])
+                    a40, a41 = vfma(w4, s0, a40), vfma(w4, s1, a41)
+                    w5 = vsplat(wpk[w + 5])
+                    a50, a51 = vfma(w5, s0, a50), vfma(w5, s1, a51)
+                    w6 = vsplat(wpk[w + 6])
+                    a60, a61 = vfma(w6, s0, a60), vfma(w6, s1, a61)
+                    w7 = vsplat(wpk[w + 7])
+                    a70, a71 = vfma(w7, s0, a70), vfma(w7, s1, a71)
+        for q, (v0, v1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
+                                      (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
             vstore(acc, q * astride + j0, v0)
             vstore(acc, q * astride + j0 + a2, v1)
 
@@ -178,7 +196,7 @@ def _conv2d_winograd(x, upk, fb, b, pad, per, relu, pool, out, argmax):
         vs = plane_stride(c, tpad, x.itemsize)
         v = np.empty(XI * vs, x.dtype)
         clear_tiles(v, c, tpad, vs, m * nt)
-        cp = np.empty(phase_scratch(th, tw, lanes), x.dtype)
+        cp = np.empty(16 * phase_size(th, tw, lanes), x.dtype)
         for k in range(m):
             padded_planes(x[p * per + k], 0, h * wd, c, h, wd, pad, th, tw, pp, k * c * psz)
             input_tiles(pp, k * c * psz, c, th, tw, v, k * nt, tpad, vs, cp)
@@ -378,7 +396,8 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
     wpsz = (h // 2 * 2 + 2) * (wd // 2 * 2 + 2)
     # Winograd weight gradient (``wdw``): dU of the tiles of ``mw`` images at a time into du_part
     nt = (oh // 2) * (ow // 2)
-    cq, fq = grad_channels(c, f, lanes)
+    cq = -(-c // max(lanes, CO_BLOCK)) * max(lanes, CO_BLOCK)  # input channels in vectors and 8-blocks
+    fq = -(-f // lanes) * lanes
     mw = max(1, WINOGRAD_DW_BYTES // (XI * nt * (cq + fq) * x.itemsize))
     ts, tsy = plane_stride(mw * nt, cq, x.itemsize), plane_stride(mw * nt, fq, x.itemsize)
     chunks = dw_part.shape[0]
@@ -395,7 +414,7 @@ def _conv2d_backward(dout, x, wfpk, fh, fw, pad, need_dx, relu, relu_out, pool, 
         # Winograd (``wino``): the input gradient's tiles, ``dper`` images at a time
         pp = np.empty(dper * f * wpsz + 4 * lanes if wino else 1, x.dtype)
         v = np.empty(XI * plane_stride(f, wtpad, x.itemsize) if wino else 1, x.dtype)
-        cp = np.empty(phase_scratch(h // 2, wd // 2, lanes) if wino else 1, x.dtype)
+        cp = np.empty(16 * phase_size(h // 2, wd // 2, lanes) if wino else 1, x.dtype)
         prods = np.empty(XI * plane_stride(CO_BLOCK, wtpad, x.itemsize) if wino else 1, x.dtype)
         duk = du_part[k]
         duk[:] = 0
@@ -568,7 +587,7 @@ def conv2d_backward(dout, x, w, pad: int, dw, db, dx=None, relu_out=None, pool: 
     chunks = min(CHUNKS, n)
     dw_part = np.empty((chunks, c * fh * fw * fb if not wino_dw else 1), dtype=x.dtype)  # each chunk's (C, FH, FW, FB)
     db_part = np.empty((chunks, fb), dtype=x.dtype)
-    cq, fq = grad_channels(c, f, lanes)
+    cq, fq = -(-c // max(lanes, CO_BLOCK)) * max(lanes, CO_BLOCK), -(-f // lanes) * lanes
     du_part = np.empty((chunks, XI * cq * fq if wino_dw else 1), dtype=x.dtype)  # each chunk's dU (16, CQ, FQ)
     relu = relu_out is not None
     # the input gradient's tiles are taken a group of images at a time, in runs of up to dx_images

@@ -31,7 +31,7 @@ from numba import njit, prange
 from accelnet.cpu_runtime import FLUSHED
 
 from . import simd
-from .simd import block_fma, block_rows, block_zeros, vadd, vfma, vgate, vhalf, vload, vload_first, vsplat, vsplat_like, vstore, vstore_first
+from .simd import vadd, vfma, vgate, vhalf, vload, vload_first, vsplat, vsplat_like, vstore, vstore_first
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy", fastmath={"contract"})
 
@@ -62,15 +62,32 @@ def _rows_x2(a, i0, m, bf, n, j0, k, of, bias, relu):
     zero = vsplat(bf.dtype.type(0))
     r1, r2, r3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
     r4, r5, r6, r7 = min(i0 + 4, m - 1), min(i0 + 5, m - 1), min(i0 + 6, m - 1), min(i0 + 7, m - 1)
-    acc = block_zeros(zero)
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+    c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = zero
     for kk in range(k):
         s = kk * n + j0
-        acc = block_fma(acc, (a[i0, kk], a[r1, kk], a[r2, kk], a[r3, kk], a[r4, kk], a[r5, kk], a[r6, kk], a[r7, kk]),
-                        vload(bf, s), vload(bf, s + lanes))
+        b0, b1 = vload(bf, s), vload(bf, s + lanes)
+        x = vsplat(a[i0, kk])
+        c00, c01 = vfma(x, b0, c00), vfma(x, b1, c01)
+        x = vsplat(a[r1, kk])
+        c10, c11 = vfma(x, b0, c10), vfma(x, b1, c11)
+        x = vsplat(a[r2, kk])
+        c20, c21 = vfma(x, b0, c20), vfma(x, b1, c21)
+        x = vsplat(a[r3, kk])
+        c30, c31 = vfma(x, b0, c30), vfma(x, b1, c31)
+        x = vsplat(a[r4, kk])
+        c40, c41 = vfma(x, b0, c40), vfma(x, b1, c41)
+        x = vsplat(a[r5, kk])
+        c50, c51 = vfma(x, b0, c50), vfma(x, b1, c51)
+        x = vsplat(a[r6, kk])
+        c60, c61 = vfma(x, b0, c60), vfma(x, b1, c61)
+        x = vsplat(a[r7, kk])
+        c70, c71 = vfma(x, b0, c70), vfma(x, b1, c71)
     rows = min(ROWS, m - i0)
     biased = bias.size > 0
     vb0, vb1 = (vload(bias, j0), vload(bias, j0 + lanes)) if biased else (zero, zero)
-    for q, (v0, v1) in enumerate(block_rows(acc)):
+    for q, (v0, v1) in enumerate(((c00, c01), (c10, c11), (c20, c21), (c30, c31),
+                                  (c40, c41), (c50, c51), (c60, c61), (c70, c71))):
         if q < rows:
             o = (i0 + q) * n + j0
             vstore(of, o, _epilogue(v0, vb0, biased, relu))

@@ -32,8 +32,8 @@ from numba import njit
 
 from . import simd
 from .cpu_pool import biased, window_max
-from .simd import (block_fma, block_rows, block_scalars, block_zeros, vadd, vfma, vload, vload_columns, vload_first,
-                   vload_pairs, vsplat, vstore, vstore_first, vstore_pairs, vsub)
+from .simd import (vadd, vfma, vload, vload_columns, vload_first, vload_pairs, vsplat, vstore, vstore_first,
+                   vstore_pairs, vsub)
 
 _FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
 
@@ -125,14 +125,8 @@ def clear_tiles(v, c, tpad, vs, used):
 @njit(inline="always")
 def phase_size(th, tw, lanes):
     """Elements of one of ``input_tiles``' phase planes: th + 1 rows of tw, and a vector's room
-    for the last row's stores."""
+    for the last row's stores. ``input_tiles`` needs 16 of them (two channels' 8)."""
     return (th + 1) * tw + lanes
-
-
-@njit(inline="always")
-def phase_scratch(th, tw, lanes):
-    """Elements of ``input_tiles``' scratch ``cp``: 16 phase planes (two channels' 8)."""
-    return 16 * phase_size(th, tw, lanes)
 
 
 @njit(inline="always")
@@ -152,26 +146,6 @@ def _split_phases(pp, plane, th, tw, cp, d0, ps):
             vstore(cp, d + 2 * ps + x0, o0)
             vstore(cp, d + 4 * ps + x0, e2)
             vstore(cp, d + 6 * ps + x0, o2)
-
-
-@njit(inline="always")
-def _input_transform(d, v, o, vs, n):
-    """B^T d B of 4x4 tiles d (16 vectors, d[4i + j] row i, column j; a vector of tiles or of
-    channels each) into v[o + xi*vs] for the 16 positions xi = 4i + j, the first n lanes of each.
-    Additions only. (Written-out stores: a loop over the 16 results kept them in memory.)"""
-    d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33 = d
-    # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
-    e00, e01, e02, e03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
-    e10, e11, e12, e13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
-    e20, e21, e22, e23 = vsub(d20, d10), vsub(d21, d11), vsub(d22, d12), vsub(d23, d13)
-    e30, e31, e32, e33 = vsub(d10, d30), vsub(d11, d31), vsub(d12, d32), vsub(d13, d33)
-    for i, (a0, a1, a2, a3) in enumerate(((e00, e01, e02, e03), (e10, e11, e12, e13),
-                                          (e20, e21, e22, e23), (e30, e31, e32, e33))):
-        # (B^T d) B: columns the same way
-        vstore_first(v, o + (4 * i) * vs, vsub(a0, a2), n)
-        vstore_first(v, o + (4 * i + 1) * vs, vadd(a1, a2), n)
-        vstore_first(v, o + (4 * i + 2) * vs, vsub(a2, a1), n)
-        vstore_first(v, o + (4 * i + 3) * vs, vsub(a1, a3), n)
 
 
 @njit(inline="always")
@@ -202,9 +176,19 @@ def input_tiles(pp, base, c, th, tw, v, t0, tpad, vs, cp):
             s += tw
             d20, d21, d22, d23 = vload(cp, s), vload(cp, s + 2 * ps), vload(cp, s + 4 * ps), vload(cp, s + 6 * ps)
             d30, d31, d32, d33 = vload(cp, s + ps), vload(cp, s + 3 * ps), vload(cp, s + 5 * ps), vload(cp, s + 7 * ps)
+            # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+            e00, e01, e02, e03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
+            e10, e11, e12, e13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
+            e20, e21, e22, e23 = vsub(d20, d10), vsub(d21, d11), vsub(d22, d12), vsub(d23, d13)
+            e30, e31, e32, e33 = vsub(d10, d30), vsub(d11, d31), vsub(d12, d32), vsub(d13, d33)
             o = ch * tpad + t0 + t
-            _input_transform((d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33),
-                             v, o, vs, n)
+            for i, (a0, a1, a2, a3) in enumerate(((e00, e01, e02, e03), (e10, e11, e12, e13),
+                                                  (e20, e21, e22, e23), (e30, e31, e32, e33))):
+                # (B^T d) B: columns the same way
+                vstore_first(v, o + (4 * i) * vs, vsub(a0, a2), n)
+                vstore_first(v, o + (4 * i + 1) * vs, vadd(a1, a2), n)
+                vstore_first(v, o + (4 * i + 2) * vs, vsub(a2, a1), n)
+                vstore_first(v, o + (4 * i + 3) * vs, vsub(a1, a3), n)
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
@@ -220,11 +204,30 @@ def tile_products(v, c, tpad, vs, upk, blk, nblk, m):
         vb = xi * vs
         mb = xi * plane_stride(CO_BLOCK, tpad, m.itemsize)
         for j0 in range(0, tpad, 2 * lanes):
-            a = block_zeros(zero)
+            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+            a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
             for ch in range(c):
                 s = vb + ch * tpad + j0
-                a = block_fma(a, block_scalars(upk, ub + ch * CO_BLOCK), vload(v, s), vload(v, s + lanes))
-            for q, (x0, x1) in enumerate(block_rows(a)):
+                s0, s1 = vload(v, s), vload(v, s + lanes)
+                w = ub + ch * CO_BLOCK
+                w0 = vsplat(upk[w])
+                a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
+                w1 = vsplat(upk[w + 1])
+                a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
+                w2 = vsplat(upk[w + 2])
+                a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
+                w3 = vsplat(upk[w + 3])
+                a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
+                w4 = vsplat(upk[w + 4])
+                a40, a41 = vfma(w4, s0, a40), vfma(w4, s1, a41)
+                w5 = vsplat(upk[w + 5])
+                a50, a51 = vfma(w5, s0, a50), vfma(w5, s1, a51)
+                w6 = vsplat(upk[w + 6])
+                a60, a61 = vfma(w6, s0, a60), vfma(w6, s1, a61)
+                w7 = vsplat(upk[w + 7])
+                a70, a71 = vfma(w7, s0, a70), vfma(w7, s1, a71)
+            for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
+                                          (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
                 vstore(m, mb + q * tpad + j0, x0)
                 vstore(m, mb + q * tpad + j0 + lanes, x1)
 
@@ -293,13 +296,6 @@ def weight_grad_from(du, f: int, c: int, dtype):
 
 
 @njit(inline="always")
-def grad_channels(c, f, lanes):
-    """dU's (16, CQ, FQ) padded channel counts: input channels in whole vectors and 8-blocks
-    (``grad_products``' rows), output channels in whole vectors."""
-    return -(-c // max(lanes, CO_BLOCK)) * max(lanes, CO_BLOCK), -(-f // lanes) * lanes
-
-
-@njit(inline="always")
 def hwc_planes(src, sbase, sstride, c, h, w, p, th, tw, cp, dst):
     """Planes of src (c of h x w at src[sbase + ch*sstride:]) -> dst as 2*th + 2 rows of 2*tw + 2
     positions of cp channels (a position's channels side by side), zero-padded by p rows and
@@ -339,8 +335,17 @@ def hwc_tiles(xh, cp, th, tw, vt, t0, ts):
                 d20, d21, d22, d23 = vload(xh, s), vload(xh, s + cp), vload(xh, s + 2 * cp), vload(xh, s + 3 * cp)
                 s += rs
                 d30, d31, d32, d33 = vload(xh, s), vload(xh, s + cp), vload(xh, s + 2 * cp), vload(xh, s + 3 * cp)
-                _input_transform((d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33),
-                                 vt, o + c0, ts, lanes)
+                # B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), as ``input_tiles``
+                e00, e01, e02, e03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
+                e10, e11, e12, e13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
+                e20, e21, e22, e23 = vsub(d20, d10), vsub(d21, d11), vsub(d22, d12), vsub(d23, d13)
+                e30, e31, e32, e33 = vsub(d10, d30), vsub(d11, d31), vsub(d12, d32), vsub(d13, d33)
+                for i, (a0, a1, a2, a3) in enumerate(((e00, e01, e02, e03), (e10, e11, e12, e13),
+                                                      (e20, e21, e22, e23), (e30, e31, e32, e33))):
+                    vstore(vt, (4 * i) * ts + o + c0, vsub(a0, a2))
+                    vstore(vt, (4 * i + 1) * ts + o + c0, vadd(a1, a2))
+                    vstore(vt, (4 * i + 2) * ts + o + c0, vsub(a2, a1))
+                    vstore(vt, (4 * i + 3) * ts + o + c0, vsub(a1, a3))
 
 
 @njit(inline="always")
@@ -394,11 +399,30 @@ def grad_products(vt, ts, yt, tsy, nt, cp, fp, du):
             for f0 in range(0, fp, 2 * lanes):
                 o = db + c0 * fp + f0
                 if f0 + lanes < fp:
-                    a = block_zeros(zero)
+                    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+                    a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = zero
                     for t in range(nt):
                         y = yb + t * fp + f0
-                        a = block_fma(a, block_scalars(vt, vb + t * cp + c0), vload(yt, y), vload(yt, y + lanes))
-                    for q, (x0, x1) in enumerate(block_rows(a)):
+                        b0, b1 = vload(yt, y), vload(yt, y + lanes)
+                        v = vb + t * cp + c0
+                        w = vsplat(vt[v])
+                        a00, a01 = vfma(w, b0, a00), vfma(w, b1, a01)
+                        w = vsplat(vt[v + 1])
+                        a10, a11 = vfma(w, b0, a10), vfma(w, b1, a11)
+                        w = vsplat(vt[v + 2])
+                        a20, a21 = vfma(w, b0, a20), vfma(w, b1, a21)
+                        w = vsplat(vt[v + 3])
+                        a30, a31 = vfma(w, b0, a30), vfma(w, b1, a31)
+                        w = vsplat(vt[v + 4])
+                        a40, a41 = vfma(w, b0, a40), vfma(w, b1, a41)
+                        w = vsplat(vt[v + 5])
+                        a50, a51 = vfma(w, b0, a50), vfma(w, b1, a51)
+                        w = vsplat(vt[v + 6])
+                        a60, a61 = vfma(w, b0, a60), vfma(w, b1, a61)
+                        w = vsplat(vt[v + 7])
+                        a70, a71 = vfma(w, b0, a70), vfma(w, b1, a71)
+                    for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
+                                                  (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
                         vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
                         vstore(du, o + q * fp + lanes, vadd(vload(du, o + q * fp + lanes), x1))
                 else:  # the last, odd vector of output channels

@@ -20,8 +20,7 @@ vector: ``vload_first(a, i, n, z)`` / ``vstore_first(a, i, v, n)`` (only the fir
 or written, converted between a's dtype and the vector's). For pooling and Winograd's tiles:
 ``vload_pairs`` / ``vstore_pairs`` (2*LANES elements as the even and the odd ones), ``vadd`` /
 ``vsub``, ``vgate(v, y)`` (v * (y > 0): the ReLU and its mask), ``vmax_arg`` (a running max with
-its index, as MaxPool2d takes it) and ``vpick(a, t, v)`` (v where a == t, else 0). For the
-products' 8 x 2 register block: ``block_zeros``, ``block_scalars``, ``block_fma`` and ``block_rows``.
+its index, as MaxPool2d takes it) and ``vpick(a, t, v)`` (v where a == t, else 0).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import os
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
@@ -506,40 +505,3 @@ def vstore_pairs(typingctx, a, i, even, odd, n):
         return context.get_dummy_value()
 
     return types.none(a, i, even, odd, n), codegen
-
-
-# -- the 8 x 2 register block ---------------------------------------------------------------------
-# The CPU product kernels (gemm rows, the direct and Winograd correlations, Winograd's weight
-# gradient) keep 8 rows x 2 vectors of sums in 16 registers; a block is a 16-tuple of vectors, row
-# q's two at 2q and 2q + 1. Inlined, the tuple is SSA values: no memory between steps.
-
-@njit(inline="always")
-def block_zeros(zero):
-    """The 16 sums of an 8 x 2 block, each ``zero`` (a vector)."""
-    return (zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero)
-
-
-@njit(inline="always")
-def block_scalars(a, i):
-    """a[i : i + 8] as a tuple: a block's 8 multipliers from a run of a packed array."""
-    return a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]
-
-
-@njit(inline="always")
-def block_rows(acc):
-    """The block's 8 rows as pairs of vectors, to be stored: ``for q, (x0, x1) in
-    enumerate(block_rows(acc))`` (the loop Numba unrolls as it did the written-out rows)."""
-    return ((acc[0], acc[1]), (acc[2], acc[3]), (acc[4], acc[5]), (acc[6], acc[7]),
-            (acc[8], acc[9]), (acc[10], acc[11]), (acc[12], acc[13]), (acc[14], acc[15]))
-
-
-@njit(inline="always")
-def block_fma(acc, x, b0, b1):
-    """One step of an 8 x 2 block: row q's sums + x[q] * (b0, b1), for 8 scalars x (each
-    broadcast once): 16 FMAs."""
-    w0, w1, w2, w3 = vsplat(x[0]), vsplat(x[1]), vsplat(x[2]), vsplat(x[3])
-    w4, w5, w6, w7 = vsplat(x[4]), vsplat(x[5]), vsplat(x[6]), vsplat(x[7])
-    return (vfma(w0, b0, acc[0]), vfma(w0, b1, acc[1]), vfma(w1, b0, acc[2]), vfma(w1, b1, acc[3]),
-            vfma(w2, b0, acc[4]), vfma(w2, b1, acc[5]), vfma(w3, b0, acc[6]), vfma(w3, b1, acc[7]),
-            vfma(w4, b0, acc[8]), vfma(w4, b1, acc[9]), vfma(w5, b0, acc[10]), vfma(w5, b1, acc[11]),
-            vfma(w6, b0, acc[12]), vfma(w6, b1, acc[13]), vfma(w7, b0, acc[14]), vfma(w7, b1, acc[15]))
