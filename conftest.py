@@ -2,12 +2,14 @@
 that takes ``backend_name`` runs once per backend, the GPU one marked ``gpu`` and skipped without
 CuPy and a device; a test that takes ``kernels`` runs once per fused kernel module (the CUDA one
 only under Numba's simulator, in a process of its own), ``any_kernels`` with the reference too.
-``rerun_pytest`` reruns test files in a fresh process under environment settings read at import."""
+``rerun_pytest`` reruns test files in a fresh process under environment settings read at import
+(``start_pytest`` starts such runs side by side)."""
 
 import importlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,20 +42,54 @@ def pytest_generate_tests(metafunc):
                                            for m in modules])
 
 
-@pytest.fixture
-def rerun_pytest():
-    """``run(files, env, k=None) -> (passed, summary line)``: pytest on ``files`` in a fresh process
-    with ``env`` added (settings such as NUMBA_ENABLE_CUDASIM or ACCELNET_SIMD_BYTES are read once,
-    at import); fails the calling test with the output if any test failed."""
-    root = Path(__file__).parent
+class PytestRun:
+    """pytest on ``files`` in a fresh process with ``env`` added (settings such as NUMBA_ENABLE_CUDASIM
+    or ACCELNET_SIMD_BYTES are read once, at import), started now; ``result()`` waits for it."""
 
-    def run(files, env, k=None):
+    def __init__(self, files, env, k=None):
+        root = Path(__file__).parent
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(["-k", k] if k else []),
                *(str(root / f) for f in files)]
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=900, cwd=root)
-        print(res.stdout[-3000:])
-        assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
-        summary = res.stdout.strip().splitlines()[-1]
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, text=True, env={**os.environ, **env},
+                                     cwd=root)
+
+    def result(self, timeout=900):
+        """(tests passed, pytest's summary line); fails the calling test with the output if any failed."""
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.stop()
+        self.out.seek(0)
+        self.err.seek(0)
+        out, err = self.out.read(), self.err.read()
+        print(out[-3000:])
+        assert code == 0, out[-5000:] + err[-2000:]
+        summary = out.strip().splitlines()[-1]
         return int(summary.split(" passed")[0].split()[-1]), summary
 
-    return run
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def rerun_pytest():
+    """``run(files, env, k=None) -> (passed, summary line)``: a :class:`PytestRun`, waited for."""
+    return lambda files, env, k=None: PytestRun(files, env, k).result()
+
+
+@pytest.fixture(scope="session")
+def start_pytest():
+    """``start(files, env, k=None) -> PytestRun``, for runs that overlap one another; any still
+    running at the end of the session are stopped."""
+    runs = []
+
+    def start(files, env, k=None):
+        runs.append(PytestRun(files, env, k))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        run.stop()
