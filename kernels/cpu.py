@@ -28,7 +28,7 @@ from .cpu_pool import max_windows, scatter_windows
 from .simd import vload_first, vsplat
 
 # error_model='numpy': a division does not check for zero, so loops with one vectorize.
-_FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
+_FLAGS = dict(cache=True, error_model="numpy")
 
 # Below this many elements of work a serial loop wins: inside a training step, right after BLAS
 # calls, waking the pool costs more than small loops take (README, "Thread pools").

@@ -46,7 +46,7 @@ from .cpu_winograd import (XI, clear_tiles, grad_products, grad_tiles, hwc_grads
                            transformed_weights, weight_grad_from)
 from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
 
-_FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
+_FLAGS = dict(cache=True, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
 
 CO_BLOCK = 8  # output channels per register block; weights are zero-padded to a multiple of it

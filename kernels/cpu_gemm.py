@@ -33,7 +33,7 @@ from accelnet.cpu_runtime import FLUSHED
 from . import simd
 from .simd import vadd, vfma, vgate, vhalf, vload, vload_first, vsplat, vsplat_like, vstore, vstore_first
 
-_FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy", fastmath={"contract"})
+_FLAGS = dict(cache=True, error_model="numpy", fastmath={"contract"})
 
 ROWS = 8  # rows of C per 2-vector block: 8 x 2 sums in 16 vector registers
 TAIL_ROWS = 16  # rows per single-vector block of the last columns: 16 sums again

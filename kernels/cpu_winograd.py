@@ -35,7 +35,7 @@ from .cpu_pool import biased, window_max
 from .simd import (vadd, vfma, vload, vload_columns, vload_first, vload_pairs, vsplat, vstore, vstore_first,
                    vstore_pairs, vsub)
 
-_FLAGS = dict(cache=simd.CACHEABLE, error_model="numpy")
+_FLAGS = dict(cache=True, error_model="numpy")
 
 CO_BLOCK = 8  # output channels per register block, as the direct kernels
 XI = 16  # positions in a 4x4 transformed tile

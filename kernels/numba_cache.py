@@ -4,6 +4,9 @@ Numba checks a cached kernel against the file that defines it, but a kernel comp
 helpers it calls from other files (``cpu_conv``'s drivers inline ``cpu_winograd``'s transforms):
 after an edit to a helper, the cached caller would load and run the old code. Here the stamp of
 a kernel of this package is a hash of all of its ``*.py``, so any edit here recompiles them all.
+Kernels built at a forced vector width (``ACCELNET_SIMD_BYTES``, see ``simd.py``) are cached in a
+folder of their own: Numba keys a cached kernel by its signature and CPU, not by the width its
+vectors were built at.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def package_stamp() -> str:
 
 
 _STAMP = package_stamp()
+_WIDTH_DIR = f"simd{os.environ['ACCELNET_SIMD_BYTES']}" if os.environ.get("ACCELNET_SIMD_BYTES") else ""
 
 
 class _PackageStamped:
@@ -34,6 +38,10 @@ class _PackageStamped:
 
     def get_source_stamp(self):
         return _STAMP
+
+    def get_cache_path(self):
+        path = super().get_cache_path()
+        return os.path.join(path, _WIDTH_DIR) if _WIDTH_DIR else path
 
     @classmethod
     def from_function(cls, py_func, py_file):

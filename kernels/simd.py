@@ -50,10 +50,7 @@ def _vector_bytes() -> int:
     return 32 if features.get("avx") else 16
 
 
-VECTOR_BYTES = _vector_bytes()
-# Numba's cache keys a kernel by its signature and the CPU, not by this width: kernels built with a
-# forced width must not be cached (nor cached ones loaded) beside the host's.
-CACHEABLE = not os.environ.get("ACCELNET_SIMD_BYTES")
+VECTOR_BYTES = _vector_bytes()  # kernels built at a forced width are cached apart (numba_cache.py)
 
 
 class Vec(types.Type):

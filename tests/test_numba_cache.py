@@ -1,6 +1,8 @@
 """Numba's on-disk cache: only the first process pays for compiling the kernels."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -55,16 +57,16 @@ def kernel():
 """
 
 
-def _run_kernel(root):
+def _run_kernel(root, env=None):
     code = "from pkg.kern import kernel; print(kernel())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    host = {k: v for k, v in os.environ.items() if k != "ACCELNET_SIMD_BYTES"}  # the host's width unless env forces one
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                         env={**host, **(env or {})}).stdout
     return int(out.strip().splitlines()[-1])
 
 
-def test_an_edit_to_a_helper_in_another_kernel_file_recompiles_the_cached_kernel(tmp_path):
-    # Numba alone checks a cached kernel against its own file: the edited helper it inlines would not count
-    import shutil
-
+def _package(tmp_path):
+    """A package of one cached kernel that inlines a helper from another file, under numba_cache."""
     from accelnet.kernels import numba_cache
 
     pkg = tmp_path / "pkg"
@@ -73,10 +75,23 @@ def test_an_edit_to_a_helper_in_another_kernel_file_recompiles_the_cached_kernel
     shutil.copy(numba_cache.__file__, pkg / "numba_cache.py")
     (pkg / "kern.py").write_text(KERNEL)
     (pkg / "helper.py").write_text(HELPER.format(1))
+    return pkg
+
+
+def test_an_edit_to_a_helper_in_another_kernel_file_recompiles_the_cached_kernel(tmp_path):
+    # Numba alone checks a cached kernel against its own file: the edited helper it inlines would not count
+    pkg = _package(tmp_path)
     assert _run_kernel(tmp_path) == 1
     assert list((pkg / "__pycache__").glob("kern.kernel-*.nbi")), "the kernel was not cached"
     (pkg / "helper.py").write_text(HELPER.format(2))
     assert _run_kernel(tmp_path) == 2
+
+
+def test_a_kernel_built_at_a_forced_vector_width_is_cached_apart_from_the_hosts(tmp_path):
+    pkg = _package(tmp_path)
+    assert _run_kernel(tmp_path, {"ACCELNET_SIMD_BYTES": "32"}) == 1
+    assert list((pkg / "__pycache__" / "simd32").glob("kern.kernel-*.nbi"))
+    assert not list((pkg / "__pycache__").glob("kern.kernel-*.nbi"))
 
 
 def test_accelnets_kernels_are_stamped_by_every_kernel_file():
