@@ -141,3 +141,10 @@ def test_profile_products_compares_gemm_thresholds_in_whole_steps(capsys):
     profile_products.main(["--gemm", "inf,1e6", "--presets", "two_layer_net", "--batches", "100", "--repeat", "1"])
     out = capsys.readouterr().out
     assert "| inf MFLOP | 1 MFLOP |" in out and re.search(r"\| two_layer_net \| 100 \| [\d.]+ ms \| [\d.]+x \|", out)
+
+
+def test_profile_register_block_times_both_blocks_and_checks_their_products():
+    import profile_register_block
+
+    rows = profile_register_block.measure(m=48, k=16, n=64, repeats=1, calls=2)
+    assert [r["block"] for r in rows] == ["8 x 2", "6 x 2"] and all(r["GFLOP/s"][0] > 0 for r in rows)
