@@ -40,7 +40,8 @@ def _isa_in_effect() -> dict:
     torch = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                            capture_output=True, text=True)
     return {"openblas": set_blas_threads.corename(), "numba_cpu": numba.config.CPU_NAME,
-            "numba_features": numba.config.CPU_FEATURES, "vector_bytes": simd.VECTOR_BYTES, "torch": torch.stdout.strip() or None}
+            "numba_features": numba.config.CPU_FEATURES, "vector_bytes": simd.VECTOR_BYTES,
+            "torch": torch.stdout.strip() or None}
 
 
 def child(batches: list[int], convs: bool, rounds: int = 6) -> None:

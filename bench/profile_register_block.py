@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-AVX2 = {"ACCELNET_SIMD_BYTES": "32", "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}
+from laptop_cpu import AVX2  # the AVX2 laptop's settings, one definition
 
 
 def _products():
