@@ -25,6 +25,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import accelnet  # noqa: F401 - before NumPy, so accelnet's thread-pool defaults apply (README, "Thread pools")
@@ -38,8 +39,10 @@ def _run(cmd, log: Path, timeout: int) -> tuple[int, str]:
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         out, code = res.stdout + res.stderr, res.returncode
-    except subprocess.TimeoutExpired as exc:
-        out, code = f"{exc.stdout or ''}{exc.stderr or ''}\ntimed out after {timeout} s", 124
+    except subprocess.TimeoutExpired as exc:  # its captured output is bytes, whatever text= says
+        out = "".join(b.decode(errors="replace") if isinstance(b, bytes) else b or ""
+                      for b in (exc.stdout, exc.stderr))
+        out, code = f"{out}\ntimed out after {timeout} s", 124
     log.write_text(out)
     last = out.strip().splitlines()[-1] if out.strip() else ""
     return code, f"{last} ({time.perf_counter() - t0:.0f} s)"
@@ -163,6 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="the folder holding mnist/ (default: $ACCELNET_DATA, the cache)")
     p.add_argument("--backend", choices=["gpu", "cpu"], default="gpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes and synthetic data (the smoke test)")
+    p.add_argument("--test-timeout", type=int, default=1800, help="seconds allowed for the pytest part")
     a = p.parse_args(argv)
     out = a.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -174,8 +178,9 @@ def main(argv=None) -> int:
         tests = [sys.executable, "-m", "pytest", "-q", "tests/test_backend.py"]
     else:
         tests = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]
-    code, last = _run(tests, out / "pytest.txt", 1800)
+    code, last = _run(tests, out / "pytest.txt", a.test_timeout)
     report += ["## " + " ".join(tests[2:]), "", f"exit code {code}: `{last}` (full output: pytest.txt)", ""]
+    (out / "gpu_check.md").write_text("\n".join(report) + "\n")
 
     figures: dict = {}
     for title, part in (("Benchmarks", lambda: benchmarks(a.backend, a.quick, figures)),
@@ -184,8 +189,10 @@ def main(argv=None) -> int:
         try:
             report += [f"## {title}", "", *part(), ""]
         except Exception as exc:  # one failing part must not lose the others' figures
-            report += [f"## {title}", "", f"failed: {exc.__class__.__name__}: {exc}", ""]
-    (out / "gpu_check.md").write_text("\n".join(report) + "\n")
+            report += [f"## {title}", "", f"failed: {exc.__class__.__name__}: {exc}", "",
+                       "```", traceback.format_exc().strip(), "```", ""]
+        # written after every part, so that a run stopped by a time limit keeps what it measured
+        (out / "gpu_check.md").write_text("\n".join(report) + "\n")
     print("\n".join(report))
     return 0
 
