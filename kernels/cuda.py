@@ -26,6 +26,11 @@ from . import reference as _reference
 from .contracts import (ConvContext, argmax_dtype, check_bias_rows, check_relu_output, check_scores, checked_out,
                         output_size, pool_shape)
 
+# numba-cuda (0.30.4 and earlier) registers a kernel overload for np.row_stack, which NumPy 2.5 removed:
+# without the alias, the first kernel compilation raises AttributeError (seen on an H200 with NumPy 2.5.2).
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
 THREADS = 256
 MAX_BLOCKS = 4096  # grid-stride loops cover the rest; enough blocks to fill any current GPU
 _REDUCE_BLOCKS = 512
