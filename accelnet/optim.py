@@ -203,7 +203,7 @@ class Optimizer:
             raise ValueError(f"{where} must be a float array or a number, got {type(value).__name__}")
         if value.dtype not in (np.float32, np.float64):
             raise ValueError(f"{where} must be float32 or float64, got {value.dtype}")
-        if not value.flags.writeable:
+        if not getattr(value.flags, "writeable", True):  # CuPy arrays have no read-only flag
             raise ValueError(f"{where} is read-only: the update writes into it")
         if not value.flags.c_contiguous:  # a transposed or strided view: update a copy, write it back
             return backend_of(value).xp.ascontiguousarray(value).reshape(-1), "copy"

@@ -82,6 +82,7 @@ def benchmarks(backend: str, quick: bool, figures: dict) -> list[str]:
             figures[(preset, batch)] = (ours.median, theirs.median if theirs else None)
             lines.append(f"| {preset} | {batch} | {ours.median * 1e3:.2f} | {batch / ours.median:,.0f} | {launches} | "
                          f"{theirs.median * 1e3 if theirs else float('nan'):.2f} | {ratio} |")
+            print(lines[-1], flush=True)  # as it goes: a run stopped by a time limit keeps the rows so far
     cpu = workloads.measure(workloads.train_step("deep_convnet", batches[-1], backend="cpu"), min_time=min_time)
     figures["cpu_deep_convnet"] = cpu.median
     lines += ["", f"deep_convnet at batch {batches[-1]} on this machine's CPU: {cpu.median * 1e3:.1f} ms "
@@ -167,6 +168,10 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=["gpu", "cpu"], default="gpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes and synthetic data (the smoke test)")
     p.add_argument("--test-timeout", type=int, default=1800, help="seconds allowed for the pytest part")
+    p.add_argument("--test-workers", type=int, default=1,
+                   help="pytest-xdist processes for the pytest part (each compiles its own CUDA kernels)")
+    p.add_argument("--skip", action="append", default=[], choices=["tests", "benchmarks", "epochs"],
+                   help="leave a part out (repeatable), to fit a short lease")
     a = p.parse_args(argv)
     out = a.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -174,18 +179,22 @@ def main(argv=None) -> int:
 
     code, last = _run([sys.executable, "-m", "accelnet.cli", "info"], out / "info.txt", 300)
     report += ["## accelnet info", "", "```", (out / "info.txt").read_text().strip(), "```", ""]
-    if a.quick:
-        tests = [sys.executable, "-m", "pytest", "-q", "tests/test_backend.py"]
-    else:
-        tests = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]
-    code, last = _run(tests, out / "pytest.txt", a.test_timeout)
-    report += ["## " + " ".join(tests[2:]), "", f"exit code {code}: `{last}` (full output: pytest.txt)", ""]
-    (out / "gpu_check.md").write_text("\n".join(report) + "\n")
+    if "tests" not in a.skip:
+        if a.quick:
+            tests = [sys.executable, "-m", "pytest", "-q", "tests/test_backend.py"]
+        else:
+            tests = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]
+        if a.test_workers > 1:
+            tests += ["-n", str(a.test_workers)]
+        code, last = _run(tests, out / "pytest.txt", a.test_timeout)
+        report += ["## " + " ".join(tests[2:]), "", f"exit code {code}: `{last}` (full output: pytest.txt)", ""]
+        (out / "gpu_check.md").write_text("\n".join(report) + "\n")
 
     figures: dict = {}
-    for title, part in (("Benchmarks", lambda: benchmarks(a.backend, a.quick, figures)),
-                        ("Two epochs of simple_convnet", lambda: epochs(a.backend, a.data, a.quick, figures)),
-                        ("Targets (issue 13)", lambda: targets(figures, a.backend, a.quick))):
+    parts = {"benchmarks": ("Benchmarks", lambda: benchmarks(a.backend, a.quick, figures)),
+             "epochs": ("Two epochs of simple_convnet", lambda: epochs(a.backend, a.data, a.quick, figures)),
+             "targets": ("Targets (issue 13)", lambda: targets(figures, a.backend, a.quick))}
+    for title, part in (parts[k] for k in parts if k not in a.skip):
         try:
             report += [f"## {title}", "", *part(), ""]
         except Exception as exc:  # one failing part must not lose the others' figures
