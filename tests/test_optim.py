@@ -63,9 +63,12 @@ def test_model_step_matches_the_book_interface_on_the_same_gradients(name, backe
         model.arena.grad[...] = model.to_device(r.standard_normal(model.arena.grad.shape))
         per_tensor.update(params, {k: g.copy() for k, g in model.grads.items()})
         fused.step()
+    # On the GPU the fused kernel's a * b + c is one FMA (NVVM contracts by default) where CuPy's separate
+    # operations round twice: 20 steps of that drift by ~1e-7 (seen on an H200), far below a wrong formula's 1e-3.
+    rtol, atol = (1e-6, 1e-9) if backend_name == "cpu" else (1e-5, 1e-6)
     for k, v in model.params.items():
-        np.testing.assert_allclose(model.backend.to_numpy(v), model.backend.to_numpy(params[k]), rtol=1e-6,
-                                   atol=1e-9)
+        np.testing.assert_allclose(model.backend.to_numpy(v), model.backend.to_numpy(params[k]), rtol=rtol,
+                                   atol=atol)
 
 
 class CountingKernels:
