@@ -73,7 +73,26 @@ def _products():
                     vstore(c, (i + q) * n + j, v0)
                     vstore(c, (i + q) * n + j + lanes, v1)
 
-    return {"8 x 2": rows8, "6 x 2": rows6}
+    @njit(fastmath={"contract"}, parallel=True)
+    def rows4(a, b, c):
+        lanes = simd.lanes(c.dtype)
+        (m, k), n = a.shape, b.shape[1]
+        z = vsplat(c.dtype.type(0))
+        for blk in prange(m // 4):
+            i = 4 * blk
+            for j in range(0, n, 2 * lanes):
+                c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = z
+                for kk in range(k):
+                    b0, b1 = vload(b, kk * n + j), vload(b, kk * n + j + lanes)
+                    x0, x1, x2, x3 = vsplat(a[i, kk]), vsplat(a[i + 1, kk]), vsplat(a[i + 2, kk]), \
+                        vsplat(a[i + 3, kk])
+                    c00, c01, c10, c11 = vfma(x0, b0, c00), vfma(x0, b1, c01), vfma(x1, b0, c10), vfma(x1, b1, c11)
+                    c20, c21, c30, c31 = vfma(x2, b0, c20), vfma(x2, b1, c21), vfma(x3, b0, c30), vfma(x3, b1, c31)
+                for q, (v0, v1) in enumerate(((c00, c01), (c10, c11), (c20, c21), (c30, c31))):
+                    vstore(c, (i + q) * n + j, v0)
+                    vstore(c, (i + q) * n + j + lanes, v1)
+
+    return {"8 x 2": rows8, "6 x 2": rows6, "4 x 2": rows4}
 
 
 def measure(m: int = 960, k: int = 784, n: int = 64, repeats: int = 3, calls: int = 200) -> list[dict]:

@@ -88,7 +88,7 @@ def _tap_columns(src, sbase, sstride, c, h, w, py, px, fw, ow, dst, base, tsz):
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, paired, soff, acc, astride):
+def _correlate8(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, paired, soff, acc, astride):
     """acc[q*astride + j] = sum over ch, ky, kx of w[blk*8 + q, ch, ky, kx] * src[base + ch*cs + ky*rs
     + kx*ks + j] for q < 8 and j < plane rounded up to 2 vectors: eight output planes. ``wpk``
     holds the weights packed (blocks, k, fh, fw, 8), flat. src holds tap columns
@@ -136,6 +136,40 @@ def _correlate(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, paired, soff, 
                                       (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
             vstore(acc, q * astride + j0, v0)
             vstore(acc, q * astride + j0 + a2, v1)
+
+
+@njit(fastmath={"contract"}, **_FLAGS)
+def _correlate4(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, paired, soff, acc, astride):
+    """:func:`_correlate8` for CPUs of 16 vector registers (AVX2): the 8 output channels as two
+    blocks of 4 x 2 sums (8 sums, 2 loads, a broadcast: no spills), each over every tap."""
+    lanes = simd.lanes(src.dtype)
+    step, s2, a2 = (lanes, soff, CO_BLOCK * astride) if paired else (NV * lanes, lanes, lanes)
+    wblk = blk * k * fh * fw * CO_BLOCK
+    zero = vsplat(src.dtype.type(0))
+    for j0 in range(0, plane, step):
+        for q0 in range(0, CO_BLOCK, 4):
+            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+            for ch in range(k):
+                for ky in range(fh):
+                    s = base + ch * cs + ky * rs + j0
+                    t = wblk + (ch * fh + ky) * fw * CO_BLOCK + q0
+                    for kx in range(fw):
+                        s0, s1 = vload(src, s + kx * ks), vload(src, s + s2 + kx * ks)
+                        w = t + kx * CO_BLOCK
+                        w0 = vsplat(wpk[w])
+                        a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
+                        w1 = vsplat(wpk[w + 1])
+                        a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
+                        w2 = vsplat(wpk[w + 2])
+                        a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
+                        w3 = vsplat(wpk[w + 3])
+                        a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
+            for q, (v0, v1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31))):
+                vstore(acc, (q0 + q) * astride + j0, v0)
+                vstore(acc, (q0 + q) * astride + j0 + a2, v1)
+
+
+_correlate = _correlate8 if simd.WIDE_BLOCKS else _correlate4
 
 
 @njit(inline="always")
@@ -316,7 +350,7 @@ def _masked_rows(d, y, relu, gm, row0, wp):
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, dwk):
+def _weight_grad8(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, dwk):
     """dwk[ch, ky, kx, f] += sum over the ng images and output positions j of g[f, j] * (copy kx of
     channel ch)[ky*ow + j]: g the compact output gradient (gc, planes gcz apart), the copies the
     image's tap columns (``_tap_columns``, ``tsz`` apart; dwk flat). Register-blocked: 8 output
@@ -360,6 +394,42 @@ def _weight_grad(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, dwk):
                         vsums_add(dwk, o + fb, (u01, u11, u21, u31, u41, u51, u61, u71))
                     if kx0 + 2 < fw:
                         vsums_add(dwk, o + 2 * fb, (u02, u12, u22, u32, u42, u52, u62, u72))
+
+
+@njit(fastmath={"contract"}, **_FLAGS)
+def _weight_grad4(gc, gcz, fb, cols, c, tsz, fh, fw, ow, plane, ng, dwk):
+    """:func:`_weight_grad8` for CPUs of 16 vector registers (AVX2): 4 output channels x 3 taps
+    (12 sums, 4 loads) rather than 8 x 3, whose 24 sums would spill."""
+    lanes = simd.lanes(cols.dtype)
+    zero = vsplat(cols.dtype.type(0))
+    for f0 in range(0, fb, 4):
+        for ch in range(c):
+            for ky in range(fh):
+                for kx0 in range(0, fw, 3):  # a kernel row 3 taps at a time; taps past fw dropped
+                    u00 = u01 = u02 = u10 = u11 = u12 = zero
+                    u20 = u21 = u22 = u30 = u31 = u32 = zero
+                    for gi in range(ng):
+                        g = (gi * fb + f0) * gcz
+                        s = ((gi * c + ch) * fw + kx0) * tsz + ky * ow
+                        for j in range(0, plane, lanes):
+                            s0, s1, s2 = vload(cols, s + j), vload(cols, s + tsz + j), vload(cols, s + 2 * tsz + j)
+                            e = vload(gc, g + j)
+                            u00, u01, u02 = vfma(e, s0, u00), vfma(e, s1, u01), vfma(e, s2, u02)
+                            e = vload(gc, g + gcz + j)
+                            u10, u11, u12 = vfma(e, s0, u10), vfma(e, s1, u11), vfma(e, s2, u12)
+                            e = vload(gc, g + 2 * gcz + j)
+                            u20, u21, u22 = vfma(e, s0, u20), vfma(e, s1, u21), vfma(e, s2, u22)
+                            e = vload(gc, g + 3 * gcz + j)
+                            u30, u31, u32 = vfma(e, s0, u30), vfma(e, s1, u31), vfma(e, s2, u32)
+                    o = ((ch * fh + ky) * fw + kx0) * fb + f0  # dwk is (C, FH, FW, FB)
+                    vsums_add(dwk, o, (u00, u10, u20, u30))
+                    if kx0 + 1 < fw:
+                        vsums_add(dwk, o + fb, (u01, u11, u21, u31))
+                    if kx0 + 2 < fw:
+                        vsums_add(dwk, o + 2 * fb, (u02, u12, u22, u32))
+
+
+_weight_grad = _weight_grad8 if simd.WIDE_BLOCKS else _weight_grad4
 
 
 @njit(inline="always", **_FLAGS)

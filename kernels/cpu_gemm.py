@@ -35,8 +35,8 @@ from .simd import vadd, vfma, vgate, vhalf, vload, vload_first, vsplat, vsplat_l
 
 _FLAGS = dict(cache=True, error_model="numpy", fastmath={"contract"})
 
-ROWS = 8  # rows of C per 2-vector block: 8 x 2 sums in 16 vector registers
-TAIL_ROWS = 16  # rows per single-vector block of the last columns: 16 sums again
+ROWS = 8  # rows of C per 2-vector block: 8 x 2 sums (4 x 2 where 16 vector registers: simd.WIDE_BLOCKS)
+TAIL_ROWS = 16  # rows per single-vector block of the last columns: 16 sums again (8 where 16 registers)
 ALIASING_STRIDE_BYTES = 2048  # A's rows at a multiple of this apart share L1 sets
 PACK_MAX = 1 << 14  # B not row-contiguous (W.T) is copied up to this many elements: a transposing
 # copy costs NumPy 3 us at 100x100 and 270 us at 100x4320, more than the product gains
@@ -92,6 +92,55 @@ def _rows_x2(a, i0, m, bf, n, j0, k, of, bias, relu):
             o = (i0 + q) * n + j0
             vstore(of, o, _epilogue(v0, vb0, biased, relu))
             vstore(of, o + lanes, _epilogue(v1, vb1, biased, relu))
+
+
+@njit(inline="always", **_FLAGS)
+def _rows4_x2(a, i0, m, bf, n, j0, k, of, bias, relu):
+    """:func:`_rows_x2` for 4 rows: 8 sums, for CPUs of 16 vector registers (AVX2), where the 8-row
+    block's 16 sums and the 3 vectors feeding them spill to the stack."""
+    lanes = simd.lanes(of.dtype)
+    zero = vsplat(bf.dtype.type(0))
+    r1, r2, r3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+    for kk in range(k):
+        s = kk * n + j0
+        b0, b1 = vload(bf, s), vload(bf, s + lanes)
+        x = vsplat(a[i0, kk])
+        c00, c01 = vfma(x, b0, c00), vfma(x, b1, c01)
+        x = vsplat(a[r1, kk])
+        c10, c11 = vfma(x, b0, c10), vfma(x, b1, c11)
+        x = vsplat(a[r2, kk])
+        c20, c21 = vfma(x, b0, c20), vfma(x, b1, c21)
+        x = vsplat(a[r3, kk])
+        c30, c31 = vfma(x, b0, c30), vfma(x, b1, c31)
+    rows = min(4, m - i0)
+    biased = bias.size > 0
+    vb0, vb1 = (vload(bias, j0), vload(bias, j0 + lanes)) if biased else (zero, zero)
+    for q, (v0, v1) in enumerate(((c00, c01), (c10, c11), (c20, c21), (c30, c31))):
+        if q < rows:
+            o = (i0 + q) * n + j0
+            vstore(of, o, _epilogue(v0, vb0, biased, relu))
+            vstore(of, o + lanes, _epilogue(v1, vb1, biased, relu))
+
+
+@njit(inline="always", **_FLAGS)
+def _rows8_x1(a, i0, m, bf, n, j0, k, of, nv, zero, bias, relu):
+    """:func:`_rows_x1` for 8 rows, for CPUs of 16 vector registers (as :func:`_rows4_x2`)."""
+    r1, r2, r3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
+    r4, r5, r6, r7 = min(i0 + 4, m - 1), min(i0 + 5, m - 1), min(i0 + 6, m - 1), min(i0 + 7, m - 1)
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = zero
+    for kk in range(k):
+        b0 = vload_first(bf, kk * n + j0, nv, zero)
+        c0, c1 = vfma(vsplat_like(a[i0, kk], zero), b0, c0), vfma(vsplat_like(a[r1, kk], zero), b0, c1)
+        c2, c3 = vfma(vsplat_like(a[r2, kk], zero), b0, c2), vfma(vsplat_like(a[r3, kk], zero), b0, c3)
+        c4, c5 = vfma(vsplat_like(a[r4, kk], zero), b0, c4), vfma(vsplat_like(a[r5, kk], zero), b0, c5)
+        c6, c7 = vfma(vsplat_like(a[r6, kk], zero), b0, c6), vfma(vsplat_like(a[r7, kk], zero), b0, c7)
+    rows = min(8, m - i0)
+    biased = bias.size > 0
+    vb = vload_first(bias, j0, nv, zero) if biased else zero
+    for q, v in enumerate((c0, c1, c2, c3, c4, c5, c6, c7)):
+        if q < rows:
+            vstore_first(of, (i0 + q) * n + j0, _epilogue(v, vb, biased, relu), nv)
 
 
 @njit(inline="always", **_FLAGS)
@@ -174,16 +223,26 @@ def _gemm(a, b, out, bias, relu):
         r = t // units
         u = t - r * units
         i0 = r * TAIL_ROWS
-        if u < pairs:
+        if u < pairs and simd.WIDE_BLOCKS:
             j0 = u * 2 * lanes
             _rows_x2(a, i0, m, bf, n, j0, k, of, bias, relu)
             if i0 + ROWS < m:
                 _rows_x2(a, i0 + ROWS, m, bf, n, j0, k, of, bias, relu)
+        elif u < pairs:  # 16 vector registers: the task's rows 4 at a time
+            j0 = u * 2 * lanes
+            for r0 in range(i0, min(i0 + TAIL_ROWS, m), 4):
+                _rows4_x2(a, r0, m, bf, n, j0, k, of, bias, relu)
         else:
             j0 = pairs * 2 * lanes + (u - pairs) * lanes
             nv = min(lanes, n - j0)
             zero = vsplat(bf.dtype.type(0))
-            if 2 * nv <= lanes and lanes >= 4:  # a half-width vector: half the cost on Zen 4
+            if not simd.WIDE_BLOCKS:
+                for r0 in range(i0, min(i0 + TAIL_ROWS, m), 8):
+                    if 2 * nv <= lanes and lanes >= 4:
+                        _rows8_x1(a, r0, m, bf, n, j0, k, of, nv, vhalf(zero), bias, relu)
+                    else:
+                        _rows8_x1(a, r0, m, bf, n, j0, k, of, nv, zero, bias, relu)
+            elif 2 * nv <= lanes and lanes >= 4:  # a half-width vector: half the cost on Zen 4
                 _rows_x1(a, i0, m, bf, n, j0, k, of, nv, vhalf(zero), bias, relu)
             else:
                 _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero, bias, relu)

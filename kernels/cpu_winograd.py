@@ -192,7 +192,7 @@ def input_tiles(pp, base, c, th, tw, v, t0, tpad, vs, cp):
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def tile_products(v, c, tpad, vs, upk, blk, nblk, m):
+def _tile_products8(v, c, tpad, vs, upk, blk, nblk, m):
     """m[xi*ms + q*tpad + t] = sum over ch of U[xi, blk*8 + q, ch] * v[xi*vs + ch*tpad + t] for
     the 16 tile positions xi, q < 8 and t < tpad (a multiple of 2 vectors); ms is
     ``plane_stride(8, tpad)``, as ``store_tiles`` reads all 16 per vector. Register-blocked: per
@@ -230,6 +230,39 @@ def tile_products(v, c, tpad, vs, upk, blk, nblk, m):
                                           (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
                 vstore(m, mb + q * tpad + j0, x0)
                 vstore(m, mb + q * tpad + j0 + lanes, x1)
+
+
+@njit(fastmath={"contract"}, **_FLAGS)
+def _tile_products4(v, c, tpad, vs, upk, blk, nblk, m):
+    """:func:`_tile_products8` for CPUs of 16 vector registers (AVX2): the 8 output channels as
+    two blocks of 4 x 2 sums, each over every input channel."""
+    lanes = simd.lanes(v.dtype)
+    zero = vsplat(v.dtype.type(0))
+    for xi in range(XI):
+        ub = (xi * nblk + blk) * c * CO_BLOCK
+        vb = xi * vs
+        mb = xi * plane_stride(CO_BLOCK, tpad, m.itemsize)
+        for j0 in range(0, tpad, 2 * lanes):
+            for q0 in range(0, CO_BLOCK, 4):
+                a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+                for ch in range(c):
+                    s = vb + ch * tpad + j0
+                    s0, s1 = vload(v, s), vload(v, s + lanes)
+                    w = ub + ch * CO_BLOCK + q0
+                    w0 = vsplat(upk[w])
+                    a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
+                    w1 = vsplat(upk[w + 1])
+                    a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
+                    w2 = vsplat(upk[w + 2])
+                    a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
+                    w3 = vsplat(upk[w + 3])
+                    a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
+                for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31))):
+                    vstore(m, mb + (q0 + q) * tpad + j0, x0)
+                    vstore(m, mb + (q0 + q) * tpad + j0 + lanes, x1)
+
+
+tile_products = _tile_products8 if simd.WIDE_BLOCKS else _tile_products4
 
 
 @njit(inline="always")
@@ -385,7 +418,7 @@ def grad_tiles(gh, fp, th, tw, yt, t0, ts):
 
 
 @njit(fastmath={"contract"}, **_FLAGS)
-def grad_products(vt, ts, yt, tsy, nt, cp, fp, du):
+def _grad_products8(vt, ts, yt, tsy, nt, cp, fp, du):
     """du[xi, ch, f] += sum over the nt tiles t of vt[xi*ts + t*cp + ch] * yt[xi*tsy + t*fp + f],
     for the 16 tile positions: 8 input channels x 2 vectors of output channels in 16 vector sums
     (one vector where fp ends in an odd one), summed from zero and added into du once per call:
@@ -436,3 +469,45 @@ def grad_products(vt, ts, yt, tsy, nt, cp, fp, du):
                         a6, a7 = vfma(vsplat(vt[v + 6]), b0, a6), vfma(vsplat(vt[v + 7]), b0, a7)
                     for q, x0 in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
                         vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
+
+
+@njit(fastmath={"contract"}, **_FLAGS)
+def _grad_products4(vt, ts, yt, tsy, nt, cp, fp, du):
+    """:func:`_grad_products8` for CPUs of 16 vector registers (AVX2): 4 input channels x 2
+    vectors of output channels (8 sums) rather than 8 x 2, whose 16 sums would spill."""
+    lanes = simd.lanes(du.dtype)
+    zero = vsplat(du.dtype.type(0))
+    for xi in range(XI):
+        vb, yb, db = xi * ts, xi * tsy, xi * cp * fp
+        for c0 in range(0, cp, 4):
+            for f0 in range(0, fp, 2 * lanes):
+                o = db + c0 * fp + f0
+                if f0 + lanes < fp:
+                    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+                    for t in range(nt):
+                        y = yb + t * fp + f0
+                        b0, b1 = vload(yt, y), vload(yt, y + lanes)
+                        v = vb + t * cp + c0
+                        w = vsplat(vt[v])
+                        a00, a01 = vfma(w, b0, a00), vfma(w, b1, a01)
+                        w = vsplat(vt[v + 1])
+                        a10, a11 = vfma(w, b0, a10), vfma(w, b1, a11)
+                        w = vsplat(vt[v + 2])
+                        a20, a21 = vfma(w, b0, a20), vfma(w, b1, a21)
+                        w = vsplat(vt[v + 3])
+                        a30, a31 = vfma(w, b0, a30), vfma(w, b1, a31)
+                    for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31))):
+                        vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
+                        vstore(du, o + q * fp + lanes, vadd(vload(du, o + q * fp + lanes), x1))
+                else:  # the last, odd vector of output channels
+                    a0 = a1 = a2 = a3 = zero
+                    for t in range(nt):
+                        b0 = vload(yt, yb + t * fp + f0)
+                        v = vb + t * cp + c0
+                        a0, a1 = vfma(vsplat(vt[v]), b0, a0), vfma(vsplat(vt[v + 1]), b0, a1)
+                        a2, a3 = vfma(vsplat(vt[v + 2]), b0, a2), vfma(vsplat(vt[v + 3]), b0, a3)
+                    for q, x0 in enumerate((a0, a1, a2, a3)):
+                        vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
+
+
+grad_products = _grad_products8 if simd.WIDE_BLOCKS else _grad_products4

@@ -52,6 +52,35 @@ def _vector_bytes() -> int:
 
 VECTOR_BYTES = _vector_bytes()  # kernels built at a forced width are cached apart (numba_cache.py)
 
+# CPUs whose name alone (NUMBA_CPU_NAME with NUMBA_CPU_FEATURES empty) brings AVX-512
+_AVX512_NAMES = ("avx512", "knl", "knm", "cannonlake", "icelake", "tigerlake", "rocketlake", "cascadelake",
+                 "cooperlake", "sapphirerapids", "graniterapids", "emeraldrapids", "znver4", "znver5")
+
+
+def _vector_registers() -> int:
+    """Vector registers of the CPU Numba compiles for: 32 with AVX-512 (and on AArch64), else 16.
+
+    The register blocks are sized by it: 16 sums and the vectors that feed them need 19, so where
+    there are 16 they spill to the stack (an AVX2 laptop) and the kernels take blocks of 8 sums."""
+    from numba.core import config
+
+    if llvm.get_process_triple().startswith(("aarch64", "arm64")):
+        return 32
+    name, features = config.CPU_NAME, config.CPU_FEATURES
+    if features is None:  # Numba compiles with the host's features, even for a forced CPU name
+        try:
+            features = llvm.get_host_cpu_features().flatten()
+        except RuntimeError:
+            return 16
+    if features:
+        return 32 if "+avx512f" in features.split(",") else 16
+    name = (name or llvm.get_host_cpu_name()).lower()
+    return 32 if any(n in name for n in _AVX512_NAMES) else 16
+
+
+VECTOR_REGISTERS = _vector_registers()
+WIDE_BLOCKS = VECTOR_REGISTERS >= 32  # the 8 x 2 register blocks fit (else 4 x 2, twice)
+
 
 class Vec(types.Type):
     """LANES elements of ``dtype`` in one vector register (or ``lanes``: see :func:`vhalf`)."""
