@@ -44,7 +44,7 @@ from .cpu_pool import biased, max_windows, scatter_windows
 from .cpu_winograd import (XI, clear_tiles, grad_products, grad_tiles, hwc_grads, hwc_planes, hwc_tiles,
                            input_tiles, padded_planes, phase_size, plane_stride, store_tiles, tile_products,
                            transformed_weights, weight_grad_from)
-from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vstore, vstore_first, vsum, vsums_add
+from .simd import vadd, vfma, vgate, vload, vload_first, vsplat, vsplat_at, vstore, vstore_first, vsum, vsums_add
 
 _FLAGS = dict(cache=True, error_model="numpy")
 _PAR = dict(parallel=True, **_FLAGS)
@@ -156,13 +156,13 @@ def _correlate4(src, base, cs, rs, ks, wpk, blk, k, fh, fw, plane, paired, soff,
                     for kx in range(fw):
                         s0, s1 = vload(src, s + kx * ks), vload(src, s + s2 + kx * ks)
                         w = t + kx * CO_BLOCK
-                        w0 = vsplat(wpk[w])
+                        w0 = vsplat_at(wpk, w)
                         a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
-                        w1 = vsplat(wpk[w + 1])
+                        w1 = vsplat_at(wpk, w + 1)
                         a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
-                        w2 = vsplat(wpk[w + 2])
+                        w2 = vsplat_at(wpk, w + 2)
                         a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
-                        w3 = vsplat(wpk[w + 3])
+                        w3 = vsplat_at(wpk, w + 3)
                         a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
             for q, (v0, v1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31))):
                 vstore(acc, (q0 + q) * astride + j0, v0)

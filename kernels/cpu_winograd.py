@@ -32,7 +32,7 @@ from numba import njit
 
 from . import simd
 from .cpu_pool import biased, window_max
-from .simd import (vadd, vfma, vload, vload_columns, vload_first, vload_pairs, vsplat, vstore, vstore_first,
+from .simd import (vadd, vfma, vload, vload_columns, vload_first, vload_pairs, vsplat, vsplat_at, vstore, vstore_first,
                    vstore_pairs, vsub)
 
 _FLAGS = dict(cache=True, error_model="numpy")
@@ -249,13 +249,13 @@ def _tile_products4(v, c, tpad, vs, upk, blk, nblk, m):
                     s = vb + ch * tpad + j0
                     s0, s1 = vload(v, s), vload(v, s + lanes)
                     w = ub + ch * CO_BLOCK + q0
-                    w0 = vsplat(upk[w])
+                    w0 = vsplat_at(upk, w)
                     a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
-                    w1 = vsplat(upk[w + 1])
+                    w1 = vsplat_at(upk, w + 1)
                     a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
-                    w2 = vsplat(upk[w + 2])
+                    w2 = vsplat_at(upk, w + 2)
                     a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
-                    w3 = vsplat(upk[w + 3])
+                    w3 = vsplat_at(upk, w + 3)
                     a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
                 for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31))):
                     vstore(m, mb + (q0 + q) * tpad + j0, x0)
@@ -488,13 +488,13 @@ def _grad_products4(vt, ts, yt, tsy, nt, cp, fp, du):
                         y = yb + t * fp + f0
                         b0, b1 = vload(yt, y), vload(yt, y + lanes)
                         v = vb + t * cp + c0
-                        w = vsplat(vt[v])
+                        w = vsplat_at(vt, v)
                         a00, a01 = vfma(w, b0, a00), vfma(w, b1, a01)
-                        w = vsplat(vt[v + 1])
+                        w = vsplat_at(vt, v + 1)
                         a10, a11 = vfma(w, b0, a10), vfma(w, b1, a11)
-                        w = vsplat(vt[v + 2])
+                        w = vsplat_at(vt, v + 2)
                         a20, a21 = vfma(w, b0, a20), vfma(w, b1, a21)
-                        w = vsplat(vt[v + 3])
+                        w = vsplat_at(vt, v + 3)
                         a30, a31 = vfma(w, b0, a30), vfma(w, b1, a31)
                     for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31))):
                         vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
@@ -504,8 +504,8 @@ def _grad_products4(vt, ts, yt, tsy, nt, cp, fp, du):
                     for t in range(nt):
                         b0 = vload(yt, yb + t * fp + f0)
                         v = vb + t * cp + c0
-                        a0, a1 = vfma(vsplat(vt[v]), b0, a0), vfma(vsplat(vt[v + 1]), b0, a1)
-                        a2, a3 = vfma(vsplat(vt[v + 2]), b0, a2), vfma(vsplat(vt[v + 3]), b0, a3)
+                        a0, a1 = vfma(vsplat_at(vt, v), b0, a0), vfma(vsplat_at(vt, v + 1), b0, a1)
+                        a2, a3 = vfma(vsplat_at(vt, v + 2), b0, a2), vfma(vsplat_at(vt, v + 3), b0, a3)
                     for q, x0 in enumerate((a0, a1, a2, a3)):
                         vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
 

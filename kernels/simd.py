@@ -12,7 +12,8 @@ float sums are added, so float32 results differ between widths in the last bits.
 
 The functions: ``vload(a, i)`` / ``vstore(a, i, v)`` (LANES elements from flat index i of a
 C-contiguous array, unaligned), ``vsplat(x)`` (x in every lane), ``vfma(a, b, c)`` (a*b + c,
-one rounding), ``vsum(v)`` (the lanes added), ``vsums_add(a, i, vs)`` (several vectors' lane
+one rounding), ``vsplat_at(a, i)`` (a[i] in every lane, read without Python's negative-index
+wraparound), ``vsum(v)`` (the lanes added), ``vsums_add(a, i, vs)`` (several vectors' lane
 sums added into a run of ``a``), ``lanes(dtype)`` (elements per vector; in a kernel, a
 compile-time constant), ``vhalf(v)`` (v's first half as a vector of half the width) and
 ``vsplat_like(x, v)`` (x in every lane of a vector of v's width). For rows that end inside a
@@ -200,6 +201,23 @@ def vsplat(typingctx, x):
         return builder.shuffle_vector(one, one, zeros)
 
     return vt(x), codegen
+
+
+@intrinsic
+def vsplat_at(typingctx, a, i):
+    """``vsplat(a[i])`` for flat index ``i >= 0`` of C-contiguous ``a``, as one broadcast load: an
+    index LLVM cannot prove non-negative makes ``a[i]`` test it and wrap around first (4
+    instructions per element, as many as the block's FMAs, in the convolutions' inner loops)."""
+    _check_array(a)
+    vt = Vec(a.dtype)
+
+    def codegen(context, builder, sig, args):
+        et = context.get_value_type(a.dtype)
+        x = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], et),
+                         align=a.dtype.bitwidth // 8)
+        return _splat(builder, context.get_value_type(vt), x)
+
+    return vt(a, i), codegen
 
 
 @intrinsic
