@@ -20,8 +20,8 @@ CPUS = {"32": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}, "16": {}}
 def narrow_runs(start_pytest):
     """Both widths' reruns, started together: on a fresh checkout each compiles every kernel it
     tests, one process each, so they overlap on two cores."""
-    return {w: start_pytest(["tests/test_simd.py", "tests/test_kernel_parity.py", "tests/test_cpu_gemm.py"],
-                            {"ACCELNET_SIMD_BYTES": w, **CPUS[w]}, k="not cuda") for w in WIDTHS}
+    tests = ["tests/test_simd.py", "tests/test_kernel_parity.py", "tests/test_cpu_gemm.py", "tests/test_register_blocks.py"]
+    return {w: start_pytest(tests, {"ACCELNET_SIMD_BYTES": w, **CPUS[w]}, k="not cuda") for w in WIDTHS}
 
 
 @pytest.mark.parametrize("width", WIDTHS)
