@@ -210,21 +210,21 @@ def _tile_products8(v, c, tpad, vs, upk, blk, nblk, m):
                 s = vb + ch * tpad + j0
                 s0, s1 = vload(v, s), vload(v, s + lanes)
                 w = ub + ch * CO_BLOCK
-                w0 = vsplat(upk[w])
+                w0 = vsplat_at(upk, w)
                 a00, a01 = vfma(w0, s0, a00), vfma(w0, s1, a01)
-                w1 = vsplat(upk[w + 1])
+                w1 = vsplat_at(upk, w + 1)
                 a10, a11 = vfma(w1, s0, a10), vfma(w1, s1, a11)
-                w2 = vsplat(upk[w + 2])
+                w2 = vsplat_at(upk, w + 2)
                 a20, a21 = vfma(w2, s0, a20), vfma(w2, s1, a21)
-                w3 = vsplat(upk[w + 3])
+                w3 = vsplat_at(upk, w + 3)
                 a30, a31 = vfma(w3, s0, a30), vfma(w3, s1, a31)
-                w4 = vsplat(upk[w + 4])
+                w4 = vsplat_at(upk, w + 4)
                 a40, a41 = vfma(w4, s0, a40), vfma(w4, s1, a41)
-                w5 = vsplat(upk[w + 5])
+                w5 = vsplat_at(upk, w + 5)
                 a50, a51 = vfma(w5, s0, a50), vfma(w5, s1, a51)
-                w6 = vsplat(upk[w + 6])
+                w6 = vsplat_at(upk, w + 6)
                 a60, a61 = vfma(w6, s0, a60), vfma(w6, s1, a61)
-                w7 = vsplat(upk[w + 7])
+                w7 = vsplat_at(upk, w + 7)
                 a70, a71 = vfma(w7, s0, a70), vfma(w7, s1, a71)
             for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
                                           (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
@@ -438,21 +438,21 @@ def _grad_products8(vt, ts, yt, tsy, nt, cp, fp, du):
                         y = yb + t * fp + f0
                         b0, b1 = vload(yt, y), vload(yt, y + lanes)
                         v = vb + t * cp + c0
-                        w = vsplat(vt[v])
+                        w = vsplat_at(vt, v)
                         a00, a01 = vfma(w, b0, a00), vfma(w, b1, a01)
-                        w = vsplat(vt[v + 1])
+                        w = vsplat_at(vt, v + 1)
                         a10, a11 = vfma(w, b0, a10), vfma(w, b1, a11)
-                        w = vsplat(vt[v + 2])
+                        w = vsplat_at(vt, v + 2)
                         a20, a21 = vfma(w, b0, a20), vfma(w, b1, a21)
-                        w = vsplat(vt[v + 3])
+                        w = vsplat_at(vt, v + 3)
                         a30, a31 = vfma(w, b0, a30), vfma(w, b1, a31)
-                        w = vsplat(vt[v + 4])
+                        w = vsplat_at(vt, v + 4)
                         a40, a41 = vfma(w, b0, a40), vfma(w, b1, a41)
-                        w = vsplat(vt[v + 5])
+                        w = vsplat_at(vt, v + 5)
                         a50, a51 = vfma(w, b0, a50), vfma(w, b1, a51)
-                        w = vsplat(vt[v + 6])
+                        w = vsplat_at(vt, v + 6)
                         a60, a61 = vfma(w, b0, a60), vfma(w, b1, a61)
-                        w = vsplat(vt[v + 7])
+                        w = vsplat_at(vt, v + 7)
                         a70, a71 = vfma(w, b0, a70), vfma(w, b1, a71)
                     for q, (x0, x1) in enumerate(((a00, a01), (a10, a11), (a20, a21), (a30, a31),
                                                   (a40, a41), (a50, a51), (a60, a61), (a70, a71))):
@@ -463,10 +463,10 @@ def _grad_products8(vt, ts, yt, tsy, nt, cp, fp, du):
                     for t in range(nt):
                         b0 = vload(yt, yb + t * fp + f0)
                         v = vb + t * cp + c0
-                        a0, a1 = vfma(vsplat(vt[v]), b0, a0), vfma(vsplat(vt[v + 1]), b0, a1)
-                        a2, a3 = vfma(vsplat(vt[v + 2]), b0, a2), vfma(vsplat(vt[v + 3]), b0, a3)
-                        a4, a5 = vfma(vsplat(vt[v + 4]), b0, a4), vfma(vsplat(vt[v + 5]), b0, a5)
-                        a6, a7 = vfma(vsplat(vt[v + 6]), b0, a6), vfma(vsplat(vt[v + 7]), b0, a7)
+                        a0, a1 = vfma(vsplat_at(vt, v), b0, a0), vfma(vsplat_at(vt, v + 1), b0, a1)
+                        a2, a3 = vfma(vsplat_at(vt, v + 2), b0, a2), vfma(vsplat_at(vt, v + 3), b0, a3)
+                        a4, a5 = vfma(vsplat_at(vt, v + 4), b0, a4), vfma(vsplat_at(vt, v + 5), b0, a5)
+                        a6, a7 = vfma(vsplat_at(vt, v + 6), b0, a6), vfma(vsplat_at(vt, v + 7), b0, a7)
                     for q, x0 in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
                         vstore(du, o + q * fp, vadd(vload(du, o + q * fp), x0))
 
