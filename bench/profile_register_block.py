@@ -1,6 +1,7 @@
 """A product's register block against the target's vector registers: C = A @ B (float32) summed in
-8 x 2 vectors, the block every CPU product kernel uses, and in 6 x 2, one that fits 16 registers
-(12 sums, 2 loaded vectors, a broadcast), in GFLOP/s as this process's Numba target compiles them.
+8 x 2 vectors, the block of the CPU product kernels where 32 vector registers exist, in 6 x 2 and
+in 4 x 2, blocks that fit 16 (12 or 8 sums, 2 loaded vectors, a broadcast; the kernels take 4 x 2
+there: ``simd.WIDE_BLOCKS``), in GFLOP/s as this process's Numba target compiles them.
 
     python bench/profile_register_block.py [--avx2] [--repeats 3]
 
@@ -22,7 +23,8 @@ from laptop_cpu import AVX2  # the AVX2 laptop's settings, one definition
 
 
 def _products():
-    """{"8 x 2": gemm, "6 x 2": gemm}: C = A @ B for m a multiple of the rows, n of 2 vectors."""
+    """{"8 x 2": gemm, "6 x 2": gemm, "4 x 2": gemm}: C = A @ B for m a multiple of the rows, n of 2
+    vectors."""
     from numba import njit, prange
 
     from accelnet.kernels import simd
