@@ -1,16 +1,25 @@
 """Where one training step's time goes: per-layer forward and backward, loss and optimizer.
 
-    python bench/profile_step.py deep_convnet [--batch 100] [--steps 30] [--device cpu] [--unfused]
+    python bench/profile_step.py deep_convnet [--batch 100] [--steps 30] [--device cpu] [--unfused] [--host]
 
 Each part is timed with the backend's clock (CUDA events on the GPU) over ``--steps`` steps
 after a few warm-up steps, and the medians are printed with their share of the step.
+
+``--host``: the host's side instead. The step's median time with the device synchronized after
+every step and without (the host running ahead, the device catching up at the end), then
+cProfile's functions by own time over the steps. On the GPU a step that is no faster unsynced,
+whose time is mostly Python functions, is bound by the host (README, Results "GPU").
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import inspect
+import io
+import pstats
 import statistics
+import time
 
 import accelnet  # noqa: F401 - before NumPy, so accelnet's thread-pool defaults apply (README, "Thread pools")
 import numpy as np
@@ -55,6 +64,39 @@ def profile(preset: str, batch: int = 100, steps: int = 30, device: str = "cpu",
     return [(n, med(fwd[n]), med(bwd[n])) for n in names]
 
 
+def host_profile(preset: str, batch: int = 100, steps: int = 30, device: str = "cpu", top: int = 25) -> str:
+    """Text: the step's median ms synchronized after each step and unsynchronized (the mean of a
+    run of ``steps`` ended by one sync), then cProfile's ``top`` functions by own time."""
+    from accelnet import workloads
+
+    b = get_backend(device)
+    step = workloads.train_step(preset, batch, backend=b).run  # unsynchronized
+    for _ in range(5):
+        step()
+    b.synchronize()
+    synced = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        b.synchronize()
+        synced.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    b.synchronize()
+    ahead = (time.perf_counter() - t0) / steps
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    b.synchronize()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return (f"{preset}, batch {batch}, {device}: {statistics.median(synced) * 1e3:.3f} ms per step synchronized, "
+            f"{ahead * 1e3:.3f} ms unsynchronized\n{out.getvalue()}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("preset", choices=sorted(PRESETS))
@@ -62,7 +104,11 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--device", default="cpu")
     p.add_argument("--unfused", action="store_true", help="ReLU (and the convnets' max-pool) as separate layers")
+    p.add_argument("--host", action="store_true", help="the host's side: synced/unsynced step time, cProfile")
     a = p.parse_args(argv)
+    if a.host:
+        print(host_profile(a.preset, a.batch, a.steps, a.device))
+        return
     if a.unfused and "fused" not in inspect.signature(PRESETS[a.preset]).parameters:
         p.error(f"--unfused: {a.preset} has nothing fused")
     rows = profile(a.preset, a.batch, a.steps, a.device, fused=not a.unfused)

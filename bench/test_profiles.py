@@ -26,6 +26,13 @@ def test_profile_step_unfused_shows_the_relu_and_pool_layers_the_fused_net_folds
     assert fused[-2:] == split[-2:] == ["loss", "adam"]
 
 
+def test_profile_step_host_reports_synced_and_unsynced_step_times_and_the_top_functions(capsys):
+    profile_step.main(["two_layer_net", "--batch", "4", "--steps", "3", "--host"])
+    out = capsys.readouterr().out
+    assert re.search(r"two_layer_net, batch 4, cpu: [\d.]+ ms per step synchronized, [\d.]+ ms unsynchronized", out)
+    assert "tottime" in out and "backward" in out  # cProfile's table, the model's functions in it
+
+
 def test_profile_step_refuses_unfused_for_a_preset_with_nothing_fused(capsys):
     with pytest.raises(SystemExit):
         profile_step.main(["two_layer_net", "--unfused"])
