@@ -209,7 +209,7 @@ def _few_rows(a, bf, n, of, bias, relu):
 
 
 @njit(parallel=True, **_FLAGS)
-def _gemm(a, b, out, bias, relu):
+def _gemm_wide(a, b, out, bias, relu):
     lanes = simd.lanes(out.dtype)
     m, k = a.shape
     n = b.shape[1]
@@ -223,12 +223,36 @@ def _gemm(a, b, out, bias, relu):
         r = t // units
         u = t - r * units
         i0 = r * TAIL_ROWS
-        if u < pairs and simd.WIDE_BLOCKS:
+        if u < pairs:
             j0 = u * 2 * lanes
             _rows_x2(a, i0, m, bf, n, j0, k, of, bias, relu)
             if i0 + ROWS < m:
                 _rows_x2(a, i0 + ROWS, m, bf, n, j0, k, of, bias, relu)
-        elif u < pairs:  # 16 vector registers: the task's rows 4 at a time
+        else:
+            j0 = pairs * 2 * lanes + (u - pairs) * lanes
+            nv = min(lanes, n - j0)
+            zero = vsplat(bf.dtype.type(0))
+            if 2 * nv <= lanes and lanes >= 4:  # a half-width vector: half the cost on Zen 4
+                _rows_x1(a, i0, m, bf, n, j0, k, of, nv, vhalf(zero), bias, relu)
+            else:
+                _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero, bias, relu)
+
+
+@njit(parallel=True, **_FLAGS)
+def _gemm_narrow(a, b, out, bias, relu):
+    """:func:`_gemm_wide` for CPUs of 16 vector registers: the same tasks, their rows in blocks of
+    4 x 2 and 8 x 1 vectors (8 sums)."""
+    lanes = simd.lanes(out.dtype)
+    m, k = a.shape
+    n = b.shape[1]
+    bf, of = b.ravel(), out.ravel()
+    pairs = n // (2 * lanes)
+    units = pairs + -(-(n - pairs * 2 * lanes) // lanes)
+    for t in prange(-(-m // TAIL_ROWS) * units):
+        r = t // units
+        u = t - r * units
+        i0 = r * TAIL_ROWS
+        if u < pairs:
             j0 = u * 2 * lanes
             for r0 in range(i0, min(i0 + TAIL_ROWS, m), 4):
                 _rows4_x2(a, r0, m, bf, n, j0, k, of, bias, relu)
@@ -236,16 +260,15 @@ def _gemm(a, b, out, bias, relu):
             j0 = pairs * 2 * lanes + (u - pairs) * lanes
             nv = min(lanes, n - j0)
             zero = vsplat(bf.dtype.type(0))
-            if not simd.WIDE_BLOCKS:
-                for r0 in range(i0, min(i0 + TAIL_ROWS, m), 8):
-                    if 2 * nv <= lanes and lanes >= 4:
-                        _rows8_x1(a, r0, m, bf, n, j0, k, of, nv, vhalf(zero), bias, relu)
-                    else:
-                        _rows8_x1(a, r0, m, bf, n, j0, k, of, nv, zero, bias, relu)
-            elif 2 * nv <= lanes and lanes >= 4:  # a half-width vector: half the cost on Zen 4
-                _rows_x1(a, i0, m, bf, n, j0, k, of, nv, vhalf(zero), bias, relu)
-            else:
-                _rows_x1(a, i0, m, bf, n, j0, k, of, nv, zero, bias, relu)
+            for r0 in range(i0, min(i0 + TAIL_ROWS, m), 8):
+                if 2 * nv <= lanes and lanes >= 4:
+                    _rows8_x1(a, r0, m, bf, n, j0, k, of, nv, vhalf(zero), bias, relu)
+                else:
+                    _rows8_x1(a, r0, m, bf, n, j0, k, of, nv, zero, bias, relu)
+
+
+# Chosen once, as the CPU's registers allow: one compiled form each (a branch inside would compile both)
+_gemm = _gemm_wide if simd.WIDE_BLOCKS else _gemm_narrow
 
 
 def fits(a, b, out=None) -> bool:
