@@ -12,7 +12,9 @@ For a machine with a GPU, CuPy and numba-cuda preinstalled and no network: insta
    training step of every preset at batch 100 and 1000 (CUDA events) beside PyTorch CUDA eager
    where torch sees the GPU;
 4. two epochs of simple_convnet on MNIST on the GPU and on the CPU: samples/s, test accuracy;
-5. the targets: each with its measured figure and whether it is met.
+5. the host's side of a deep_convnet step (``profile_step.py --host``): its time synchronized and
+   not, and the Python functions it spends it in (the GPU step was host-bound on the first GPU);
+6. the targets: each with its measured figure and whether it is met.
 
 ``--backend cpu --quick`` runs the same code on the CPU with tiny sizes and synthetic data: the
 smoke test that keeps this script working (bench/test_profiles.py).
@@ -161,6 +163,14 @@ def epochs(backend: str, data_dir: str | None, quick: bool, figures: dict) -> li
     return lines
 
 
+def host_side(backend: str, quick: bool) -> list[str]:
+    """Markdown lines: deep_convnet's step at batch 100 synchronized and not, and cProfile's top
+    functions by own time (``profile_step.host_profile``)."""
+    from profile_step import host_profile
+
+    return ["```", host_profile("deep_convnet", 4 if quick else 100, 3 if quick else 100, backend).strip(), "```"]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("report_dir", type=Path)
@@ -170,7 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--test-timeout", type=int, default=1800, help="seconds allowed for the pytest part")
     p.add_argument("--test-workers", type=int, default=1,
                    help="pytest-xdist processes for the pytest part (each compiles its own CUDA kernels)")
-    p.add_argument("--skip", action="append", default=[], choices=["tests", "benchmarks", "epochs"],
+    p.add_argument("--skip", action="append", default=[], choices=["tests", "benchmarks", "epochs", "profile"],
                    help="leave a part out (repeatable), to fit a short lease")
     a = p.parse_args(argv)
     out = a.report_dir
@@ -193,6 +203,7 @@ def main(argv=None) -> int:
     figures: dict = {}
     parts = {"benchmarks": ("Benchmarks", lambda: benchmarks(a.backend, a.quick, figures)),
              "epochs": ("Two epochs of simple_convnet", lambda: epochs(a.backend, a.data, a.quick, figures)),
+             "profile": ("The host's side of a step", lambda: host_side(a.backend, a.quick)),
              "targets": ("Targets (issue 13)", lambda: targets(figures, a.backend, a.quick))}
     for title, part in (parts[k] for k in parts if k not in a.skip):
         try:

@@ -67,10 +67,12 @@ def test_gpu_check_writes_every_part_of_its_report(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     report = (tmp_path / "gpu_check.md").read_text()
-    for part in ("## accelnet info", "## pytest", "## Benchmarks", "## Two epochs of simple_convnet", "## Targets"):
+    for part in ("## accelnet info", "## pytest", "## Benchmarks", "## Two epochs of simple_convnet",
+                 "## The host's side of a step", "## Targets"):
         assert part in report
     assert "failed:" not in report, report
     assert "| adam (fused) |" in report and "| deep_convnet | 8 |" in report and "| cpu | 1 |" in report
+    assert "ms per step synchronized" in report and "tottime" in report
     assert report.count("| met |") + report.count("| NOT met |") == 5, report
 
 
