@@ -248,7 +248,7 @@ class Sequential:
         if missing or unexpected:
             raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         for k, dst in targets.items():
-            src = np.asarray(state[k])
+            src = self.backend.to_numpy(state[k]) if hasattr(state[k], "shape") else np.asarray(state[k])
             if src.shape != dst.shape:
                 raise ValueError(f"load_state_dict: {k} has shape {src.shape}, the model expects {dst.shape}")
             if src.dtype.kind in "fc" and not np.isfinite(src).all():

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .backend import backend_of
+from .backend import backend_of, get_backend
 from .kernels import elementwise
 from .validate import is_number, number
 from .schedules import CosineDecay, ExponentialDecay, Schedule, StepDecay, Warmup, get_schedule
@@ -280,7 +280,8 @@ class Optimizer:
             self._flat_state = {k: b.to_device(a, self.arena.dtype).copy() for k, a in flat.items()}
         else:
             self._flat_state = None
-        self._key_state = {key: {k: np.array(a) for k, a in st.items()} for key, st in state["key_state"].items()}
+        host = get_backend("cpu").to_numpy  # also a CuPy array's host copy
+        self._key_state = {key: {k: np.array(host(a)) for k, a in st.items()} for key, st in state["key_state"].items()}
         self._key_shapes = {key: tuple(shape) for key, shape in state.get("key_shapes", {}).items()}
         self.t, self.epoch = int(state["t"]), int(state["epoch"])
         self.base_lr = float(state["lr"])

@@ -74,6 +74,13 @@ def test_state_dict_is_a_copy_not_a_view(backend_name):
     assert np.abs(_host(m.params["linear1.W"])).sum() > 0
 
 
+def test_a_state_dict_of_device_arrays_loads_as_its_host_copy(device_array):
+    a, b = _mlp(seed=1), _mlp(seed=2)
+    b.load_state_dict({k: device_array(v) for k, v in a.state_dict().items()})  # a GPU model's arrays, say
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+
+
 def test_load_state_dict_rejects_missing_and_mismatched_entries():
     m = _mlp()
     sd = m.state_dict()

@@ -252,6 +252,20 @@ def test_state_dict_is_a_copy():
     assert not np.array_equal(sd["flat_state"]["m"], opt._flat_state["m"])
 
 
+def test_a_book_interface_state_of_device_arrays_loads_as_its_host_copy(device_array):
+    params = {"W": np.ones((2, 3)), "b": np.zeros(3)}
+    a = Adam()
+    a.update(params, {"W": np.full((2, 3), 0.5), "b": np.ones(3)})
+    saved = a.state_dict()
+    moved = {**saved, "key_state": {key: {k: device_array(v) for k, v in st.items()}  # from a GPU run, say
+                                    for key, st in saved["key_state"].items()}}
+    b = Adam()
+    b.load_state_dict(moved)
+    for key, st in saved["key_state"].items():
+        for k, v in st.items():
+            np.testing.assert_array_equal(b.state_dict()["key_state"][key][k], v)
+
+
 def test_loading_another_optimizers_state_is_refused():
     with pytest.raises(ValueError, match="'SGD', not 'Adam'"):
         Adam().load_state_dict(SGD().state_dict())
